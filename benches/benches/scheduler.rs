@@ -1,0 +1,2 @@
+//! Placeholder replaced by the scheduler benchmark.
+fn main() {}

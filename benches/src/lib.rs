@@ -1,0 +1,1 @@
+//! Criterion benchmarks for PSS; see `benches/` and BENCHMARKS.md.

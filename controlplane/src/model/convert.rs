@@ -1,0 +1,1 @@
+//! Conversions between model types and pss.v1 protobuf types.

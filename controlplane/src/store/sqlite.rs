@@ -1,0 +1,3 @@
+//! SQLite implementation of the state store.
+/// SQLite-backed [`super::StateStore`].
+pub struct SqliteStore {}

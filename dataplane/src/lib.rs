@@ -1,0 +1,1 @@
+//! pss-proxy: the PSS L4 data plane.
