@@ -285,6 +285,9 @@ pub struct PodRecord {
     pub updated_at_ms: i64,
     /// Earliest time a restart may be attempted (crash-loop back-off); 0 = no back-off.
     pub backoff_until_ms: i64,
+    /// Failures in a row without 10 minutes of healthy running in between (drives the
+    /// crash-loop back-off; reset after a long healthy run).
+    pub failure_streak: u32,
     pub cpu_percent: f64,
     pub memory_bytes: u64,
     pub containers: Vec<ContainerState>,
@@ -308,6 +311,7 @@ impl PodRecord {
             started_at_ms: 0,
             updated_at_ms: now_ms,
             backoff_until_ms: 0,
+            failure_streak: 0,
             cpu_percent: 0.0,
             memory_bytes: 0,
             containers: Vec::new(),
