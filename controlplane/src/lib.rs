@@ -13,6 +13,7 @@
 //!
 //! The binaries in `src/bin/` are thin: they parse flags and call into this library.
 
+pub mod addr;
 pub mod agent;
 pub mod auth;
 pub mod autoscaler;
@@ -20,6 +21,7 @@ pub mod cli;
 pub mod controller;
 pub mod duration;
 pub mod error;
+pub mod logging;
 pub mod model;
 pub mod reconciler;
 pub mod scheduler;
