@@ -1,0 +1,106 @@
+//! Test support: an in-process controller on 127.0.0.1:0 with a real SQLite file, and pssctl
+//! commands run through the same `cli::execute` the binary uses.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use pss_controlplane::cli::{execute, Cli, CliError};
+use pss_controlplane::controller::{serve, ControllerConfig};
+use pss_controlplane::store::SqliteStore;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub const TOKEN: &str = "test-token";
+
+/// A controller running in this process.
+pub struct RunningController {
+    pub addr: SocketAddr,
+    pub shutdown: CancellationToken,
+    pub task: JoinHandle<pss_controlplane::Result<()>>,
+}
+
+impl RunningController {
+    /// Starts a controller on `db` with `config`.
+    pub async fn start_with(db: &Path, config: ControllerConfig) -> Self {
+        let store = SqliteStore::open(db).expect("open store");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(serve(listener, Arc::new(store), config, shutdown.clone()));
+        RunningController { addr, shutdown, task }
+    }
+
+    /// Starts a controller on `db` with fast test timings.
+    pub async fn start(db: &Path) -> Self {
+        Self::start_with(db, fast_config()).await
+    }
+
+    /// Stops it and waits until it has released the database.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(20), self.task)
+            .await
+            .expect("controller stops in time")
+            .expect("controller task")
+            .expect("controller result");
+    }
+
+    /// Runs a pssctl command line (without the leading "pssctl") with the right address and
+    /// token; returns its output.
+    pub async fn ctl(&self, args: &[&str]) -> Result<String, CliError> {
+        self.ctl_with_token(TOKEN, args).await
+    }
+
+    pub async fn ctl_with_token(&self, token: &str, args: &[&str]) -> Result<String, CliError> {
+        let addr = self.addr.to_string();
+        let mut argv = vec!["pssctl", "--controller", addr.as_str(), "--token", token];
+        argv.extend_from_slice(args);
+        ctl_raw(&argv).await
+    }
+}
+
+/// Runs a full pssctl argv through `cli::execute`.
+pub async fn ctl_raw(argv: &[&str]) -> Result<String, CliError> {
+    let cli = Cli::try_parse_from(argv).map_err(|e| CliError::Usage(e.to_string()))?;
+    let mut out: Vec<u8> = Vec::new();
+    execute(cli, &mut out).await?;
+    Ok(String::from_utf8(out).expect("utf-8 output"))
+}
+
+/// Controller timings for tests: quick loops, short drains.
+pub fn fast_config() -> ControllerConfig {
+    let mut c = ControllerConfig::new(TOKEN);
+    c.reconcile_interval = Duration::from_secs(1);
+    c.metrics_interval = Duration::from_secs(1);
+    c.node_timeout = Duration::from_secs(6);
+    c.drain_period = Duration::from_millis(500);
+    c.stop_grace = Duration::from_secs(2);
+    c
+}
+
+/// Path of a file in the repository.
+pub fn repo_path(rel: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
+}
+
+/// Polls `f` every 100 ms until it returns Some, or panics after `timeout` with `what`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
