@@ -102,10 +102,11 @@ impl SqliteStore {
 
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Deliberately does not take the connection lock: formatting must never block or
+        // deadlock inside a store call.
         f.debug_struct("SqliteStore")
-            .field("path", &self.lock().path().unwrap_or(":memory:"))
             .field("event_retention", &self.event_retention)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
