@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The whole PSS test suite, on a fresh Debian machine (as root): prepares Podman (packages,
+# containers.conf, the locally built demo image, the API socket) and runs every test of the
+# workspace — unit, proptest, SQLite, gRPC on loopback, and the real-Podman cluster tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/podman-setup.sh >/dev/null
+
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --workspace --no-fail-fast
+else
+    cargo test --workspace --no-fail-fast
+fi
