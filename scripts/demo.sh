@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# The PSS demo on this machine (as root): builds the release binaries, prepares Podman, starts a
+# controller, two agents (node-a, node-b) and a proxy for my-service, applies the examples, shows
+# the pods, and sends HTTP traffic through the proxy.
+#
+#   scripts/demo.sh          bring it up (idempotent: stops a previous demo first)
+#   scripts/demo.sh down     stop every demo process and remove the demo's Podman pods
+#
+# State, logs and the token live in .demo/ (PSS_TOKEN there is what pssctl needs).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+STATE=$ROOT/.demo
+BIN=$ROOT/target/release
+CTRL_ADDR=127.0.0.1:50051
+PROXY_ADDR=127.0.0.1:8080
+
+down() {
+    for p in proxy agent-node-a agent-node-b controller; do
+        if [ -f "$STATE/$p.pid" ]; then
+            kill "$(cat "$STATE/$p.pid")" 2>/dev/null || true
+            rm -f "$STATE/$p.pid"
+        fi
+    done
+    sleep 1
+    if command -v podman >/dev/null && [ -f /etc/pss/containers.conf ]; then
+        for node in node-a node-b; do
+            ids=$(CONTAINERS_CONF=/etc/pss/containers.conf podman pod ps -q --filter "label=pss.node=$node" 2>/dev/null || true)
+            [ -z "$ids" ] || CONTAINERS_CONF=/etc/pss/containers.conf podman pod rm -f -t 0 $ids >/dev/null 2>&1 || true
+        done
+    fi
+}
+
+if [ "${1:-up}" = down ]; then
+    down
+    echo "demo stopped"
+    exit 0
+fi
+
+command -v cargo >/dev/null || { echo "demo: cargo (Rust) is required" >&2; exit 1; }
+command -v curl >/dev/null || { apt-get update -q && apt-get install -y -q curl; }
+down
+mkdir -p "$STATE"
+echo "== building (release)"
+cargo build --release --bins
+echo "== preparing Podman"
+eval "$(bash scripts/podman-setup.sh | tail -n 2)"
+export CONTAINERS_CONF PSS_PODMAN_SOCK
+[ -f "$STATE/token" ] || head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$STATE/token"
+export PSS_TOKEN=$(cat "$STATE/token") PSS_CONTROLLER=$CTRL_ADDR
+pssctl() { "$BIN/pssctl" "$@"; }
+
+echo "== starting controller on $CTRL_ADDR"
+rm -f "$STATE/pss.db" "$STATE/pss.db-wal" "$STATE/pss.db-shm"
+"$BIN/pss-controller" --listen "$CTRL_ADDR" --db "$STATE/pss.db" --metrics-interval 2s --node-timeout 6s \
+    >"$STATE/controller.log" 2>&1 & echo $! > "$STATE/controller.pid"
+for i in $(seq 50); do pssctl get nodes >/dev/null 2>&1 && break; sleep 0.2; done
+port=50061
+for node in node-a node-b; do
+    echo "== starting agent $node"
+    "$BIN/pss-agent" --node-name "$node" --listen "127.0.0.1:$port" --advertise-address 127.0.0.1 \
+        --socket "$PSS_PODMAN_SOCK" --metrics-interval 2s --cpu 2000 --mem 2048 \
+        >"$STATE/agent-$node.log" 2>&1 & echo $! > "$STATE/agent-$node.pid"
+    port=$((port + 1))
+done
+for i in $(seq 100); do [ "$(pssctl get nodes | grep -c ' Ready ')" = 2 ] && break; sleep 0.3; done
+pssctl get nodes
+
+echo "== applying examples"
+for f in examples/my-app.yaml examples/my-service.yaml examples/my-autoscaler.yaml; do pssctl apply -f "$f"; done
+echo "== starting pss-proxy for my-service on $PROXY_ADDR"
+"$BIN/pss-proxy" --controller "$CTRL_ADDR" --service my-service --listen "$PROXY_ADDR" --admin 127.0.0.1:9090 \
+    >"$STATE/proxy.log" 2>&1 & echo $! > "$STATE/proxy.pid"
+
+echo "== waiting for pods"
+for i in $(seq 120); do
+    [ "$(pssctl get pods | awk 'NR>1 && $3=="Running" && $2=="1/1"' | wc -l)" -ge 3 ] && break
+    sleep 0.5
+done
+pssctl get pods
+echo
+pssctl get services -o wide
+echo
+echo "== traffic through the proxy (http://$PROXY_ADDR/)"
+for i in $(seq 6); do
+    curl -s -m 3 "http://$PROXY_ADDR/" || echo "(request $i failed)"
+done
+echo
+cat <<MSG
+The cluster is running. Try:
+  export PSS_TOKEN=$(cat "$STATE/token") PSS_CONTROLLER=$CTRL_ADDR
+  $BIN/pssctl get pods -o wide
+  $BIN/pssctl scale workload/my-app --replicas 5
+  curl http://$PROXY_ADDR/
+  curl -s http://127.0.0.1:9090/metrics | head
+Logs are in $STATE/. Stop everything with:  scripts/demo.sh down
+MSG
