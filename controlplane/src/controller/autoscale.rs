@@ -1,13 +1,125 @@
-//! The autoscaler loop around the pure [`crate::autoscaler`] recommendation.
+//! The autoscaler loop: every `--metrics-interval` it evaluates each policy with the pure
+//! [`recommend`] (HPA's algorithm, cooldown, stabilization window), records what it saw for
+//! `pssctl get autoscalers`, and applies a decision by setting the workload's replicas, which
+//! triggers the reconciler. Every scaling decision, and every held-back one, is an event with
+//! its numbers.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use super::Shared;
+use crate::autoscaler::{pod_utilisation, recommend, AutoscalerConfig, AutoscalerInput, AutoscalerState, PodMetrics, ScaleReason};
+use crate::model::{now_ms, AutoscalerStatus, EventRecord, NodeRecord, PodPhase, PodRecord, Resources};
+use crate::store::StoredAutoscaler;
+use crate::Result;
 
-/// What the autoscaler remembers between evaluations (recommendation history per policy).
+/// What the autoscaler remembers between evaluations, per policy name.
 #[derive(Default)]
-pub(crate) struct AutoscaleMemory {}
+pub(crate) struct AutoscaleMemory {
+    policies: Mutex<HashMap<String, Remembered>>,
+}
+
+#[derive(Default, Clone)]
+struct Remembered {
+    state: AutoscalerState,
+    /// The last held-back reason reported as an event (not repeated every evaluation).
+    last_reason: Option<ScaleReason>,
+}
 
 pub(crate) async fn run(shared: Arc<Shared>) {
-    shared.shutdown.cancelled().await;
+    let mut interval = tokio::time::interval(shared.config.metrics_interval);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            _ = interval.tick() => {}
+        }
+        if let Err(e) = evaluate_all(&shared, now_ms()) {
+            tracing::warn!(error = %e, "autoscaler evaluation failed");
+        }
+    }
+}
+
+/// The autoscaler's view of one pod: utilisation relative to its requests (or its node's
+/// capacity when it requests nothing). A pod the agent has not measured yet (no memory
+/// reported) has no sample.
+fn pod_metrics(pod: &PodRecord, requests: Resources, nodes: &[NodeRecord]) -> PodMetrics {
+    let ready = pod.ready && pod.phase == PodPhase::Running;
+    if pod.memory_bytes == 0 {
+        return PodMetrics { ready, cpu_percent: None, memory_percent: None };
+    }
+    let capacity = pod
+        .node
+        .as_deref()
+        .and_then(|n| nodes.iter().find(|r| r.name == n))
+        .map(|n| Resources { cpu_millis: n.cpu_millis, memory_bytes: n.memory_bytes })
+        .unwrap_or_default();
+    let (cpu, memory) = pod_utilisation(pod.cpu_percent, pod.memory_bytes, requests, capacity);
+    PodMetrics { ready, cpu_percent: cpu, memory_percent: memory }
+}
+
+/// Evaluates every policy once at `now`.
+pub(crate) fn evaluate_all(shared: &Shared, now: i64) -> Result<()> {
+    let store = &shared.store;
+    let policies = store.list_autoscalers()?;
+    if policies.is_empty() {
+        return Ok(());
+    }
+    let pods = store.list_pods(None)?;
+    let nodes = store.list_nodes()?;
+    for stored in policies {
+        evaluate(shared, &stored, &pods, &nodes, now)?;
+    }
+    Ok(())
+}
+
+fn evaluate(shared: &Shared, stored: &StoredAutoscaler, pods: &[PodRecord], nodes: &[NodeRecord], now: i64) -> Result<()> {
+    let policy = &stored.policy;
+    let Some(workload) = shared.store.get_workload(&policy.workload)? else {
+        return Ok(());
+    };
+    let requests = workload.workload.pod_spec.requests();
+    let metrics: Vec<PodMetrics> = pods
+        .iter()
+        .filter(|p| p.workload == policy.workload && !matches!(p.phase, PodPhase::Terminating | PodPhase::Lost))
+        .map(|p| pod_metrics(p, requests, nodes))
+        .collect();
+    let mut config = AutoscalerConfig::from_policy(policy);
+    config.cooldown = shared.config.autoscale_cooldown;
+    config.stabilization_window = shared.config.stabilization_window;
+
+    let mut remembered = {
+        let memory = shared.autoscale.policies.lock().expect("autoscaler memory poisoned");
+        memory.get(&policy.name).cloned().unwrap_or_default()
+    };
+    if remembered.state.last_scale_at_ms == 0 {
+        // After a controller restart the cooldown still holds.
+        remembered.state.last_scale_at_ms = stored.status.last_scale_at_ms;
+    }
+    let current = workload.workload.replicas;
+    let rec = recommend(&AutoscalerInput { config: &config, current_replicas: current, pods: &metrics, now_ms: now, state: &remembered.state });
+
+    let object = format!("autoscalepolicy/{}", policy.name);
+    if rec.scales() {
+        shared.store.set_replicas(&policy.workload, rec.desired_replicas)?;
+        shared.event(EventRecord::normal("AutoScaled", object, format!("workload {}: {rec}", policy.workload)));
+        shared.kick();
+        remembered.last_reason = None;
+    } else if matches!(rec.reason, ScaleReason::Cooldown | ScaleReason::Stabilizing) && remembered.last_reason != Some(rec.reason) {
+        shared.event(EventRecord::normal("AutoScaleHeld", object, format!("workload {}: {rec}", policy.workload)));
+        remembered.last_reason = Some(rec.reason);
+    } else if !matches!(rec.reason, ScaleReason::Cooldown | ScaleReason::Stabilizing) {
+        remembered.last_reason = None;
+    }
+    let status = AutoscalerStatus {
+        current_cpu_percent: rec.current_cpu_percent,
+        current_memory_percent: rec.current_memory_percent,
+        current_replicas: current,
+        desired_replicas: rec.desired_replicas,
+        last_scale_at_ms: rec.state.last_scale_at_ms,
+    };
+    shared.store.set_autoscaler_status(&policy.name, &status)?;
+    remembered.state = rec.state;
+    shared.autoscale.policies.lock().expect("autoscaler memory poisoned").insert(policy.name.clone(), remembered);
+    Ok(())
 }

@@ -12,9 +12,8 @@ use pss_proto::v1 as pb;
 
 use super::registry::apply_report;
 use super::Shared;
-use crate::model::{generate_pod_id, now_ms, EventRecord, NodeStatus, PodPhase, PodRecord, Resources};
-use crate::reconciler::{plan, Action, DesiredWorkload, ObservedPod, StopReason};
-use crate::scheduler::NodeState;
+use crate::model::{generate_pod_id, now_ms, EventRecord, NodeStatus, PodPhase, PodRecord};
+use crate::reconciler::{node_states, observed_from_records, plan, Action, DesiredWorkload, StopReason};
 use crate::Result;
 
 /// Runs passes until shutdown.
@@ -33,11 +32,6 @@ pub(crate) async fn run(shared: Arc<Shared>) {
     }
 }
 
-/// Phases whose pods hold their node's resources.
-fn holds_resources(phase: PodPhase) -> bool {
-    matches!(phase, PodPhase::Starting | PodPhase::Running | PodPhase::Failed | PodPhase::Succeeded | PodPhase::Terminating | PodPhase::Pending)
-}
-
 /// One reconcile pass.
 pub(crate) fn pass(shared: &Arc<Shared>) -> Result<()> {
     let store = &shared.store;
@@ -46,8 +40,6 @@ pub(crate) fn pass(shared: &Arc<Shared>) -> Result<()> {
     let nodes = store.list_nodes()?;
     let now = now_ms();
 
-    let requests: HashMap<&str, Resources> =
-        workloads.iter().map(|w| (w.workload.name.as_str(), w.workload.pod_spec.requests())).collect();
     let desired: Vec<DesiredWorkload> = workloads
         .iter()
         .map(|w| DesiredWorkload {
@@ -58,36 +50,10 @@ pub(crate) fn pass(shared: &Arc<Shared>) -> Result<()> {
             spec_hash: w.workload.pod_spec.spec_hash(),
         })
         .collect();
-    let observed: Vec<ObservedPod> = pods
-        .iter()
-        .map(|p| ObservedPod {
-            id: p.id.clone(),
-            workload: p.workload.clone(),
-            node: p.node.clone(),
-            phase: p.phase,
-            ready: p.ready,
-            spec_hash: p.spec_hash,
-            restart_count: p.restart_count,
-            backoff_until_ms: p.backoff_until_ms,
-        })
-        .collect();
-    let node_states: Vec<NodeState> = nodes
-        .iter()
-        .map(|n| {
-            let allocated = pods
-                .iter()
-                .filter(|p| p.node.as_deref() == Some(n.name.as_str()) && holds_resources(p.phase))
-                .map(|p| requests.get(p.workload.as_str()).copied().unwrap_or_default())
-                .fold(Resources::default(), Resources::plus);
-            NodeState {
-                name: n.name.clone(),
-                ready: n.status == NodeStatus::Ready,
-                capacity: Resources { cpu_millis: n.cpu_millis, memory_bytes: n.memory_bytes },
-                allocated,
-                workload_pods: 0,
-            }
-        })
-        .collect();
+    let observed = observed_from_records(&pods);
+    let node_states = node_states(&nodes, &pods, |name| {
+        workloads.iter().find(|w| w.workload.name == name).map(|w| w.workload.pod_spec.requests())
+    });
 
     let actions = plan(&desired, &observed, &node_states, now);
     let by_id: HashMap<&str, &PodRecord> = pods.iter().map(|p| (p.id.as_str(), p)).collect();

@@ -12,10 +12,8 @@ use pss_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
 use super::Shared;
+use crate::backoff::CrashLoop;
 use crate::model::{now_ms, ContainerState, EventRecord, NodeRecord, NodeStatus, PodPhase, PodRecord, PortAddress};
-
-/// A pod that ran at least this long before failing starts a fresh back-off streak.
-pub const HEALTHY_RESET: Duration = Duration::from_secs(600);
 
 /// What a report changed in a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -28,17 +26,6 @@ pub struct Outcome {
     pub failed: bool,
     /// The controller does not want this pod any more: the agent must stop it.
     pub stop: bool,
-}
-
-/// Delay before restart number `streak + 1` of a crash-looping pod: the first restart is
-/// immediate, then 10 s doubling up to 5 min.
-pub fn crash_backoff(streak: u32) -> Duration {
-    const FIRST: Duration = Duration::from_secs(10);
-    const CAP: Duration = Duration::from_secs(300);
-    match streak {
-        0 => Duration::ZERO,
-        n => FIRST.saturating_mul(1u32 << (n - 1).min(16)).min(CAP),
-    }
 }
 
 /// Applies an agent's report about `record` (same pod id) received at `now`.
@@ -82,12 +69,10 @@ pub fn apply_report(record: &mut PodRecord, report: &pb::PodReport, now: i64) ->
             if record.phase != PodPhase::Failed {
                 out.failed = true;
                 out.changed = true;
-                let ran_long = record.started_at_ms > 0 && now - record.started_at_ms >= HEALTHY_RESET.as_millis() as i64;
-                if ran_long {
-                    record.failure_streak = 0;
-                }
-                record.backoff_until_ms = now + crash_backoff(record.failure_streak).as_millis() as i64;
-                record.failure_streak += 1;
+                let crash = CrashLoop { failure_streak: record.failure_streak, backoff_until_ms: record.backoff_until_ms }
+                    .on_failure(record.started_at_ms, now);
+                record.failure_streak = crash.failure_streak;
+                record.backoff_until_ms = crash.backoff_until_ms;
                 record.phase = PodPhase::Failed;
                 record.ready = false;
                 record.reason = if report.reason.is_empty() {
@@ -356,7 +341,7 @@ mod tests {
         assert_eq!(delays, [0, 10_000, 20_000, 40_000]);
         // Ten healthy minutes: the streak resets.
         apply_report(&mut r, &running(true), now);
-        now += HEALTHY_RESET.as_millis() as i64 + 1;
+        now += crate::backoff::CRASH_RESET_AFTER.as_millis() as i64 + 1;
         apply_report(&mut r, &failed(), now);
         assert_eq!(r.backoff_until_ms, now);
     }
