@@ -1,0 +1,847 @@
+//! Proxy configuration: the YAML file format, its defaults and validation, and the merge with
+//! command-line flags (flags override the file).
+//!
+//! ```yaml
+//! workers: 2                       # default: number of cores
+//! admin: 127.0.0.1:9100            # Prometheus /metrics (optional)
+//! drain_timeout: 10s
+//! controller: {address: localhost:50051, token: secret}
+//! services:
+//!   - name: web
+//!     listen: ":8080"              # ":PORT" means 0.0.0.0:PORT
+//!     backends: [127.0.0.1:8081, 127.0.0.1:8082]   # or `service: my-service` (controller-fed)
+//!     engine: splice               # splice | copy | uring
+//!     backlog: 1024
+//!     reuseport: true
+//!     nodelay: true
+//!     keepalive: 60s               # TCP keepalive idle time; omit for none
+//!     send_buffer: 262144          # SO_SNDBUF bytes; omit for the kernel's autotuning
+//!     recv_buffer: 262144
+//!     connect_timeout: 2s
+//!     connect_attempts: 3          # backends tried per client connection
+//!     idle_timeout: 5m             # 0s disables
+//!     max_connections: 10000       # omit for unlimited
+//!     splice_threshold: 4096       # a direction switches from copy to splice after a read this big
+//!     health: {interval: 2s, timeout: 1s, rise: 2, fall: 3}   # interval 0s disables checks
+//! ```
+//!
+//! Unknown fields are rejected; every error names the field path and the reason.
+
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::{Error, Result};
+
+/// How bytes are moved between the client and the backend socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    /// Copy small reads through a userspace buffer, then `splice(2)` through a pooled pipe once a
+    /// direction carries bulk data (Linux only).
+    Splice,
+    /// Userspace copy through reused per-worker buffers (portable).
+    Copy,
+    /// io_uring through tokio-uring (cargo feature `uring`).
+    Uring,
+}
+
+impl Default for Engine {
+    fn default() -> Self {
+        if cfg!(target_os = "linux") {
+            Engine::Splice
+        } else {
+            Engine::Copy
+        }
+    }
+}
+
+impl FromStr for Engine {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "splice" => Ok(Engine::Splice),
+            "copy" => Ok(Engine::Copy),
+            "uring" => Ok(Engine::Uring),
+            other => Err(format!(
+                "unknown engine `{other}` (expected splice, copy or uring)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Engine::Splice => "splice",
+            Engine::Copy => "copy",
+            Engine::Uring => "uring",
+        })
+    }
+}
+
+/// The whole proxy.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyConfig {
+    /// Worker threads; each runs its own runtime and its own listener per service.
+    pub workers: usize,
+    /// Where `/metrics` is served; none when absent.
+    #[serde(deserialize_with = "de_opt_listen")]
+    pub admin: Option<SocketAddr>,
+    /// How long open connections may finish after shutdown is requested.
+    #[serde(deserialize_with = "de_duration")]
+    pub drain_timeout: Duration,
+    /// Upper bound on splice pipes per worker thread (two per spliced connection); when the
+    /// pool is exhausted a connection keeps copying.
+    pub max_pipes_per_worker: usize,
+    /// Controller to subscribe to for controller-fed services.
+    pub controller: Option<ControllerConfig>,
+    /// The services to proxy.
+    pub services: Vec<ServiceConfig>,
+}
+
+impl ProxyConfig {
+    /// A configuration with defaults around the given services.
+    pub fn new(services: Vec<ServiceConfig>) -> Self {
+        ProxyConfig {
+            services,
+            ..ProxyConfig::default()
+        }
+    }
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            admin: None,
+            drain_timeout: Duration::from_secs(10),
+            max_pipes_per_worker: 4096,
+            controller: None,
+            services: Vec::new(),
+        }
+    }
+}
+
+/// How to reach the controller's `EndpointWatch` service.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControllerConfig {
+    /// `host:port` or a full `http://` / `https://` URL.
+    pub address: String,
+    /// Shared token sent as `authorization: Bearer <token>`.
+    #[serde(default)]
+    pub token: String,
+    /// First reconnect delay; doubles per failure up to `backoff_max`, with full jitter.
+    #[serde(default = "default_backoff_initial", deserialize_with = "de_duration")]
+    pub backoff_initial: Duration,
+    /// Largest reconnect delay.
+    #[serde(default = "default_backoff_max", deserialize_with = "de_duration")]
+    pub backoff_max: Duration,
+}
+
+fn default_backoff_initial() -> Duration {
+    Duration::from_millis(200)
+}
+fn default_backoff_max() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl ControllerConfig {
+    /// A controller at `address` with the default backoff.
+    pub fn new(address: impl Into<String>, token: impl Into<String>) -> Self {
+        ControllerConfig {
+            address: address.into(),
+            token: token.into(),
+            backoff_initial: default_backoff_initial(),
+            backoff_max: default_backoff_max(),
+        }
+    }
+}
+
+/// Where a service's backends come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Backends {
+    /// A fixed list.
+    Static(Vec<SocketAddr>),
+    /// The named service's endpoint snapshots, streamed by the controller.
+    Controller(String),
+}
+
+/// Socket options of the listener; accepted sockets inherit them, backend sockets get the same.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListenerTuning {
+    /// `listen(2)` backlog.
+    pub backlog: u32,
+    /// One `SO_REUSEPORT` listener per worker (the kernel spreads connections); otherwise one
+    /// shared listening socket.
+    pub reuseport: bool,
+    /// `TCP_NODELAY` on both legs.
+    pub nodelay: bool,
+    /// TCP keepalive idle time on both legs.
+    pub keepalive: Option<Duration>,
+    /// `SO_SNDBUF`; none keeps kernel autotuning.
+    pub send_buffer: Option<usize>,
+    /// `SO_RCVBUF`; none keeps kernel autotuning.
+    pub recv_buffer: Option<usize>,
+}
+
+impl Default for ListenerTuning {
+    fn default() -> Self {
+        ListenerTuning {
+            backlog: 4096,
+            reuseport: true,
+            nodelay: true,
+            keepalive: None,
+            send_buffer: None,
+            recv_buffer: None,
+        }
+    }
+}
+
+/// Active health checks.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// Time between checks of one backend; zero disables active checks.
+    #[serde(deserialize_with = "de_duration")]
+    pub interval: Duration,
+    /// Connect timeout of one check.
+    #[serde(deserialize_with = "de_duration")]
+    pub timeout: Duration,
+    /// Consecutive successes that bring a down backend up.
+    pub rise: u32,
+    /// Consecutive failures (checks or client connects) that take an up backend down.
+    pub fall: u32,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            interval: Duration::from_secs(2),
+            timeout: Duration::from_secs(1),
+            rise: 2,
+            fall: 3,
+        }
+    }
+}
+
+/// One proxied service.
+#[derive(Clone, Debug)]
+pub struct ServiceConfig {
+    /// Name used in logs and metrics (and, for controller-fed services, the default service).
+    pub name: String,
+    /// Listen address (`:8080` in files and flags means `0.0.0.0:8080`).
+    pub listen: SocketAddr,
+    /// Static list or controller service.
+    pub backends: Backends,
+    /// Forwarding engine.
+    pub engine: Engine,
+    /// Socket options.
+    pub tuning: ListenerTuning,
+    /// Time allowed for one backend connect.
+    pub connect_timeout: Duration,
+    /// Backends tried per client connection before giving up.
+    pub connect_attempts: u32,
+    /// Close a connection when neither side sent anything for this long.
+    pub idle_timeout: Option<Duration>,
+    /// Connections beyond this many open ones are closed at once.
+    pub max_connections: Option<usize>,
+    /// A direction switches from copying to splicing after one read of at least this many bytes.
+    pub splice_threshold: usize,
+    /// Active health checks.
+    pub health: HealthConfig,
+}
+
+impl ServiceConfig {
+    /// A service with a fixed backend list and default tuning.
+    pub fn with_static_backends(
+        name: impl Into<String>,
+        listen: SocketAddr,
+        backends: Vec<SocketAddr>,
+    ) -> Self {
+        Self::with_backends(name.into(), listen, Backends::Static(backends))
+    }
+
+    /// A service whose backends are the controller's endpoints of `service`.
+    pub fn with_controller_service(
+        name: impl Into<String>,
+        listen: SocketAddr,
+        service: impl Into<String>,
+    ) -> Self {
+        Self::with_backends(name.into(), listen, Backends::Controller(service.into()))
+    }
+
+    fn with_backends(name: String, listen: SocketAddr, backends: Backends) -> Self {
+        ServiceConfig {
+            name,
+            listen,
+            backends,
+            engine: Engine::default(),
+            tuning: ListenerTuning::default(),
+            connect_timeout: Duration::from_secs(2),
+            connect_attempts: 3,
+            idle_timeout: Some(Duration::from_secs(300)),
+            max_connections: None,
+            splice_threshold: 4096,
+            health: HealthConfig::default(),
+        }
+    }
+}
+
+/// The file form of a service: every tuning knob optional, defaults filled in by conversion.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServiceFile {
+    name: String,
+    #[serde(deserialize_with = "de_listen")]
+    listen: SocketAddr,
+    #[serde(default)]
+    backends: Option<Vec<String>>,
+    #[serde(default)]
+    service: Option<String>,
+    #[serde(default)]
+    engine: Option<Engine>,
+    #[serde(default)]
+    backlog: Option<u32>,
+    #[serde(default)]
+    reuseport: Option<bool>,
+    #[serde(default)]
+    nodelay: Option<bool>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    keepalive: Option<Duration>,
+    #[serde(default)]
+    send_buffer: Option<usize>,
+    #[serde(default)]
+    recv_buffer: Option<usize>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    connect_timeout: Option<Duration>,
+    #[serde(default)]
+    connect_attempts: Option<u32>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    idle_timeout: Option<Duration>,
+    #[serde(default)]
+    max_connections: Option<usize>,
+    #[serde(default)]
+    splice_threshold: Option<usize>,
+    #[serde(default)]
+    health: Option<HealthConfig>,
+}
+
+impl<'de> Deserialize<'de> for ServiceConfig {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let f = ServiceFile::deserialize(d)?;
+        let backends = match (f.backends, f.service) {
+            (Some(_), Some(_)) => {
+                return Err(D::Error::custom(
+                    "`backends` and `service` are exclusive: give a static list or a controller service",
+                ))
+            }
+            (None, None) => {
+                return Err(D::Error::custom(
+                    "needs `backends` (static list) or `service` (controller-fed)",
+                ))
+            }
+            (Some(list), None) => Backends::Static(
+                list.iter()
+                    .map(|s| resolve(s))
+                    .collect::<Result<_, _>>()
+                    .map_err(D::Error::custom)?,
+            ),
+            (None, Some(svc)) => Backends::Controller(svc),
+        };
+        let mut s = ServiceConfig::with_backends(f.name, f.listen, backends);
+        let t = &mut s.tuning;
+        if let Some(v) = f.engine {
+            s.engine = v;
+        }
+        if let Some(v) = f.backlog {
+            t.backlog = v;
+        }
+        if let Some(v) = f.reuseport {
+            t.reuseport = v;
+        }
+        if let Some(v) = f.nodelay {
+            t.nodelay = v;
+        }
+        t.keepalive = f.keepalive.filter(|d| !d.is_zero());
+        t.send_buffer = f.send_buffer;
+        t.recv_buffer = f.recv_buffer;
+        if let Some(v) = f.connect_timeout {
+            s.connect_timeout = v;
+        }
+        if let Some(v) = f.connect_attempts {
+            s.connect_attempts = v;
+        }
+        if let Some(v) = f.idle_timeout {
+            s.idle_timeout = (!v.is_zero()).then_some(v);
+        }
+        s.max_connections = f.max_connections;
+        if let Some(v) = f.splice_threshold {
+            s.splice_threshold = v;
+        }
+        if let Some(v) = f.health {
+            s.health = v;
+        }
+        Ok(s)
+    }
+}
+
+/// Parses a listen address; `:PORT` means every IPv4 interface.
+pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    let s = s.trim();
+    if let Some(port) = s.strip_prefix(':') {
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("`{s}`: bad port `{port}`"))?;
+        return Ok(SocketAddr::from(([0, 0, 0, 0], port)));
+    }
+    resolve(s)
+}
+
+/// Parses `ip:port`, or resolves `host:port` to its first address.
+pub fn resolve(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = s.parse() {
+        return Ok(a);
+    }
+    s.to_socket_addrs()
+        .map_err(|e| format!("`{s}` is not a host:port address ({e})"))?
+        .next()
+        .ok_or_else(|| format!("`{s}` resolves to no address"))
+}
+
+/// Parses a humantime duration (`10s`, `500ms`, `2m`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim()).map_err(|e| format!("`{s}` is not a duration ({e})"))
+}
+
+fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_duration(&s).map_err(serde::de::Error::custom)
+}
+
+fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    Option::<String>::deserialize(d)?
+        .map(|s| parse_duration(&s).map_err(serde::de::Error::custom))
+        .transpose()
+}
+
+fn de_listen<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_listen(&s).map_err(serde::de::Error::custom)
+}
+
+fn de_opt_listen<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    Option::<String>::deserialize(d)?
+        .map(|s| parse_listen(&s).map_err(serde::de::Error::custom))
+        .transpose()
+}
+
+/// Parses a YAML configuration; errors name the field path and the reason.
+pub fn from_yaml(text: &str) -> Result<ProxyConfig> {
+    let de = serde_yaml::Deserializer::from_str(text);
+    let config: ProxyConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        Error::Config {
+            path: if path == "." { "config".into() } else { path },
+            reason: inner,
+        }
+    })?;
+    Ok(config)
+}
+
+/// Reads and parses a configuration file (not yet validated: see [`ProxyConfig::validate`]).
+pub fn from_file(path: &Path) -> Result<ProxyConfig> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::ConfigRead {
+        file: path.to_path_buf(),
+        source,
+    })?;
+    from_yaml(&text).map_err(|e| match e {
+        Error::Config { path: p, reason } => Error::Config {
+            path: format!("{}: {p}", path.display()),
+            reason,
+        },
+        other => other,
+    })
+}
+
+fn invalid(path: impl Into<String>, reason: impl Into<String>) -> Error {
+    Error::Config {
+        path: path.into(),
+        reason: reason.into(),
+    }
+}
+
+impl ProxyConfig {
+    /// Checks cross-field rules serde cannot express.
+    pub fn validate(&self) -> Result<()> {
+        if self.workers == 0 {
+            return Err(invalid("workers", "must be at least 1"));
+        }
+        if self.services.is_empty() {
+            return Err(invalid("services", "no service to proxy"));
+        }
+        for (i, s) in self.services.iter().enumerate() {
+            let at = |field: &str| format!("services[{i}].{field}");
+            if s.name.is_empty() {
+                return Err(invalid(at("name"), "must not be empty"));
+            }
+            if let Some(j) = self.services[..i].iter().position(|o| o.name == s.name) {
+                return Err(invalid(
+                    at("name"),
+                    format!("`{}` is also services[{j}].name", s.name),
+                ));
+            }
+            if s.listen.port() != 0 {
+                if let Some(j) = self.services[..i].iter().position(|o| o.listen == s.listen) {
+                    return Err(invalid(
+                        at("listen"),
+                        format!("{} is also services[{j}].listen", s.listen),
+                    ));
+                }
+            }
+            match &s.backends {
+                Backends::Static(list) if list.is_empty() => {
+                    return Err(invalid(at("backends"), "empty backend list"))
+                }
+                Backends::Controller(name) if name.is_empty() => {
+                    return Err(invalid(at("service"), "must not be empty"))
+                }
+                Backends::Controller(_) if self.controller.is_none() => {
+                    return Err(invalid(
+                        at("service"),
+                        "a controller-fed service needs `controller` (or --controller)",
+                    ))
+                }
+                _ => {}
+            }
+            if s.connect_attempts == 0 {
+                return Err(invalid(at("connect_attempts"), "must be at least 1"));
+            }
+            if s.connect_timeout.is_zero() {
+                return Err(invalid(at("connect_timeout"), "must be more than 0"));
+            }
+            if s.tuning.backlog == 0 {
+                return Err(invalid(at("backlog"), "must be at least 1"));
+            }
+            if s.max_connections == Some(0) {
+                return Err(invalid(at("max_connections"), "must be at least 1"));
+            }
+            if s.health.rise == 0 {
+                return Err(invalid(at("health.rise"), "must be at least 1"));
+            }
+            if s.health.fall == 0 {
+                return Err(invalid(at("health.fall"), "must be at least 1"));
+            }
+            if !s.health.interval.is_zero() && s.health.timeout.is_zero() {
+                return Err(invalid(at("health.timeout"), "must be more than 0"));
+            }
+            #[cfg(not(feature = "uring"))]
+            if s.engine == Engine::Uring {
+                return Err(invalid(
+                    at("engine"),
+                    "uring needs pss-proxy built with the `uring` cargo feature",
+                ));
+            }
+        }
+        if let Some(c) = &self.controller {
+            if c.address.is_empty() {
+                return Err(invalid("controller.address", "must not be empty"));
+            }
+            if c.backoff_initial.is_zero() || c.backoff_max < c.backoff_initial {
+                return Err(invalid(
+                    "controller.backoff_initial",
+                    "must be more than 0 and at most backoff_max",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Command-line values that override (or, without a file, make up) the configuration.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    pub config_file: Option<PathBuf>,
+    pub listen: Option<SocketAddr>,
+    pub backends: Vec<SocketAddr>,
+    pub service: Option<String>,
+    pub controller: Option<String>,
+    pub token: Option<String>,
+    pub workers: Option<usize>,
+    pub engine: Option<Engine>,
+    pub admin: Option<SocketAddr>,
+    pub drain_timeout: Option<Duration>,
+    pub connect_timeout: Option<Duration>,
+    pub idle_timeout: Option<Duration>,
+    pub max_connections: Option<usize>,
+    pub health_interval: Option<Duration>,
+}
+
+/// The default listen address of the seed and static forms.
+pub const DEFAULT_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 8080);
+
+/// Builds the effective configuration: the file (if any), then flags on top, then validation.
+///
+/// Without a file, `--backend` gives the static form and `--service` the seed (controller) form.
+/// With a file, `--listen`/`--backend`/`--service` replace those of its only service (a file
+/// with several services refuses them), and tuning flags apply to every service.
+pub fn load(o: &Overrides) -> Result<ProxyConfig> {
+    let mut config = match &o.config_file {
+        Some(path) => from_file(path)?,
+        None => ProxyConfig::default(),
+    };
+    let defines_service = o.listen.is_some() || !o.backends.is_empty() || o.service.is_some();
+    if o.config_file.is_none() {
+        let listen = o.listen.unwrap_or(DEFAULT_LISTEN);
+        let service = match (&o.service, o.backends.is_empty()) {
+            (Some(_), false) => {
+                return Err(invalid(
+                    "--backend",
+                    "give static backends or --service, not both",
+                ))
+            }
+            (Some(name), true) => ServiceConfig::with_controller_service(name, listen, name),
+            (None, false) => {
+                ServiceConfig::with_static_backends("static", listen, o.backends.clone())
+            }
+            (None, true) => {
+                return Err(invalid(
+                    "--backend",
+                    "nothing to proxy: give --backend ADDR, --service NAME or --config FILE",
+                ))
+            }
+        };
+        config.services.push(service);
+    } else if defines_service {
+        if config.services.len() != 1 {
+            return Err(invalid(
+                "--listen/--backend/--service",
+                "only apply to a configuration file with exactly one service",
+            ));
+        }
+        let s = &mut config.services[0];
+        if let Some(l) = o.listen {
+            s.listen = l;
+        }
+        match (&o.service, o.backends.is_empty()) {
+            (Some(_), false) => {
+                return Err(invalid(
+                    "--backend",
+                    "give static backends or --service, not both",
+                ))
+            }
+            (Some(name), true) => s.backends = Backends::Controller(name.clone()),
+            (None, false) => s.backends = Backends::Static(o.backends.clone()),
+            (None, true) => {}
+        }
+    }
+    let needs_controller = config
+        .services
+        .iter()
+        .any(|s| matches!(s.backends, Backends::Controller(_)));
+    if o.controller.is_some() || o.token.is_some() || needs_controller {
+        let c = config
+            .controller
+            .get_or_insert_with(|| ControllerConfig::new("localhost:50051", ""));
+        if let Some(a) = &o.controller {
+            c.address = a.clone();
+        }
+        if let Some(t) = &o.token {
+            c.token = t.clone();
+        }
+    }
+    if let Some(w) = o.workers {
+        config.workers = w;
+    }
+    if let Some(a) = o.admin {
+        config.admin = Some(a);
+    }
+    if let Some(d) = o.drain_timeout {
+        config.drain_timeout = d;
+    }
+    for s in &mut config.services {
+        if let Some(e) = o.engine {
+            s.engine = e;
+        }
+        if let Some(d) = o.connect_timeout {
+            s.connect_timeout = d;
+        }
+        if let Some(d) = o.idle_timeout {
+            s.idle_timeout = (!d.is_zero()).then_some(d);
+        }
+        if let Some(m) = o.max_connections {
+            s.max_connections = Some(m);
+        }
+        if let Some(i) = o.health_interval {
+            s.health.interval = i;
+        }
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        match from_yaml(text).and_then(|c| c.validate().map(|_| c)) {
+            Ok(_) => panic!("accepted:\n{text}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn full_file_parses_with_every_knob() {
+        let c = from_yaml(
+            r#"
+workers: 3
+admin: 127.0.0.1:9100
+drain_timeout: 500ms
+controller: {address: "ctl:50051", token: t}
+services:
+  - name: web
+    listen: ":8080"
+    backends: [127.0.0.1:1, 127.0.0.1:2]
+    engine: copy
+    backlog: 128
+    reuseport: false
+    nodelay: false
+    keepalive: 30s
+    send_buffer: 65536
+    recv_buffer: 131072
+    connect_timeout: 250ms
+    connect_attempts: 2
+    idle_timeout: 0s
+    max_connections: 10
+    splice_threshold: 8192
+    health: {interval: 1s, timeout: 100ms, rise: 4, fall: 5}
+  - name: api
+    listen: 127.0.0.1:9000
+    service: my-service
+"#,
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.workers, 3);
+        assert_eq!(c.drain_timeout, Duration::from_millis(500));
+        let web = &c.services[0];
+        assert_eq!(web.listen, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(web.engine, Engine::Copy);
+        assert_eq!(web.tuning.backlog, 128);
+        assert!(!web.tuning.reuseport && !web.tuning.nodelay);
+        assert_eq!(web.tuning.keepalive, Some(Duration::from_secs(30)));
+        assert_eq!(web.tuning.recv_buffer, Some(131072));
+        assert_eq!(web.idle_timeout, None);
+        assert_eq!(web.max_connections, Some(10));
+        assert_eq!(web.health.rise, 4);
+        assert_eq!(
+            c.services[1].backends,
+            Backends::Controller("my-service".into())
+        );
+    }
+
+    #[test]
+    fn unknown_field_is_rejected_with_its_path() {
+        let e = err(
+            "services:\n  - name: a\n    listen: :1\n    backends: [127.0.0.1:2]\n    helth: {}\n",
+        );
+        assert!(e.contains("services[0]") && e.contains("helth"), "{e}");
+    }
+
+    #[test]
+    fn bad_duration_names_the_field() {
+        let e = err("services:\n  - name: a\n    listen: :1\n    backends: [127.0.0.1:2]\n    health: {interval: soon}\n");
+        assert!(e.contains("services[0].health.interval"), "{e}");
+        assert!(e.contains("soon"), "{e}");
+    }
+
+    #[test]
+    fn zero_rise_is_rejected_by_validation() {
+        let e = err("services:\n  - name: a\n    listen: :1\n    backends: [127.0.0.1:2]\n    health: {rise: 0}\n");
+        assert!(e.contains("services[0].health.rise"), "{e}");
+    }
+
+    #[test]
+    fn backends_and_service_are_exclusive() {
+        let e = err("controller: {address: x:1}\nservices:\n  - name: a\n    listen: :1\n    backends: [127.0.0.1:2]\n    service: b\n");
+        assert!(e.contains("services[0]") && e.contains("exclusive"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_listen_is_rejected() {
+        let e = err("services:\n  - {name: a, listen: ':1', backends: [127.0.0.1:2]}\n  - {name: b, listen: ':1', backends: [127.0.0.1:2]}\n");
+        assert!(e.contains("services[1].listen"), "{e}");
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.yaml");
+        std::fs::write(
+            &path,
+            "workers: 1\nservices:\n  - {name: a, listen: ':1', backends: [127.0.0.1:2], engine: copy}\n",
+        )
+        .unwrap();
+        let c = load(&Overrides {
+            config_file: Some(path),
+            workers: Some(4),
+            engine: Some(Engine::Splice),
+            listen: Some("127.0.0.1:7".parse().unwrap()),
+            ..Overrides::default()
+        })
+        .unwrap();
+        assert_eq!(c.workers, 4);
+        assert_eq!(c.services[0].engine, Engine::Splice);
+        assert_eq!(c.services[0].listen, "127.0.0.1:7".parse().unwrap());
+    }
+
+    #[test]
+    fn seed_form_uses_the_controller_and_default_listen() {
+        let c = load(&Overrides {
+            service: Some("my-service".into()),
+            token: Some("t".into()),
+            ..Overrides::default()
+        })
+        .unwrap();
+        assert_eq!(c.services[0].listen, DEFAULT_LISTEN);
+        assert_eq!(
+            c.services[0].backends,
+            Backends::Controller("my-service".into())
+        );
+        let ctl = c.controller.unwrap();
+        assert_eq!(
+            (ctl.address.as_str(), ctl.token.as_str()),
+            ("localhost:50051", "t")
+        );
+    }
+
+    #[test]
+    fn file_errors_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.yaml");
+        std::fs::write(&path, "workers: many\nservices: []\n").unwrap();
+        let e = load(&Overrides {
+            config_file: Some(path),
+            ..Overrides::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("bad.yaml") && e.contains("workers"), "{e}");
+    }
+
+    #[test]
+    fn listen_shorthand_means_all_interfaces() {
+        assert_eq!(parse_listen(":8080").unwrap(), DEFAULT_LISTEN);
+        assert!(parse_listen(":x").is_err());
+    }
+}

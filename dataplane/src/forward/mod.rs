@@ -1,0 +1,210 @@
+//! Forwarding engines: move bytes both ways between a client and a backend socket until both
+//! directions have ended, propagating half-close (`EOF` on one side becomes `shutdown(SHUT_WR)`
+//! on the other once everything read has been written).
+//!
+//! * [`copy`]: readiness-driven userspace copy through per-worker reused buffers; a
+//!   connection holds a buffer only while a write is blocked, so idle connections cost none.
+//! * [`splice`]: starts as copy, and a direction that reads a big chunk switches to
+//!   `splice(2)` through a pooled pipe pair (zero-copy for bulk flows).
+//! * [`uring`] (feature `uring`): io_uring reads and writes through tokio-uring.
+//!
+//! Both directions are driven by one future in the connection's task ([`Duplex`]), like
+//! linkerd2-proxy's duplex: no extra tasks, no channels.
+
+pub mod copy;
+pub mod splice;
+#[cfg(feature = "uring")]
+pub mod uring;
+
+use std::cell::Cell;
+use std::future::Future;
+use std::io;
+use std::net::TcpStream;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use tokio::io::unix::AsyncFd;
+use tokio::time::Instant;
+
+use crate::config::Engine;
+use crate::metrics::Shard;
+
+/// A non-blocking TCP socket registered with the worker's reactor.
+pub type Conn = AsyncFd<TcpStream>;
+
+/// Which way a half moves bytes (selects the byte counter).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dir {
+    /// Client to backend.
+    Up,
+    /// Backend to client.
+    Down,
+}
+
+/// What a connection's forwarding shares: counters, activity clock, tuning.
+pub struct Ctx<'a> {
+    /// The worker's counters for this service.
+    pub shard: &'a Shard,
+    /// Last time bytes moved; read by the idle timer.
+    last_activity: Cell<Instant>,
+    /// Whether anyone reads `last_activity` (skip the clock read otherwise).
+    track_activity: bool,
+    /// A direction switches from copy to splice after a read this big.
+    pub splice_threshold: usize,
+}
+
+impl<'a> Ctx<'a> {
+    pub fn new(shard: &'a Shard, idle_timeout: Option<Duration>, splice_threshold: usize) -> Self {
+        Ctx {
+            shard,
+            last_activity: Cell::new(Instant::now()),
+            track_activity: idle_timeout.is_some(),
+            splice_threshold,
+        }
+    }
+
+    /// Records `n` bytes moved in direction `dir`.
+    #[inline]
+    pub fn moved(&self, dir: Dir, n: usize) {
+        match dir {
+            Dir::Up => self.shard.bytes_up(n),
+            Dir::Down => self.shard.bytes_down(n),
+        }
+        if self.track_activity {
+            self.last_activity.set(Instant::now());
+        }
+    }
+}
+
+/// How a connection ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Both directions reached EOF and were propagated.
+    Done,
+    /// Nothing moved for the idle timeout.
+    Idle,
+}
+
+/// One direction's state machine; `poll_transfer` returns `Ready(Ok)` once the source's EOF has
+/// been propagated to the destination.
+pub trait Half<'a> {
+    fn poll_transfer(
+        &mut self,
+        cx: &mut Context<'_>,
+        src: &Conn,
+        dst: &Conn,
+        ctx: &'a Ctx<'a>,
+    ) -> Poll<io::Result<()>>;
+}
+
+/// Drives both directions of a connection until both are done or one fails.
+pub struct Duplex<'a, H> {
+    client: &'a Conn,
+    server: &'a Conn,
+    ctx: &'a Ctx<'a>,
+    up: Option<H>,
+    down: Option<H>,
+}
+
+impl<'a, H: Half<'a> + Unpin> Duplex<'a, H> {
+    pub fn new(client: &'a Conn, server: &'a Conn, ctx: &'a Ctx<'a>, up: H, down: H) -> Self {
+        Duplex {
+            client,
+            server,
+            ctx,
+            up: Some(up),
+            down: Some(down),
+        }
+    }
+}
+
+impl<'a, H: Half<'a> + Unpin> Future for Duplex<'a, H> {
+    type Output = io::Result<()>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if let Some(h) = &mut this.up {
+            if let Poll::Ready(r) = h.poll_transfer(cx, this.client, this.server, this.ctx) {
+                r?;
+                this.up = None; // drop the half now: its buffer or pipe goes back to the pool
+            }
+        }
+        if let Some(h) = &mut this.down {
+            if let Poll::Ready(r) = h.poll_transfer(cx, this.server, this.client, this.ctx) {
+                r?;
+                this.down = None;
+            }
+        }
+        if this.up.is_none() && this.down.is_none() {
+            Poll::Ready(Ok(()))
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+/// Races `fut` against the idle timeout measured from the last byte moved.
+async fn with_idle_timeout(
+    fut: impl Future<Output = io::Result<()>>,
+    ctx: &Ctx<'_>,
+    idle: Option<Duration>,
+) -> io::Result<Outcome> {
+    let Some(idle) = idle else {
+        fut.await?;
+        return Ok(Outcome::Done);
+    };
+    let mut fut = std::pin::pin!(fut);
+    let sleep = tokio::time::sleep(idle);
+    let mut sleep = std::pin::pin!(sleep);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(r) = fut.as_mut().poll(cx) {
+            return Poll::Ready(r.map(|()| Outcome::Done));
+        }
+        loop {
+            ready!(sleep.as_mut().poll(cx));
+            let deadline = ctx.last_activity.get() + idle;
+            if Instant::now() >= deadline {
+                return Poll::Ready(Ok(Outcome::Idle));
+            }
+            sleep.as_mut().reset(deadline);
+        }
+    })
+    .await
+}
+
+/// Forwards between `client` and `server` with `engine` until both directions end, one side
+/// fails, or the connection idles out.
+pub async fn forward(
+    engine: Engine,
+    client: Conn,
+    server: Conn,
+    ctx: &Ctx<'_>,
+    idle: Option<Duration>,
+) -> io::Result<Outcome> {
+    match engine {
+        Engine::Copy => {
+            let halves = (copy::CopyHalf::new(Dir::Up), copy::CopyHalf::new(Dir::Down));
+            let duplex = Duplex::new(&client, &server, ctx, halves.0, halves.1);
+            with_idle_timeout(duplex, ctx, idle).await
+        }
+        Engine::Splice => {
+            let halves = (
+                splice::SpliceHalf::new(Dir::Up),
+                splice::SpliceHalf::new(Dir::Down),
+            );
+            let duplex = Duplex::new(&client, &server, ctx, halves.0, halves.1);
+            with_idle_timeout(duplex, ctx, idle).await
+        }
+        #[cfg(feature = "uring")]
+        Engine::Uring => {
+            let (client, server) = (client.into_inner(), server.into_inner());
+            with_idle_timeout(uring::forward(client, server, ctx), ctx, idle).await
+        }
+        #[cfg(not(feature = "uring"))]
+        Engine::Uring => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "built without the `uring` feature",
+        )),
+    }
+}

@@ -1,0 +1,221 @@
+//! The `splice` engine: copy small transfers, `splice(2)` bulk ones through a pooled pipe.
+//!
+//! Each direction starts as [`CopyHalf`]: request/response traffic of a few hundred bytes is
+//! cheapest as one `read` + one `write`. After a single read of at least `splice_threshold`
+//! bytes (HAProxy uses 4 KiB) the direction takes a pipe from the worker's bounded pool and
+//! from then on moves data socket → pipe → socket inside the kernel. An exhausted pool just
+//! means the direction keeps copying.
+//!
+//! Pipe discipline:
+//! * fill the pipe from the socket only while it is empty, so an `EAGAIN` from that splice
+//!   always means "socket drained", never "pipe full";
+//! * drain the pipe into the destination completely before reading again, and before
+//!   `shutdown(SHUT_WR)` on EOF;
+//! * a pipe goes back to the pool only if it is empty; otherwise it is closed.
+
+#![allow(unsafe_code)]
+
+use std::cell::{Cell, RefCell};
+use std::io;
+use std::net::Shutdown;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::task::{ready, Context, Poll};
+
+use super::copy::{ignore_not_connected, CopyHalf, Stop};
+use super::{Conn, Ctx, Dir, Half};
+use crate::metrics::Shard;
+
+/// Bytes asked of one socket → pipe splice: the default pipe capacity (16 pages).
+const PIPE_CHUNK: usize = 64 * 1024;
+
+/// A non-blocking pipe.
+#[derive(Debug)]
+struct Pipe {
+    read: OwnedFd,
+    write: OwnedFd,
+}
+
+impl Pipe {
+    fn new() -> io::Result<Pipe> {
+        let mut fds: [libc::c_int; 2] = [-1; 2];
+        // SAFETY: `fds` is a valid, writable array of two c_ints as pipe2 requires.
+        let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: pipe2 succeeded, so both descriptors are open and owned by nobody else.
+        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        Ok(Pipe { read, write })
+    }
+}
+
+/// `splice(2)` between two descriptors, one of which is a pipe, never blocking.
+fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
+    // SAFETY: both descriptors are open for the duration of the call (borrowed from owners
+    // that outlive it); null offsets are valid for pipes and sockets.
+    let n = unsafe {
+        libc::splice(
+            from,
+            std::ptr::null_mut(),
+            to,
+            std::ptr::null_mut(),
+            len,
+            libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+thread_local! {
+    /// This worker's empty pipes.
+    static FREE: RefCell<Vec<Pipe>> = const { RefCell::new(Vec::new()) };
+    /// Pipes of this worker currently leased to connections.
+    static IN_USE: Cell<usize> = const { Cell::new(0) };
+    /// Upper bound of `IN_USE` (set per worker at start).
+    static LIMIT: Cell<usize> = const { Cell::new(4096) };
+}
+
+/// Sets this worker's pipe bound (called once when a worker starts).
+pub fn set_pipe_limit(n: usize) {
+    LIMIT.with(|l| l.set(n));
+}
+
+/// Pipes this worker has leased out.
+pub fn pipes_in_use() -> usize {
+    IN_USE.with(|c| c.get())
+}
+
+/// A pipe on loan from the pool, with the number of bytes it holds.
+struct Lease<'a> {
+    pipe: Option<Pipe>,
+    /// Bytes spliced in and not yet out.
+    held: usize,
+    shard: &'a Shard,
+}
+
+impl<'a> Lease<'a> {
+    fn take(shard: &'a Shard) -> Option<Lease<'a>> {
+        if IN_USE.with(|c| c.get()) >= LIMIT.with(|l| l.get()) {
+            return None;
+        }
+        let pipe = match FREE.with(|f| f.borrow_mut().pop()) {
+            Some(p) => p,
+            None => match Pipe::new() {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::debug!(error = %e, "pipe2 failed; copying instead");
+                    return None;
+                }
+            },
+        };
+        IN_USE.with(|c| c.set(c.get() + 1));
+        shard.pipe_taken();
+        Some(Lease {
+            pipe: Some(pipe),
+            held: 0,
+            shard,
+        })
+    }
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        IN_USE.with(|c| c.set(c.get() - 1));
+        self.shard.pipe_returned();
+        if let Some(p) = self.pipe.take() {
+            if self.held == 0 {
+                let limit = LIMIT.with(|l| l.get());
+                FREE.with(|f| {
+                    let mut f = f.borrow_mut();
+                    if f.len() < limit {
+                        f.push(p);
+                    }
+                });
+            } // else: bytes stuck in it belong to a dead connection; closing frees them.
+        }
+    }
+}
+
+/// One direction of the splice engine.
+pub struct SpliceHalf<'a> {
+    copy: CopyHalf,
+    lease: Option<Lease<'a>>,
+    /// The pool was empty when this direction wanted a pipe: keep copying.
+    copy_only: bool,
+    dir: Dir,
+    eof: bool,
+}
+
+impl SpliceHalf<'_> {
+    pub fn new(dir: Dir) -> Self {
+        SpliceHalf {
+            copy: CopyHalf::new(dir),
+            lease: None,
+            copy_only: false,
+            dir,
+            eof: false,
+        }
+    }
+}
+
+impl<'a> Half<'a> for SpliceHalf<'a> {
+    fn poll_transfer(
+        &mut self,
+        cx: &mut Context<'_>,
+        src: &Conn,
+        dst: &Conn,
+        ctx: &'a Ctx<'a>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            let Some(lease) = &mut self.lease else {
+                let big = if self.copy_only {
+                    usize::MAX
+                } else {
+                    ctx.splice_threshold
+                };
+                match ready!(self.copy.poll_copy(cx, src, dst, ctx, big))? {
+                    Stop::Eof => return Poll::Ready(Ok(())),
+                    Stop::Big => match Lease::take(ctx.shard) {
+                        Some(l) => self.lease = Some(l),
+                        None => self.copy_only = true,
+                    },
+                }
+                continue;
+            };
+            let pipe = lease
+                .pipe
+                .as_ref()
+                .expect("a lease holds its pipe until dropped");
+            // Drain the pipe into the destination first.
+            while lease.held > 0 {
+                let mut guard = ready!(dst.poll_write_ready(cx))?;
+                match guard.try_io(|s| splice(pipe.read.as_raw_fd(), s.as_raw_fd(), lease.held)) {
+                    Ok(Ok(n)) => {
+                        lease.held -= n;
+                        ctx.moved(self.dir, n);
+                    }
+                    Ok(Err(e)) => return Poll::Ready(Err(e)),
+                    Err(_would_block) => {} // send buffer full: readiness cleared, wait
+                }
+            }
+            if self.eof {
+                dst.get_ref()
+                    .shutdown(Shutdown::Write)
+                    .or_else(ignore_not_connected)?;
+                return Poll::Ready(Ok(()));
+            }
+            // The pipe is empty: EAGAIN here can only mean the socket has nothing to give.
+            let mut guard = ready!(src.poll_read_ready(cx))?;
+            match guard.try_io(|s| splice(s.as_raw_fd(), pipe.write.as_raw_fd(), PIPE_CHUNK)) {
+                Ok(Ok(0)) => self.eof = true,
+                Ok(Ok(n)) => lease.held = n,
+                Ok(Err(e)) => return Poll::Ready(Err(e)),
+                Err(_would_block) => {}
+            }
+        }
+    }
+}

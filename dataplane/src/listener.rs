@@ -1,0 +1,149 @@
+//! Sockets, tuned with socket2: one listening socket per worker (`SO_REUSEPORT`) or one shared
+//! one, and non-blocking backend connects with the same options.
+//!
+//! Options are set on the listening socket once; Linux copies them (`TCP_NODELAY`,
+//! `SO_KEEPALIVE` and its idle time, buffer sizes) to every accepted socket, so accepting costs
+//! no extra `setsockopt` calls. A test below pins that inheritance.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+
+use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
+use tokio::io::unix::AsyncFd;
+
+use crate::config::ListenerTuning;
+
+/// Applies the per-connection options (nodelay, keepalive, buffer sizes) to a socket.
+pub fn tune(sock: SockRef<'_>, t: &ListenerTuning) -> io::Result<()> {
+    if t.nodelay {
+        sock.set_tcp_nodelay(true)?;
+    }
+    if let Some(idle) = t.keepalive {
+        sock.set_tcp_keepalive(&TcpKeepalive::new().with_time(idle))?;
+    }
+    if let Some(n) = t.send_buffer {
+        sock.set_send_buffer_size(n)?;
+    }
+    if let Some(n) = t.recv_buffer {
+        sock.set_recv_buffer_size(n)?;
+    }
+    Ok(())
+}
+
+fn bind_one(addr: SocketAddr, t: &ListenerTuning) -> io::Result<TcpListener> {
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    sock.set_reuse_address(true)?;
+    if t.reuseport {
+        sock.set_reuse_port(true)?;
+    }
+    tune(SockRef::from(&sock), t)?;
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
+    sock.listen(t.backlog.min(i32::MAX as u32) as i32)?;
+    Ok(sock.into())
+}
+
+/// Binds the listening socket(s) of one service: one per worker with `SO_REUSEPORT` (all on
+/// the port the first one got, so port 0 works), otherwise one socket shared by every worker.
+/// Every returned socket is non-blocking.
+pub fn bind(addr: SocketAddr, t: &ListenerTuning, workers: usize) -> io::Result<Vec<TcpListener>> {
+    let first = bind_one(addr, t)?;
+    let bound = first.local_addr()?;
+    let mut all = Vec::with_capacity(workers);
+    all.push(first);
+    for _ in 1..workers {
+        let next = if t.reuseport {
+            bind_one(bound, t)?
+        } else {
+            all[0].try_clone()?
+        };
+        all.push(next);
+    }
+    Ok(all)
+}
+
+/// Registers a connected socket with the current runtime's reactor (read and write interest).
+///
+/// `AsyncFd::new` is deprecated because an arbitrary `T: AsRawFd` may close or swap its
+/// descriptor while registered. A `TcpStream` owns its descriptor for its whole life and this
+/// crate never replaces the inner value, so the safe constructor is sound here; keeping it
+/// avoids `unsafe` outside the engine modules.
+#[allow(deprecated)]
+pub fn register(stream: TcpStream) -> io::Result<AsyncFd<TcpStream>> {
+    AsyncFd::new(stream)
+}
+
+/// Registers a listening socket for read readiness (see [`register`] on soundness).
+#[allow(deprecated)]
+pub fn register_listener(
+    listener: mio::net::TcpListener,
+) -> io::Result<AsyncFd<mio::net::TcpListener>> {
+    AsyncFd::with_interest(listener, tokio::io::Interest::READABLE)
+}
+
+/// Connects to a backend without blocking, with the service's socket options, and registers
+/// the socket with the current runtime.
+pub async fn connect(addr: SocketAddr, t: &ListenerTuning) -> io::Result<AsyncFd<TcpStream>> {
+    let sock = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.nonblocking().cloexec(),
+        Some(Protocol::TCP),
+    )?;
+    tune(SockRef::from(&sock), t)?;
+    match sock.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    let fd = register(TcpStream::from(sock))?;
+    // Writable means the handshake finished, one way or the other; SO_ERROR tells which.
+    let _ready = fd.writable().await?;
+    if let Some(e) = fd.get_ref().take_error()? {
+        return Err(e);
+    }
+    Ok(fd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression guard for the "no setsockopt per accept" optimisation.
+    #[test]
+    fn accepted_sockets_inherit_listener_options() {
+        let t = ListenerTuning {
+            nodelay: true,
+            keepalive: Some(std::time::Duration::from_secs(77)),
+            ..ListenerTuning::default()
+        };
+        let ls = bind("127.0.0.1:0".parse().unwrap(), &t, 1).unwrap();
+        ls[0].set_nonblocking(false).unwrap();
+        let _c = TcpStream::connect(ls[0].local_addr().unwrap()).unwrap();
+        let (s, _) = ls[0].accept().unwrap();
+        let r = SockRef::from(&s);
+        assert!(r.tcp_nodelay().unwrap());
+        assert!(r.keepalive().unwrap());
+        assert_eq!(r.tcp_keepalive_time().unwrap().as_secs(), 77);
+    }
+
+    #[test]
+    fn reuseport_listeners_share_the_port_of_the_first() {
+        let ls = bind(
+            "127.0.0.1:0".parse().unwrap(),
+            &ListenerTuning::default(),
+            3,
+        )
+        .unwrap();
+        let port = ls[0].local_addr().unwrap().port();
+        assert!(ls.iter().all(|l| l.local_addr().unwrap().port() == port));
+    }
+
+    #[tokio::test]
+    async fn connect_reports_refusal() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        drop(l);
+        let e = connect(addr, &ListenerTuning::default()).await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused);
+    }
+}

@@ -1,0 +1,211 @@
+//! Endpoint watch client: subscribes to the controller's `EndpointWatch.WatchEndpoints` stream
+//! for one service and installs every newer snapshot in the service's balancer.
+//!
+//! When the stream fails or the controller is away, the proxy keeps serving the last snapshot
+//! it holds and reconnects with exponential backoff and jitter; the backoff resets once a
+//! subscription delivers a snapshot. Snapshots whose version is not newer than the one held
+//! are ignored (the controller always resends its current one on subscribe).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pss_proto::auth::BearerToken;
+use pss_proto::endpoint_watch_client::EndpointWatchClient;
+use pss_proto::{EndpointSnapshot, WatchEndpointsRequest};
+use rand::Rng;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Endpoint;
+
+use crate::balancer::Balancer;
+use crate::config::ControllerConfig;
+use crate::{Error, Result};
+
+/// The controller address as a URL tonic accepts.
+pub fn controller_url(address: &str) -> String {
+    if address.contains("://") {
+        address.to_owned()
+    } else {
+        format!("http://{address}")
+    }
+}
+
+/// Checks what can be checked before the first connect (URL shape, token characters).
+pub fn validate(ctl: &ControllerConfig) -> Result<()> {
+    Endpoint::from_shared(controller_url(&ctl.address))
+        .map_err(|e| Error::Controller(format!("bad address `{}`: {e}", ctl.address)))?;
+    BearerToken::new(&ctl.token).map_err(|s| Error::Controller(s.message().to_owned()))?;
+    Ok(())
+}
+
+/// Exponential backoff with "equal jitter": the delay is uniform in `[d/2, d]` where `d`
+/// doubles per failure up to the maximum, so reconnecting proxies spread out but never hammer.
+#[derive(Debug)]
+pub struct Backoff {
+    initial: Duration,
+    max: Duration,
+    current: Duration,
+}
+
+impl Backoff {
+    pub fn new(initial: Duration, max: Duration) -> Self {
+        Backoff {
+            initial,
+            max,
+            current: initial,
+        }
+    }
+
+    /// The next delay.
+    pub fn next_delay(&mut self) -> Duration {
+        let d = self.current;
+        self.current = (self.current * 2).min(self.max);
+        let half = d / 2;
+        half + rand::rng().random_range(Duration::ZERO..=half)
+    }
+
+    /// Back to the initial delay (after a successful subscription).
+    pub fn reset(&mut self) {
+        self.current = self.initial;
+    }
+}
+
+/// State of one service's subscription.
+struct Watch {
+    /// Proxy-side service name, for logs.
+    name: String,
+    /// Controller-side service name.
+    remote: String,
+    balancer: Arc<Balancer>,
+    /// Version of the snapshot installed, if any.
+    held: Option<u64>,
+}
+
+impl Watch {
+    /// Installs `snap` if it is newer than what is held.
+    async fn apply(&mut self, snap: EndpointSnapshot) {
+        if self.held.is_some_and(|h| snap.version <= h) {
+            tracing::debug!(service = %self.name, version = snap.version, held = ?self.held, "ignoring snapshot that is not newer");
+            return;
+        }
+        let mut addrs = Vec::with_capacity(snap.endpoints.len());
+        for ep in &snap.endpoints {
+            match resolve(&ep.address).await {
+                Some(a) => addrs.push(a),
+                None => {
+                    tracing::warn!(service = %self.name, endpoint = %ep.address, pod = %ep.pod, "cannot resolve endpoint; skipping it")
+                }
+            }
+        }
+        self.balancer.replace(snap.version, &addrs);
+        self.held = Some(snap.version);
+        tracing::info!(service = %self.name, version = snap.version, endpoints = addrs.len(), "endpoint snapshot applied");
+    }
+
+    /// One subscription: connect, subscribe, apply snapshots until the stream ends or fails.
+    /// Returns why it stopped; `delivered` tells whether anything arrived.
+    async fn subscribe(&mut self, ctl: &ControllerConfig, delivered: &mut bool) -> String {
+        let endpoint = match Endpoint::from_shared(controller_url(&ctl.address)) {
+            Ok(e) => e
+                .connect_timeout(Duration::from_secs(5))
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(Duration::from_secs(15))
+                .keep_alive_timeout(Duration::from_secs(10)),
+            Err(e) => return format!("bad controller address: {e}"),
+        };
+        let channel = match endpoint.connect().await {
+            Ok(c) => c,
+            Err(e) => return format!("connect to {}: {e}", ctl.address),
+        };
+        let token = match BearerToken::new(&ctl.token) {
+            Ok(t) => t,
+            Err(s) => return s.message().to_owned(),
+        };
+        let mut client = EndpointWatchClient::with_interceptor(channel, token);
+        let request = WatchEndpointsRequest {
+            service: self.remote.clone(),
+            known_version: self.held.unwrap_or(0),
+        };
+        let mut stream = match client.watch_endpoints(request).await {
+            Ok(r) => r.into_inner(),
+            Err(s) => return format!("subscribe: {} ({:?})", s.message(), s.code()),
+        };
+        tracing::info!(service = %self.name, controller = %ctl.address, "subscribed to endpoint snapshots");
+        loop {
+            match stream.message().await {
+                Ok(Some(snap)) => {
+                    *delivered = true;
+                    self.apply(snap).await;
+                }
+                Ok(None) => return "controller ended the stream".into(),
+                Err(s) => return format!("stream: {} ({:?})", s.message(), s.code()),
+            }
+        }
+    }
+}
+
+async fn resolve(address: &str) -> Option<SocketAddr> {
+    if let Ok(a) = address.parse() {
+        return Some(a);
+    }
+    tokio::net::lookup_host(address).await.ok()?.next()
+}
+
+/// Keeps `balancer` fed with the snapshots of controller service `remote` until `shutdown`.
+pub async fn run(
+    ctl: ControllerConfig,
+    name: String,
+    remote: String,
+    balancer: Arc<Balancer>,
+    shutdown: CancellationToken,
+) {
+    let mut watch = Watch {
+        name,
+        remote,
+        balancer,
+        held: None,
+    };
+    let mut backoff = Backoff::new(ctl.backoff_initial, ctl.backoff_max);
+    loop {
+        let mut delivered = false;
+        let reason = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = watch.subscribe(&ctl, &mut delivered) => r,
+        };
+        if delivered {
+            backoff.reset();
+        }
+        let delay = backoff.next_delay();
+        tracing::warn!(service = %watch.name, held = ?watch.held, retry_in = ?delay, "endpoint watch interrupted: {reason}; serving the last snapshot");
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_resets() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(800));
+        let bounds = [100u64, 200, 400, 800, 800];
+        for hi in bounds {
+            let d = b.next_delay();
+            assert!(
+                d >= Duration::from_millis(hi / 2) && d <= Duration::from_millis(hi),
+                "{d:?} vs {hi}"
+            );
+        }
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_millis(100));
+    }
+
+    #[test]
+    fn urls_get_a_scheme() {
+        assert_eq!(controller_url("localhost:50051"), "http://localhost:50051");
+        assert_eq!(controller_url("https://c:1"), "https://c:1");
+    }
+}
