@@ -2,6 +2,9 @@
 //! commands run through the same `cli::execute` the binary uses.
 #![allow(dead_code)]
 
+pub mod cluster;
+pub mod fake_agent;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
