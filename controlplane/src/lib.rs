@@ -17,6 +17,7 @@ pub mod addr;
 pub mod agent;
 pub mod auth;
 pub mod autoscaler;
+pub mod backoff;
 pub mod cli;
 pub mod controller;
 pub mod duration;

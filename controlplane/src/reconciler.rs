@@ -1,12 +1,38 @@
 //! The reconciler's decision: `plan(desired, observed) -> Vec<Action>`, a pure diff in the style
 //! of sozu's state diff. The controller's loop (in `controller/`) gathers the inputs from the
 //! store, calls [`plan`], and executes the actions (RunPod/StopPod on agents, store updates,
-//! events).
+//! events). [`observed_from_records`] and [`node_states`] build the inputs from store records.
 //!
-//! Properties (proptested): a converged state plans nothing; applying a plan converges.
+//! Per workload, in this order:
+//! - Pods whose node is gone or that are `Lost` get [`Action::Forget`]: they are replaced.
+//!   `Terminating` pods are on their way out and ignored.
+//! - The other pods count toward the replicas: unplaced ones (Pending or Failed with no node),
+//!   active ones (Pending on a node, Starting, Running, Unknown) and crashed ones (Failed or
+//!   Succeeded on a node; restarted in place once their back-off has elapsed, as Kubernetes
+//!   restarts a container).
+//! - Rollout: only pods of the current spec hash count toward the target, so new pods are
+//!   created beside the old ones; old pods that serve nothing (unplaced, crashed) are stopped at
+//!   once, and old active pods only as current pods become ready: `max(0, replicas -
+//!   ready_current)` of them are kept (zero-downtime). A rollout on a full cluster therefore waits
+//!   for room, like Kubernetes with `maxUnavailable: 0`.
+//! - Surplus current pods are stopped (`ScaledDown`), choosing unplaced pods first, then not
+//!   ready ones, then pods on the node with the most pods of the workload, then the newest (the
+//!   pod listed later in `observed`; [`observed_from_records`] lists oldest first).
+//! - Missing pods: unplaced pods that now fit are placed first, then new pods are created with
+//!   the scheduler, the node states updated between placements; a pod that fits nowhere is
+//!   created anyway as [`Action::CreateUnschedulable`] and stays Pending.
+//!
+//! Pods of workloads that no longer exist are stopped (`WorkloadDeleted`).
+//!
+//! Properties (proptested): a converged state plans nothing; applying a plan converges; never
+//! more scale-down stops than the surplus; no ready current pod is stopped while the workload
+//! is below target.
 
-use crate::model::{Placement, PodPhase, Resources};
-use crate::scheduler::NodeState;
+use std::cmp::Reverse;
+use std::collections::{HashMap, HashSet};
+
+use crate::model::{NodeRecord, NodeStatus, Placement, PodPhase, PodRecord, Resources};
+use crate::scheduler::{self, NodeState};
 
 /// One workload's desired state.
 #[derive(Debug, Clone, PartialEq)]
@@ -55,14 +81,986 @@ pub enum Action {
     /// Restart a Failed pod in place (same id) on its node: its back-off has elapsed.
     Restart { pod: String, node: String },
     /// Stop a pod (drain it out of the endpoints first) and then forget it.
-    Stop { pod: String, node: Option<String>, reason: StopReason },
+    Stop {
+        pod: String,
+        node: Option<String>,
+        reason: StopReason,
+    },
     /// Replace a Lost pod: forget the record (its node's agent stops it if it comes back).
     Forget { pod: String },
 }
 
 /// The diff between desired and observed state. `nodes` is the cluster's current allocation,
-/// used to place new pods; `now_ms` decides whether back-offs have elapsed.
-pub fn plan(desired: &[DesiredWorkload], observed: &[ObservedPod], nodes: &[NodeState], now_ms: i64) -> Vec<Action> {
-    let _ = (desired, observed, nodes, now_ms);
-    unimplemented!("reconciler::plan")
+/// used to place new pods (`workload_pods` is ignored: it is recounted per workload from
+/// `observed`); `now_ms` decides whether back-offs have elapsed.
+pub fn plan(
+    desired: &[DesiredWorkload],
+    observed: &[ObservedPod],
+    nodes: &[NodeState],
+    now_ms: i64,
+) -> Vec<Action> {
+    let mut actions = Vec::new();
+    let mut cluster = nodes.to_vec();
+    let node_index: HashMap<&str, usize> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.name.as_str(), i))
+        .collect();
+    let mut by_workload: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, pod) in observed.iter().enumerate() {
+        by_workload
+            .entry(pod.workload.as_str())
+            .or_default()
+            .push(i);
+    }
+    for workload in desired {
+        let indices = by_workload
+            .remove(workload.name.as_str())
+            .unwrap_or_default();
+        WorkloadPlan {
+            workload,
+            observed,
+            node_index: &node_index,
+            now_ms,
+        }
+        .run(&indices, &mut cluster, &mut actions);
+    }
+    let live: HashSet<&str> = desired.iter().map(|w| w.name.as_str()).collect();
+    for pod in observed
+        .iter()
+        .filter(|p| !live.contains(p.workload.as_str()))
+    {
+        match pod.phase {
+            PodPhase::Terminating => {}
+            PodPhase::Lost => actions.push(Action::Forget {
+                pod: pod.id.clone(),
+            }),
+            _ => actions.push(stop(pod, StopReason::WorkloadDeleted)),
+        }
+    }
+    actions
+}
+
+/// How a counted pod stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// No node yet (Pending, or Failed before it was ever placed): waits for one.
+    Unplaced,
+    /// Pending on a node, Starting, Running or Unknown.
+    Active,
+    /// Failed or Succeeded on its node: restarted in place after its back-off.
+    Crashed,
+}
+
+/// A pod that counts toward its workload's replicas.
+#[derive(Debug, Clone, Copy)]
+struct Counted<'a> {
+    pod: &'a ObservedPod,
+    /// Position in `observed`: later means newer.
+    position: usize,
+    state: State,
+    node: Option<usize>,
+}
+
+impl Counted<'_> {
+    fn is_ready(&self) -> bool {
+        self.state == State::Active && self.pod.phase == PodPhase::Running && self.pod.ready
+    }
+
+    /// Scale-down order, smallest first: unplaced, then not ready, then on the node with the
+    /// most pods of the workload (`per_node`), then newest.
+    fn stop_rank(&self, per_node: &[u32]) -> (bool, bool, Reverse<u32>, Reverse<usize>) {
+        let on_node = self.node.map_or(0, |n| per_node[n]);
+        (
+            self.state != State::Unplaced,
+            self.is_ready(),
+            Reverse(on_node),
+            Reverse(self.position),
+        )
+    }
+}
+
+/// The inputs shared by every step of one workload's plan.
+struct WorkloadPlan<'a> {
+    workload: &'a DesiredWorkload,
+    observed: &'a [ObservedPod],
+    node_index: &'a HashMap<&'a str, usize>,
+    now_ms: i64,
+}
+
+impl<'a> WorkloadPlan<'a> {
+    /// Plans one workload whose pods are `observed[i]` for `i` in `indices`.
+    fn run(&self, indices: &[usize], cluster: &mut [NodeState], actions: &mut Vec<Action>) {
+        let mut current = Vec::new();
+        let mut old = Vec::new();
+        for &position in indices {
+            let pod = &self.observed[position];
+            let Some(counted) = self.classify(pod, position, actions) else {
+                continue;
+            };
+            if pod.spec_hash == self.workload.spec_hash {
+                current.push(counted);
+            } else {
+                old.push(counted);
+            }
+        }
+        let mut per_node = vec![0u32; cluster.len()];
+        for node in current.iter().chain(&old).filter_map(|c| c.node) {
+            per_node[node] += 1;
+        }
+        let replicas = self.workload.replicas as usize;
+        let ready_current = current.iter().filter(|c| c.is_ready()).count();
+        retire_old(
+            old,
+            replicas.saturating_sub(ready_current),
+            &mut per_node,
+            actions,
+        );
+        let surplus = current.len().saturating_sub(replicas);
+        let kept = pick_stops(
+            current,
+            surplus,
+            &mut per_node,
+            StopReason::ScaledDown,
+            actions,
+        );
+        self.restart_crashed(&kept, cluster, actions);
+        count_workload_pods(cluster, &kept);
+        self.place_unplaced(&kept, cluster, actions);
+        self.create_missing(replicas.saturating_sub(kept.len()), cluster, actions);
+    }
+
+    /// Sorts a pod into [`State`]s, or plans its `Forget` (Lost, or its node is unknown) and
+    /// returns `None`; `Terminating` pods are ignored.
+    fn classify(
+        &self,
+        pod: &'a ObservedPod,
+        position: usize,
+        actions: &mut Vec<Action>,
+    ) -> Option<Counted<'a>> {
+        let node = match pod.node.as_deref() {
+            None => None,
+            Some(name) => match self.node_index.get(name) {
+                Some(&i) => Some(i),
+                None => {
+                    actions.push(Action::Forget {
+                        pod: pod.id.clone(),
+                    });
+                    return None;
+                }
+            },
+        };
+        let state = match (pod.phase, node) {
+            (PodPhase::Terminating, _) => return None,
+            (PodPhase::Lost, _) => {
+                actions.push(Action::Forget {
+                    pod: pod.id.clone(),
+                });
+                return None;
+            }
+            (_, None) => State::Unplaced,
+            (PodPhase::Failed | PodPhase::Succeeded, Some(_)) => State::Crashed,
+            (
+                PodPhase::Pending | PodPhase::Starting | PodPhase::Running | PodPhase::Unknown,
+                Some(_),
+            ) => State::Active,
+        };
+        Some(Counted {
+            pod,
+            position,
+            state,
+            node,
+        })
+    }
+
+    fn backoff_elapsed(&self, pod: &ObservedPod) -> bool {
+        pod.backoff_until_ms <= self.now_ms
+    }
+
+    /// Restarts crashed pods in place once their back-off has elapsed and their node is Ready
+    /// (a NotReady node's pods are marked Lost by the controller and replaced instead).
+    fn restart_crashed(
+        &self,
+        kept: &[Counted<'_>],
+        cluster: &[NodeState],
+        actions: &mut Vec<Action>,
+    ) {
+        for c in kept
+            .iter()
+            .filter(|c| c.state == State::Crashed && self.backoff_elapsed(c.pod))
+        {
+            let node = &cluster[c.node.expect("crashed pods have a node")];
+            if node.ready {
+                actions.push(Action::Restart {
+                    pod: c.pod.id.clone(),
+                    node: node.name.clone(),
+                });
+            }
+        }
+    }
+
+    /// Places unplaced pods (whose back-off, if any, has elapsed) that now fit somewhere.
+    /// `cluster` holds this workload's pod counts ([`count_workload_pods`]).
+    fn place_unplaced(
+        &self,
+        kept: &[Counted<'_>],
+        cluster: &mut [NodeState],
+        actions: &mut Vec<Action>,
+    ) {
+        let request = self.workload.request;
+        for c in kept
+            .iter()
+            .filter(|c| c.state == State::Unplaced && self.backoff_elapsed(c.pod))
+        {
+            if let Ok(i) = scheduler::place(cluster, request, self.workload.placement) {
+                cluster[i].assign(request);
+                actions.push(Action::Place {
+                    pod: c.pod.id.clone(),
+                    node: cluster[i].name.clone(),
+                });
+            }
+        }
+    }
+
+    /// Creates `missing` new pods, placed by the scheduler (`cluster` as for `place_unplaced`).
+    fn create_missing(&self, missing: usize, cluster: &mut [NodeState], actions: &mut Vec<Action>) {
+        let name = &self.workload.name;
+        for result in scheduler::place_many(
+            cluster,
+            self.workload.request,
+            self.workload.placement,
+            missing,
+        ) {
+            actions.push(match result {
+                Ok(i) => Action::Create {
+                    workload: name.clone(),
+                    node: cluster[i].name.clone(),
+                },
+                Err(e) => Action::CreateUnschedulable {
+                    workload: name.clone(),
+                    reason: e.reason,
+                },
+            });
+        }
+    }
+}
+
+/// Sets every node's `workload_pods` to the number of `pods` placed on it.
+fn count_workload_pods(cluster: &mut [NodeState], pods: &[Counted<'_>]) {
+    for node in cluster.iter_mut() {
+        node.workload_pods = 0;
+    }
+    for i in pods.iter().filter_map(|c| c.node) {
+        cluster[i].workload_pods += 1;
+    }
+}
+
+/// Stops the old-spec pods that are no longer needed: those that serve nothing at once, and
+/// active ones beyond `keep` (the current pods not yet ready).
+fn retire_old(old: Vec<Counted<'_>>, keep: usize, per_node: &mut [u32], actions: &mut Vec<Action>) {
+    let (active, idle): (Vec<_>, Vec<_>) = old.into_iter().partition(|c| c.state == State::Active);
+    for c in idle {
+        if let Some(n) = c.node {
+            per_node[n] -= 1;
+        }
+        actions.push(stop(c.pod, StopReason::Replaced));
+    }
+    let surplus = active.len().saturating_sub(keep);
+    pick_stops(active, surplus, per_node, StopReason::Replaced, actions);
+}
+
+/// Stops `count` of `pods` in scale-down order (see [`Counted::stop_rank`]), one at a time so
+/// that the per-node counts follow; returns the pods kept, in their original order.
+fn pick_stops<'a>(
+    mut pods: Vec<Counted<'a>>,
+    count: usize,
+    per_node: &mut [u32],
+    reason: StopReason,
+    actions: &mut Vec<Action>,
+) -> Vec<Counted<'a>> {
+    for _ in 0..count {
+        let Some((i, _)) = pods
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, c)| c.stop_rank(per_node))
+        else {
+            break;
+        };
+        let victim = pods.remove(i);
+        if let Some(n) = victim.node {
+            per_node[n] -= 1;
+        }
+        actions.push(stop(victim.pod, reason));
+    }
+    pods
+}
+
+fn stop(pod: &ObservedPod, reason: StopReason) -> Action {
+    Action::Stop {
+        pod: pod.id.clone(),
+        node: pod.node.clone(),
+        reason,
+    }
+}
+
+/// The reconciler's view of the store's pods, oldest first (by creation time, then id), so that
+/// [`plan`]'s "newest first" scale-down tie-break holds.
+pub fn observed_from_records(pods: &[PodRecord]) -> Vec<ObservedPod> {
+    let mut sorted: Vec<&PodRecord> = pods.iter().collect();
+    sorted.sort_by(|a, b| {
+        a.created_at_ms
+            .cmp(&b.created_at_ms)
+            .then_with(|| a.id.cmp(&b.id))
+    });
+    sorted
+        .into_iter()
+        .map(|p| ObservedPod {
+            id: p.id.clone(),
+            workload: p.workload.clone(),
+            node: p.node.clone(),
+            phase: p.phase,
+            ready: p.ready,
+            spec_hash: p.spec_hash,
+            restart_count: p.restart_count,
+            backoff_until_ms: p.backoff_until_ms,
+        })
+        .collect()
+}
+
+/// Whether a pod in `phase` on a node holds that node's resources: everything but `Lost` (its
+/// node stopped answering; the pod is replaced elsewhere and stopped if the node returns).
+/// Failed pods keep their room because they are restarted in place.
+pub fn holds_resources(phase: PodPhase) -> bool {
+    phase != PodPhase::Lost
+}
+
+/// The scheduler's view of the registered nodes: capacity from the node records, allocation
+/// as the sum of the requests of the placed pods that hold resources ([`holds_resources`]).
+/// `request_of(workload)` gives one pod's requests (`None`, e.g. for a deleted workload, counts
+/// as nothing). `workload_pods` is left at 0: [`plan`] counts it per workload.
+pub fn node_states(
+    nodes: &[NodeRecord],
+    pods: &[PodRecord],
+    request_of: impl Fn(&str) -> Option<Resources>,
+) -> Vec<NodeState> {
+    let index: HashMap<&str, usize> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.name.as_str(), i))
+        .collect();
+    let mut allocated = vec![Resources::default(); nodes.len()];
+    for pod in pods.iter().filter(|p| holds_resources(p.phase)) {
+        let Some(&i) = pod.node.as_deref().and_then(|name| index.get(name)) else {
+            continue;
+        };
+        if let Some(request) = request_of(&pod.workload) {
+            allocated[i] = allocated[i].plus(request);
+        }
+    }
+    nodes
+        .iter()
+        .zip(allocated)
+        .map(|(n, allocated)| NodeState {
+            name: n.name.clone(),
+            ready: n.status == NodeStatus::Ready,
+            capacity: Resources {
+                cpu_millis: n.cpu_millis,
+                memory_bytes: n.memory_bytes,
+            },
+            allocated,
+            workload_pods: 0,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const HASH: u64 = 7;
+    const OLD_HASH: u64 = 3;
+    /// Back-offs in generated worlds end before this time.
+    const MAX_BACKOFF_MS: i64 = 60_000;
+
+    fn node(name: &str, cpu: u64) -> NodeState {
+        NodeState {
+            name: name.to_string(),
+            ready: true,
+            capacity: Resources {
+                cpu_millis: cpu,
+                memory_bytes: 1 << 30,
+            },
+            allocated: Resources::default(),
+            workload_pods: 0,
+        }
+    }
+
+    fn workload(name: &str, replicas: u32) -> DesiredWorkload {
+        DesiredWorkload {
+            name: name.to_string(),
+            replicas,
+            placement: Placement::Spread,
+            request: Resources {
+                cpu_millis: 100,
+                memory_bytes: 1 << 20,
+            },
+            spec_hash: HASH,
+        }
+    }
+
+    fn pod(id: &str, workload: &str, node: Option<&str>, phase: PodPhase) -> ObservedPod {
+        ObservedPod {
+            id: id.to_string(),
+            workload: workload.to_string(),
+            node: node.map(str::to_string),
+            phase,
+            ready: phase == PodPhase::Running,
+            spec_hash: HASH,
+            restart_count: 0,
+            backoff_until_ms: 0,
+        }
+    }
+
+    fn stopped(actions: &[Action]) -> Vec<(&str, StopReason)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Stop { pod, reason, .. } => Some((pod.as_str(), *reason)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn creates_missing_pods_spread_over_nodes() {
+        let nodes = [node("a", 1000), node("b", 1000)];
+        let observed = [pod("w-1", "w", Some("a"), PodPhase::Running)];
+        let actions = plan(&[workload("w", 3)], &observed, &nodes, 0);
+        let b = || Action::Create {
+            workload: "w".into(),
+            node: "b".into(),
+        };
+        let a = Action::Create {
+            workload: "w".into(),
+            node: "a".into(),
+        };
+        assert_eq!(actions, vec![b(), a]);
+    }
+
+    #[test]
+    fn unschedulable_pods_are_created_pending_with_the_reason() {
+        let nodes = [node("a", 150)];
+        let actions = plan(&[workload("w", 2)], &[], &nodes, 0);
+        assert_eq!(
+            actions[0],
+            Action::Create {
+                workload: "w".into(),
+                node: "a".into()
+            }
+        );
+        assert_eq!(
+            actions[1],
+            Action::CreateUnschedulable {
+                workload: "w".into(),
+                reason: "0/1 nodes are available: 1 node has insufficient cpu.".into()
+            }
+        );
+    }
+
+    #[test]
+    fn pending_pod_is_placed_before_creating_more() {
+        let nodes = [node("a", 1000)];
+        let observed = [pod("w-1", "w", None, PodPhase::Pending)];
+        let actions = plan(&[workload("w", 2)], &observed, &nodes, 0);
+        assert_eq!(
+            actions,
+            vec![
+                Action::Place {
+                    pod: "w-1".into(),
+                    node: "a".into()
+                },
+                Action::Create {
+                    workload: "w".into(),
+                    node: "a".into()
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn scale_down_stops_unplaced_then_not_ready_then_most_loaded_newest() {
+        let nodes = [node("a", 1000), node("b", 1000)];
+        let mut starting = pod("w-3", "w", Some("b"), PodPhase::Starting);
+        starting.ready = false;
+        let observed = [
+            pod("w-1", "w", Some("a"), PodPhase::Running),
+            pod("w-2", "w", Some("a"), PodPhase::Running),
+            starting,
+            pod("w-4", "w", Some("b"), PodPhase::Running),
+            pod("w-5", "w", None, PodPhase::Pending),
+            pod("w-6", "w", Some("a"), PodPhase::Running),
+        ];
+        let down = |n| {
+            stopped(&plan(&[workload("w", n)], &observed, &nodes, 0))
+                .into_iter()
+                .map(|(p, _)| p.to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(down(5), vec!["w-5"]);
+        assert_eq!(down(4), vec!["w-5", "w-3"]);
+        // a holds w-1, w-2, w-6; b holds w-4: the newest on a goes first.
+        assert_eq!(down(3), vec!["w-5", "w-3", "w-6"]);
+        // a and b now both hold... a: 2, b: 1 → a again (w-2 is newer than w-1).
+        assert_eq!(down(2), vec!["w-5", "w-3", "w-6", "w-2"]);
+        // a: 1, b: 1 → the newest: w-4.
+        assert_eq!(down(1), vec!["w-5", "w-3", "w-6", "w-2", "w-4"]);
+        assert!(stopped(&plan(&[workload("w", 1)], &observed, &nodes, 0))
+            .iter()
+            .all(|(_, r)| *r == StopReason::ScaledDown));
+    }
+
+    #[test]
+    fn failed_pod_is_restarted_in_place_after_its_backoff() {
+        let nodes = [node("a", 1000)];
+        let mut failed = pod("w-1", "w", Some("a"), PodPhase::Failed);
+        failed.backoff_until_ms = 10_000;
+        assert_eq!(
+            plan(&[workload("w", 1)], &[failed.clone()], &nodes, 9_999),
+            vec![],
+            "counts while backing off"
+        );
+        assert_eq!(
+            plan(&[workload("w", 1)], &[failed], &nodes, 10_000),
+            vec![Action::Restart {
+                pod: "w-1".into(),
+                node: "a".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn lost_pods_and_pods_on_unknown_nodes_are_forgotten_and_replaced() {
+        let nodes = [node("a", 1000)];
+        let observed = [
+            pod("w-1", "w", Some("gone"), PodPhase::Running),
+            pod("w-2", "w", Some("a"), PodPhase::Lost),
+        ];
+        let actions = plan(&[workload("w", 2)], &observed, &nodes, 0);
+        assert_eq!(actions[0], Action::Forget { pod: "w-1".into() });
+        assert_eq!(actions[1], Action::Forget { pod: "w-2".into() });
+        assert_eq!(actions[2..].len(), 2);
+        assert!(actions[2..]
+            .iter()
+            .all(|a| matches!(a, Action::Create { .. })));
+    }
+
+    #[test]
+    fn pods_of_deleted_workloads_are_stopped() {
+        let nodes = [node("a", 1000)];
+        let observed = [
+            pod("x-1", "x", Some("a"), PodPhase::Running),
+            pod("x-2", "x", Some("a"), PodPhase::Terminating),
+            pod("x-3", "x", Some("a"), PodPhase::Lost),
+        ];
+        let actions = plan(&[], &observed, &nodes, 0);
+        assert_eq!(
+            actions,
+            vec![
+                Action::Stop {
+                    pod: "x-1".into(),
+                    node: Some("a".into()),
+                    reason: StopReason::WorkloadDeleted
+                },
+                Action::Forget { pod: "x-3".into() },
+            ]
+        );
+    }
+
+    #[test]
+    fn rollout_keeps_old_pods_until_new_ones_are_ready() {
+        let nodes = [node("a", 1000), node("b", 1000)];
+        let mut old: Vec<_> = (1..=2)
+            .map(|i| pod(&format!("w-o{i}"), "w", Some("a"), PodPhase::Running))
+            .collect();
+        old.iter_mut().for_each(|p| p.spec_hash = OLD_HASH);
+        let actions = plan(&[workload("w", 2)], &old, &nodes, 0);
+        assert_eq!(
+            actions
+                .iter()
+                .filter(|a| matches!(a, Action::Create { .. }))
+                .count(),
+            2
+        );
+        assert!(stopped(&actions).is_empty(), "nothing new is ready yet");
+
+        let mut observed = old.clone();
+        observed.push(pod("w-n1", "w", Some("b"), PodPhase::Running));
+        let mut starting = pod("w-n2", "w", Some("b"), PodPhase::Starting);
+        starting.ready = false;
+        observed.push(starting);
+        let actions = plan(&[workload("w", 2)], &observed, &nodes, 0);
+        assert_eq!(
+            stopped(&actions),
+            vec![("w-o2", StopReason::Replaced)],
+            "one new pod ready: one old pod goes"
+        );
+        observed[3].phase = PodPhase::Running;
+        observed[3].ready = true;
+        let actions = plan(&[workload("w", 2)], &observed, &nodes, 0);
+        assert_eq!(stopped(&actions).len(), 2);
+    }
+
+    #[test]
+    fn rollout_stops_old_pods_that_serve_nothing_at_once() {
+        let nodes = [node("a", 1000)];
+        let mut idle = vec![
+            pod("w-1", "w", None, PodPhase::Pending),
+            pod("w-2", "w", Some("a"), PodPhase::Failed),
+        ];
+        idle.iter_mut().for_each(|p| p.spec_hash = OLD_HASH);
+        let actions = plan(&[workload("w", 1)], &idle, &nodes, 0);
+        assert_eq!(
+            stopped(&actions),
+            vec![("w-1", StopReason::Replaced), ("w-2", StopReason::Replaced)]
+        );
+        assert_eq!(
+            actions.last(),
+            Some(&Action::Create {
+                workload: "w".into(),
+                node: "a".into()
+            })
+        );
+    }
+
+    #[test]
+    fn observed_from_records_lists_oldest_first_and_node_states_sum_requests() {
+        let mut a = PodRecord::new("w-b".into(), "w", HASH, 20);
+        a.node = Some("n".into());
+        let mut b = PodRecord::new("w-a".into(), "w", HASH, 10);
+        b.node = Some("n".into());
+        let mut lost = PodRecord::new("w-c".into(), "w", HASH, 5);
+        lost.node = Some("n".into());
+        lost.phase = PodPhase::Lost;
+        let records = [a, b, lost];
+        let ids: Vec<_> = observed_from_records(&records)
+            .into_iter()
+            .map(|p| p.id)
+            .collect();
+        assert_eq!(ids, vec!["w-c", "w-a", "w-b"]);
+        let nodes = [NodeRecord {
+            name: "n".into(),
+            agent_address: String::new(),
+            cpu_millis: 1000,
+            memory_bytes: 1 << 30,
+            status: NodeStatus::Ready,
+            cpu_usage_percent: 0.0,
+            memory_used_bytes: 0,
+            last_heartbeat_ms: 0,
+            registered_at_ms: 0,
+        }];
+        let states = node_states(&nodes, &records, |w| {
+            (w == "w").then_some(Resources {
+                cpu_millis: 100,
+                memory_bytes: 5,
+            })
+        });
+        assert_eq!(
+            states[0].allocated,
+            Resources {
+                cpu_millis: 200,
+                memory_bytes: 10
+            }
+        );
+        assert!(states[0].ready);
+    }
+
+    // ------------------------------------------------------------------ simulation
+
+    /// A tiny world that applies actions the way the controller and agents would.
+    #[derive(Debug, Clone)]
+    struct World {
+        nodes: Vec<NodeState>,
+        workloads: Vec<DesiredWorkload>,
+        pods: Vec<ObservedPod>,
+        now_ms: i64,
+        next_id: u32,
+    }
+
+    impl World {
+        fn node_states(&self) -> Vec<NodeState> {
+            let request = |w: &str| {
+                self.workloads
+                    .iter()
+                    .find(|d| d.name == w)
+                    .map_or(Resources::default(), |d| d.request)
+            };
+            let mut nodes = self.nodes.clone();
+            for n in &mut nodes {
+                n.allocated = Resources::default();
+            }
+            for p in self.pods.iter().filter(|p| holds_resources(p.phase)) {
+                if let Some(n) = nodes.iter_mut().find(|n| Some(&n.name) == p.node.as_ref()) {
+                    n.allocated = n.allocated.plus(request(&p.workload));
+                }
+            }
+            nodes
+        }
+
+        fn plan(&self) -> Vec<Action> {
+            plan(
+                &self.workloads,
+                &self.pods,
+                &self.node_states(),
+                self.now_ms,
+            )
+        }
+
+        fn hash_of(&self, workload: &str) -> u64 {
+            self.workloads
+                .iter()
+                .find(|w| w.name == workload)
+                .map_or(0, |w| w.spec_hash)
+        }
+
+        fn new_pod(&mut self, workload: &str, node: Option<String>, phase: PodPhase) {
+            self.next_id += 1;
+            let mut p = pod(
+                &format!("{workload}-new{}", self.next_id),
+                workload,
+                None,
+                phase,
+            );
+            p.node = node;
+            p.ready = false;
+            p.spec_hash = self.hash_of(workload);
+            self.pods.push(p);
+        }
+
+        fn pod_mut(&mut self, id: &str) -> &mut ObservedPod {
+            self.pods
+                .iter_mut()
+                .find(|p| p.id == id)
+                .expect("action names a known pod")
+        }
+
+        fn apply(&mut self, actions: &[Action]) {
+            // Terminating pods finish stopping; pods of NotReady nodes are marked Lost.
+            self.pods.retain(|p| p.phase != PodPhase::Terminating);
+            for action in actions {
+                match action {
+                    Action::Create { workload, node } => {
+                        self.new_pod(workload, Some(node.clone()), PodPhase::Starting)
+                    }
+                    Action::CreateUnschedulable { workload, .. } => {
+                        self.new_pod(workload, None, PodPhase::Pending)
+                    }
+                    Action::Place { pod, node } => {
+                        let p = self.pod_mut(pod);
+                        p.node = Some(node.clone());
+                        p.phase = PodPhase::Starting;
+                    }
+                    Action::Restart { pod, .. } => {
+                        let p = self.pod_mut(pod);
+                        p.phase = PodPhase::Starting;
+                        p.restart_count += 1;
+                    }
+                    Action::Stop { pod, .. } | Action::Forget { pod } => {
+                        self.pods.retain(|p| &p.id != pod)
+                    }
+                }
+            }
+            self.now_ms += 10_000;
+            let not_ready: HashSet<String> = self
+                .nodes
+                .iter()
+                .filter(|n| !n.ready)
+                .map(|n| n.name.clone())
+                .collect();
+            for p in &mut self.pods {
+                // Readiness: every placed pod that is coming up or running becomes ready.
+                let coming_up = matches!(
+                    p.phase,
+                    PodPhase::Pending | PodPhase::Starting | PodPhase::Running | PodPhase::Unknown
+                );
+                if coming_up && p.node.is_some() {
+                    p.phase = PodPhase::Running;
+                    p.ready = true;
+                }
+                if p.node.as_ref().is_some_and(|n| not_ready.contains(n)) {
+                    p.phase = PodPhase::Lost;
+                    p.ready = false;
+                }
+            }
+        }
+    }
+
+    fn arb_phase() -> impl Strategy<Value = PodPhase> {
+        prop::sample::select(vec![
+            PodPhase::Pending,
+            PodPhase::Starting,
+            PodPhase::Running,
+            PodPhase::Running,
+            PodPhase::Running,
+            PodPhase::Failed,
+            PodPhase::Succeeded,
+            PodPhase::Terminating,
+            PodPhase::Lost,
+            PodPhase::Unknown,
+        ])
+    }
+
+    /// A world of 1-4 nodes (some possibly NotReady, with `cpu` millicores each), workloads
+    /// `w0`..`w2` (some possibly deleted) and up to 12 pods in arbitrary states.
+    fn arb_world(all_ready: bool, cpu: u64) -> impl Strategy<Value = World> {
+        let nodes = prop::collection::vec(any::<bool>(), 1..4);
+        let workloads =
+            prop::collection::vec((any::<bool>(), 0u32..6, any::<bool>(), any::<bool>()), 3);
+        let pods = prop::collection::vec(
+            (
+                0usize..3,
+                prop::option::of(0usize..5),
+                arb_phase(),
+                any::<bool>(),
+                any::<bool>(),
+                0i64..60_000,
+            ),
+            0..12,
+        );
+        (nodes, workloads, pods).prop_map(move |(nodes, workloads, pods)| {
+            let nodes: Vec<NodeState> = nodes
+                .iter()
+                .enumerate()
+                .map(|(i, &down)| NodeState {
+                    ready: all_ready || !down || i == 0,
+                    ..node(&format!("n{i}"), cpu)
+                })
+                .collect();
+            let workloads: Vec<DesiredWorkload> = workloads
+                .iter()
+                .enumerate()
+                .filter(|(_, (deleted, ..))| !deleted)
+                .map(|(i, &(_, replicas, binpack, _))| DesiredWorkload {
+                    placement: if binpack {
+                        Placement::Binpack
+                    } else {
+                        Placement::Spread
+                    },
+                    ..workload(&format!("w{i}"), replicas)
+                })
+                .collect();
+            let pods = pods
+                .iter()
+                .enumerate()
+                .map(|(i, &(w, n, phase, ready, old, backoff))| {
+                    // Node index 4 names a node that is not registered.
+                    let node = n.map(|n| format!("n{}", if n >= nodes.len() { 9 } else { n }));
+                    let mut p = pod(
+                        &format!("w{w}-p{i}"),
+                        &format!("w{w}"),
+                        node.as_deref(),
+                        phase,
+                    );
+                    p.ready = ready && phase == PodPhase::Running && p.node.is_some();
+                    p.spec_hash = if old { OLD_HASH } else { HASH };
+                    p.backoff_until_ms = backoff;
+                    p
+                })
+                .collect();
+            World {
+                nodes,
+                workloads,
+                pods,
+                now_ms: 0,
+                next_id: 0,
+            }
+        })
+    }
+
+    /// Pods of `w` that count toward its target (not Terminating, not Lost, current spec).
+    fn counted_current<'a>(world: &'a World, w: &DesiredWorkload) -> Vec<&'a ObservedPod> {
+        world
+            .pods
+            .iter()
+            .filter(|p| p.workload == w.name && p.spec_hash == w.spec_hash)
+            .filter(|p| !matches!(p.phase, PodPhase::Terminating | PodPhase::Lost))
+            .filter(|p| {
+                p.node
+                    .as_ref()
+                    .is_none_or(|n| world.nodes.iter().any(|x| &x.name == n))
+            })
+            .collect()
+    }
+
+    proptest! {
+        #[test]
+        fn applying_plans_converges_and_a_converged_state_plans_nothing(world in arb_world(false, 10_000)) {
+            let mut world = world;
+            // Each round advances the clock 10 s (a resync); back-offs end by 60 s.
+            let mut rounds = 0;
+            loop {
+                let actions = world.plan();
+                if actions.is_empty() && world.now_ms >= MAX_BACKOFF_MS {
+                    break;
+                }
+                rounds += 1;
+                prop_assert!(rounds <= 12, "no convergence after 12 rounds: {:?}\n{:?}", world, actions);
+                world.apply(&actions);
+            }
+            // A converged state plans nothing, later too.
+            world.apply(&[]);
+            prop_assert_eq!(world.plan(), vec![]);
+            // Converged with ample room: every workload runs exactly its replicas, all current
+            // and ready, and nothing else of it remains.
+            for w in &world.workloads {
+                let pods: Vec<_> = world.pods.iter().filter(|p| p.workload == w.name).collect();
+                prop_assert_eq!(pods.len(), w.replicas as usize, "{:?}", pods);
+                prop_assert!(pods.iter().all(|p| p.ready && p.spec_hash == w.spec_hash), "{:?}", pods);
+            }
+            prop_assert!(world.pods.iter().all(|p| world.workloads.iter().any(|w| w.name == p.workload)));
+        }
+
+        #[test]
+        fn converges_to_a_stable_plan_even_without_room(world in arb_world(false, 250)) {
+            let mut world = world;
+            for _ in 0..12 {
+                let actions = world.plan();
+                if actions.is_empty() && world.now_ms >= MAX_BACKOFF_MS {
+                    return Ok(());
+                }
+                world.apply(&actions);
+            }
+            prop_assert!(world.plan().is_empty(), "still planning after 12 rounds: {:?}", world);
+        }
+
+        #[test]
+        fn stops_never_exceed_the_surplus_nor_hit_ready_pods_below_target(world in arb_world(false, 2000), now in 0i64..70_000) {
+            let mut world = world;
+            world.now_ms = now;
+            let actions = world.plan();
+            for w in &world.workloads {
+                let current = counted_current(&world, w);
+                let ready = current.iter().filter(|p| p.ready).count();
+                let scaled_down: Vec<&str> = actions.iter().filter_map(|a| match a {
+                    Action::Stop { pod, reason: StopReason::ScaledDown, .. }
+                        if current.iter().any(|p| &p.id == pod) => Some(pod.as_str()),
+                    _ => None,
+                }).collect();
+                prop_assert_eq!(scaled_down.len(), current.len().saturating_sub(w.replicas as usize));
+                if ready < w.replicas as usize {
+                    for id in &scaled_down {
+                        prop_assert!(!current.iter().any(|p| &p.id == id && p.ready), "stopped ready {} below target", id);
+                    }
+                }
+                // Old active pods: at least max(0, replicas - ready current) of them are kept.
+                let old_active: Vec<_> = world.pods.iter().filter(|p| p.workload == w.name && p.spec_hash != w.spec_hash
+                    && p.node.is_some() && matches!(p.phase, PodPhase::Pending | PodPhase::Starting | PodPhase::Running | PodPhase::Unknown)
+                    && world.nodes.iter().any(|n| Some(&n.name) == p.node.as_ref())).collect();
+                let replaced = actions.iter().filter(|a| matches!(a, Action::Stop { pod, reason: StopReason::Replaced, .. }
+                    if old_active.iter().any(|p| &p.id == pod))).count();
+                let keep = (w.replicas as usize).saturating_sub(ready);
+                prop_assert!(old_active.len() - replaced >= keep.min(old_active.len()));
+            }
+        }
+    }
 }

@@ -430,10 +430,8 @@ mod tests {
                 prop_assert!(node.allocated.cpu_millis <= node.capacity.cpu_millis);
                 prop_assert!(node.allocated.memory_bytes <= node.capacity.memory_bytes);
             }
-            for r in &results {
-                if let Ok(i) = r {
-                    prop_assert!(nodes[*i].ready);
-                }
+            for &i in results.iter().flatten() {
+                prop_assert!(nodes[i].ready);
             }
             if results.iter().any(Result::is_err) {
                 prop_assert!(!nodes.iter().any(|n| n.fits(request)), "gave up while a node fits");
