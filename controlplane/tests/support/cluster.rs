@@ -73,7 +73,7 @@ impl AgentProcess {
             .args(["--controller", controller, "--token", TOKEN])
             .args(["--listen", &format!("127.0.0.1:{port}"), "--advertise-address", "127.0.0.1"])
             .args(["--node-name", node, "--socket", &env.socket])
-            .args(["--metrics-interval", "1s", "--cpu", "4000", "--mem", "4096"])
+            .args(["--metrics-interval", "2s", "--cpu", "4000", "--mem", "4096"])
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -107,9 +107,16 @@ pub struct Cluster {
 impl Cluster {
     /// A controller and one agent per entry of `nodes` (names get a unique suffix).
     pub async fn start(nodes: &[&str]) -> Self {
+        Self::start_with_config(nodes, |_| {}).await
+    }
+
+    /// Like [`Cluster::start`], with the controller's test config adjusted by `tune`.
+    pub async fn start_with_config(nodes: &[&str], tune: impl FnOnce(&mut pss_controlplane::controller::ControllerConfig)) -> Self {
         podman_env();
         let dir = tempfile::tempdir().unwrap();
-        let controller = RunningController::start(&dir.path().join("pss.db")).await;
+        let mut config = super::fast_config();
+        tune(&mut config);
+        let controller = RunningController::start_with(&dir.path().join("pss.db"), config).await;
         let suffix = pss_controlplane::model::generate_pod_id("t");
         let suffix = suffix.trim_start_matches("t-");
         let names: Vec<String> = nodes.iter().map(|n| format!("{n}-{suffix}")).collect();
