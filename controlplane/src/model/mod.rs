@@ -13,9 +13,10 @@ mod manifest;
 mod names;
 mod quantity;
 
-pub use manifest::{parse_manifests, ManifestError};
+pub use convert::node_to_proto;
+pub use manifest::{parse_manifest_bytes, parse_manifests, ManifestError};
 pub use names::{generate_pod_id, validate_dns1123};
-pub use quantity::{parse_cpu, parse_memory};
+pub use quantity::{format_cpu, format_memory, parse_cpu, parse_memory};
 
 use serde::{Deserialize, Serialize};
 
