@@ -52,10 +52,25 @@ pub fn probe() -> io::Result<()> {
 pub async fn forward(client: TcpStream, server: TcpStream, ctx: &Ctx<'_>) -> io::Result<()> {
     let client = tokio_uring::net::TcpStream::from_std(client);
     let server = tokio_uring::net::TcpStream::from_std(server);
+    let _close = CloseOnDrop([&client, &server]);
     let up = one_way(&client, &server, ctx, Dir::Up);
     let down = one_way(&server, &client, ctx, Dir::Down);
     futures::try_join!(up, down)?;
     Ok(())
+}
+
+/// A tokio-uring socket closes only when its in-flight operations complete, and a pending
+/// read on a silent peer never does: when this future is dropped (idle timeout, the other
+/// direction failed, shutdown) shut both sockets down so those reads finish and the
+/// descriptors really close.
+struct CloseOnDrop<'a>([&'a tokio_uring::net::TcpStream; 2]);
+
+impl Drop for CloseOnDrop<'_> {
+    fn drop(&mut self) {
+        for s in self.0 {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    }
 }
 
 async fn one_way(
