@@ -96,11 +96,17 @@ pub async fn connect(addr: SocketAddr, t: &ListenerTuning) -> io::Result<AsyncFd
         Err(e) => return Err(e),
     }
     let fd = register(TcpStream::from(sock))?;
-    // Writable means the handshake finished, one way or the other; SO_ERROR tells which.
-    let _ready = fd.writable().await?;
-    if let Some(e) = fd.get_ref().take_error()? {
-        return Err(e);
+    // Writable means the handshake finished, one way or the other. A failed one also reports
+    // HUP/ERR (seen as write-closed); only then is SO_ERROR worth a system call.
+    let ready = fd.writable().await?;
+    if ready.ready().is_write_closed() || ready.ready().is_error() {
+        drop(ready);
+        if let Some(e) = fd.get_ref().take_error()? {
+            return Err(e);
+        }
+        return Err(io::ErrorKind::ConnectionRefused.into());
     }
+    drop(ready);
     Ok(fd)
 }
 

@@ -3,15 +3,16 @@
 //! shutdown token.
 //!
 //! Worker model: each of `workers` threads runs a current-thread runtime (a tokio-uring one
-//! when a service uses the uring engine) with one listener per service. Connection tasks are
-//! `!Send` and spawned locally, so per-connection bookkeeping is plain `Rc`/`Cell`.
+//! when a service uses the uring engine) with one listener per service, so a connection never
+//! leaves its thread. Tasks are spawned on the runtime directly rather than through a
+//! `LocalSet`: every IO wake-up of a `LocalSet` task also wakes the runtime's root future,
+//! which costs an eventfd write and an extra `epoll_wait` round per reactor turn. Only uring
+//! connections (tokio-uring sockets are `!Send`) are local tasks.
 
-use std::cell::Cell;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::OwnedFd;
-use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::unix::AsyncFd;
@@ -330,32 +331,34 @@ impl Worker {
             #[cfg(feature = "uring")]
             {
                 let rt = tokio_uring::Runtime::new(&tokio_uring::builder())?;
-                return rt.block_on(self.serve());
+                return rt.block_on(self.serve(true));
             }
         }
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        tokio::task::LocalSet::new().block_on(&rt, self.serve())
+        rt.block_on(self.serve(false))
     }
 
-    async fn serve(self) -> std::io::Result<()> {
+    async fn serve(self, uring: bool) -> std::io::Result<()> {
         forward::splice::set_pipe_limit(self.max_pipes);
         let tracker = TaskTracker::new();
         let mut accepts = Vec::with_capacity(self.listeners.len());
         for (service, sock) in self.listeners {
-            let ws = Rc::new(WorkerService {
+            let ws = Arc::new(WorkerService {
                 worker: self.id,
                 service,
-                last_warn: Cell::new(None),
+                last_warn: Mutex::new(None),
             });
             let l = listener::register_listener(mio::net::TcpListener::from_std(sock))?;
-            accepts.push(tokio::task::spawn_local(accept_loop(
-                ws,
-                l,
-                tracker.clone(),
-                self.stop.clone(),
-            )));
+            let accept = accept_loop(ws, l, tracker.clone(), self.stop.clone());
+            // On a tokio-uring runtime only tasks inside its LocalSet may spawn the `!Send`
+            // uring connection tasks.
+            accepts.push(if uring {
+                tokio::task::spawn_local(accept)
+            } else {
+                tokio::spawn(accept)
+            });
         }
         for a in accepts {
             // The accept loops end at shutdown, dropping (closing) their listeners.
@@ -382,7 +385,7 @@ struct WorkerService {
     worker: usize,
     service: Arc<Service>,
     /// Last time this worker logged a refused connection (rate limit: one line per second).
-    last_warn: Cell<Option<Instant>>,
+    last_warn: Mutex<Option<Instant>>,
 }
 
 impl WorkerService {
@@ -392,19 +395,16 @@ impl WorkerService {
 
     fn warn_limited(&self, what: &str) {
         let now = Instant::now();
-        if self
-            .last_warn
-            .get()
-            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
-        {
-            self.last_warn.set(Some(now));
+        let mut last = self.last_warn.lock().unwrap_or_else(|p| p.into_inner());
+        if last.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
+            *last = Some(now);
             tracing::warn!(service = %self.service.config.name, "closing client connection: {what}");
         }
     }
 }
 
 async fn accept_loop(
-    ws: Rc<WorkerService>,
+    ws: Arc<WorkerService>,
     listener: AsyncFd<mio::net::TcpListener>,
     tracker: TaskTracker,
     stop: CancellationToken,
@@ -440,7 +440,7 @@ async fn accept_loop(
     }
 }
 
-fn admit(ws: &Rc<WorkerService>, stream: mio::net::TcpStream, tracker: &TaskTracker) {
+fn admit(ws: &Arc<WorkerService>, stream: mio::net::TcpStream, tracker: &TaskTracker) {
     let stream = TcpStream::from(OwnedFd::from(stream));
     let limited = ws.service.config.max_connections;
     if let Some(max) = limited {
@@ -452,7 +452,14 @@ fn admit(ws: &Rc<WorkerService>, stream: mio::net::TcpStream, tracker: &TaskTrac
         }
     }
     ws.shard().connection_opened();
-    tracker.spawn_local(serve_connection(Rc::clone(ws), stream, limited.is_some()));
+    let ws = Arc::clone(ws);
+    let limited = limited.is_some();
+    #[cfg(feature = "uring")]
+    if ws.service.config.engine == Engine::Uring {
+        tracker.spawn_local(serve_connection_uring(ws, stream, limited));
+        return;
+    }
+    tracker.spawn(serve_connection(ws, stream, limited));
 }
 
 /// Undoes `admit`'s counting however the connection ends.
@@ -470,39 +477,52 @@ impl Drop for Open<'_> {
     }
 }
 
-async fn serve_connection(ws: Rc<WorkerService>, client: TcpStream, limited: bool) {
+async fn serve_connection(ws: Arc<WorkerService>, client: TcpStream, limited: bool) {
     let _open = Open { ws: &ws, limited };
-    let svc = &ws.service;
-    let Some(server) = connect_backend(&ws).await else {
-        ws.shard().no_backend();
-        ws.warn_limited("no backend up or reachable");
+    let Some((client, server)) = setup(&ws, client).await else {
         return;
     };
-    let client = match listener::register(client) {
-        Ok(c) => c,
+    let cfg = &ws.service.config;
+    let ctx = Ctx::new(ws.shard(), cfg.idle_timeout, cfg.splice_threshold);
+    let r = forward::forward(cfg.engine, client, server, &ctx, cfg.idle_timeout).await;
+    finish(&ws, r);
+}
+
+#[cfg(feature = "uring")]
+async fn serve_connection_uring(ws: Arc<WorkerService>, client: TcpStream, limited: bool) {
+    let _open = Open { ws: &ws, limited };
+    let Some((client, server)) = setup(&ws, client).await else {
+        return;
+    };
+    let cfg = &ws.service.config;
+    let ctx = Ctx::new(ws.shard(), cfg.idle_timeout, cfg.splice_threshold);
+    let r = forward::forward_uring(client, server, &ctx, cfg.idle_timeout).await;
+    finish(&ws, r);
+}
+
+/// Connects a backend for `client` and registers both sockets; `None` (counted, logged) when
+/// no backend could be reached.
+async fn setup(ws: &WorkerService, client: TcpStream) -> Option<(Conn, Conn)> {
+    let Some(server) = connect_backend(ws).await else {
+        ws.shard().no_backend();
+        ws.warn_limited("no backend up or reachable");
+        return None;
+    };
+    match listener::register(client) {
+        Ok(c) => Some((c, server)),
         Err(e) => {
             tracing::warn!(error = %e, "cannot register client socket");
-            return;
+            None
         }
-    };
-    let ctx = Ctx::new(
-        ws.shard(),
-        svc.config.idle_timeout,
-        svc.config.splice_threshold,
-    );
-    match forward::forward(
-        svc.config.engine,
-        client,
-        server,
-        &ctx,
-        svc.config.idle_timeout,
-    )
-    .await
-    {
+    }
+}
+
+fn finish(ws: &WorkerService, r: std::io::Result<Outcome>) {
+    match r {
         Ok(Outcome::Done) => {}
         Ok(Outcome::Idle) => ws.shard().idle_closed(),
         Err(e) => {
-            tracing::debug!(service = %svc.config.name, error = %e, "connection ended with an error")
+            tracing::debug!(service = %ws.service.config.name, error = %e, "connection ended with an error")
         }
     }
 }

@@ -83,6 +83,7 @@ impl CopyHalf {
         dst: &Conn,
         ctx: &Ctx<'_>,
         big: usize,
+        last: bool,
     ) -> Poll<io::Result<Stop>> {
         loop {
             if let Some(buf) = &self.buf {
@@ -108,9 +109,11 @@ impl CopyHalf {
                 }
             }
             if self.eof {
-                dst.get_ref()
-                    .shutdown(Shutdown::Write)
-                    .or_else(ignore_not_connected)?;
+                if !last {
+                    dst.get_ref()
+                        .shutdown(Shutdown::Write)
+                        .or_else(ignore_not_connected)?;
+                }
                 return Poll::Ready(Ok(Stop::Eof));
             }
             let mut guard = ready!(src.poll_read_ready(cx))?;
@@ -154,9 +157,10 @@ impl<'a> Half<'a> for CopyHalf {
         src: &Conn,
         dst: &Conn,
         ctx: &'a Ctx<'a>,
+        last: bool,
     ) -> Poll<io::Result<()>> {
         loop {
-            if ready!(self.poll_copy(cx, src, dst, ctx, usize::MAX))? == Stop::Eof {
+            if ready!(self.poll_copy(cx, src, dst, ctx, usize::MAX, last))? == Stop::Eof {
                 return Poll::Ready(Ok(()));
             }
         }

@@ -16,11 +16,11 @@ pub mod splice;
 #[cfg(feature = "uring")]
 pub mod uring;
 
-use std::cell::Cell;
 use std::future::Future;
 use std::io;
 use std::net::TcpStream;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
@@ -46,8 +46,11 @@ pub enum Dir {
 pub struct Ctx<'a> {
     /// The worker's counters for this service.
     pub shard: &'a Shard,
-    /// Last time bytes moved; read by the idle timer.
-    last_activity: Cell<Instant>,
+    /// When this connection started forwarding; `last_activity` counts from here.
+    epoch: Instant,
+    /// Nanoseconds after `epoch` when bytes last moved; read by the idle timer. Only this
+    /// connection's task touches it (an atomic only so the task stays `Send`).
+    last_activity: AtomicU64,
     /// Whether anyone reads `last_activity` (skip the clock read otherwise).
     track_activity: bool,
     /// A direction switches from copy to splice after a read this big.
@@ -58,7 +61,8 @@ impl<'a> Ctx<'a> {
     pub fn new(shard: &'a Shard, idle_timeout: Option<Duration>, splice_threshold: usize) -> Self {
         Ctx {
             shard,
-            last_activity: Cell::new(Instant::now()),
+            epoch: Instant::now(),
+            last_activity: AtomicU64::new(0),
             track_activity: idle_timeout.is_some(),
             splice_threshold,
         }
@@ -72,8 +76,15 @@ impl<'a> Ctx<'a> {
             Dir::Down => self.shard.bytes_down(n),
         }
         if self.track_activity {
-            self.last_activity.set(Instant::now());
+            let since = Instant::now().saturating_duration_since(self.epoch);
+            self.last_activity
+                .store(since.as_nanos() as u64, Ordering::Relaxed);
         }
+    }
+
+    /// When bytes last moved (or forwarding started).
+    fn last_activity(&self) -> Instant {
+        self.epoch + Duration::from_nanos(self.last_activity.load(Ordering::Relaxed))
     }
 }
 
@@ -88,6 +99,10 @@ pub enum Outcome {
 
 /// One direction's state machine; `poll_transfer` returns `Ready(Ok)` once the source's EOF has
 /// been propagated to the destination.
+///
+/// `last` says the other direction is already finished: the connection closes as soon as this
+/// one ends, and `close` sends the FIN, so the `shutdown(SHUT_WR)` call can be skipped (both
+/// receive queues are drained by then, so the close cannot turn into a reset).
 pub trait Half<'a> {
     fn poll_transfer(
         &mut self,
@@ -95,6 +110,7 @@ pub trait Half<'a> {
         src: &Conn,
         dst: &Conn,
         ctx: &'a Ctx<'a>,
+        last: bool,
     ) -> Poll<io::Result<()>>;
 }
 
@@ -125,13 +141,15 @@ impl<'a, H: Half<'a> + Unpin> Future for Duplex<'a, H> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if let Some(h) = &mut this.up {
-            if let Poll::Ready(r) = h.poll_transfer(cx, this.client, this.server, this.ctx) {
+            let last = this.down.is_none();
+            if let Poll::Ready(r) = h.poll_transfer(cx, this.client, this.server, this.ctx, last) {
                 r?;
                 this.up = None; // drop the half now: its buffer or pipe goes back to the pool
             }
         }
         if let Some(h) = &mut this.down {
-            if let Poll::Ready(r) = h.poll_transfer(cx, this.server, this.client, this.ctx) {
+            let last = this.up.is_none();
+            if let Poll::Ready(r) = h.poll_transfer(cx, this.server, this.client, this.ctx, last) {
                 r?;
                 this.down = None;
             }
@@ -145,7 +163,7 @@ impl<'a, H: Half<'a> + Unpin> Future for Duplex<'a, H> {
 }
 
 /// Races `fut` against the idle timeout measured from the last byte moved.
-async fn with_idle_timeout(
+pub(crate) async fn with_idle_timeout(
     fut: impl Future<Output = io::Result<()>>,
     ctx: &Ctx<'_>,
     idle: Option<Duration>,
@@ -163,7 +181,7 @@ async fn with_idle_timeout(
         }
         loop {
             ready!(sleep.as_mut().poll(cx));
-            let deadline = ctx.last_activity.get() + idle;
+            let deadline = ctx.last_activity() + idle;
             if Instant::now() >= deadline {
                 return Poll::Ready(Ok(Outcome::Idle));
             }
@@ -196,15 +214,22 @@ pub async fn forward(
             let duplex = Duplex::new(&client, &server, ctx, halves.0, halves.1);
             with_idle_timeout(duplex, ctx, idle).await
         }
-        #[cfg(feature = "uring")]
-        Engine::Uring => {
-            let (client, server) = (client.into_inner(), server.into_inner());
-            with_idle_timeout(uring::forward(client, server, ctx), ctx, idle).await
-        }
-        #[cfg(not(feature = "uring"))]
+        // Its future is `!Send` (tokio-uring sockets), so it has its own entry point.
         Engine::Uring => Err(io::Error::new(
             io::ErrorKind::Unsupported,
-            "built without the `uring` feature",
+            "uring connections go through forward_uring",
         )),
     }
+}
+
+/// [`forward`] for the uring engine; must run on a tokio-uring runtime, in a local task.
+#[cfg(feature = "uring")]
+pub async fn forward_uring(
+    client: Conn,
+    server: Conn,
+    ctx: &Ctx<'_>,
+    idle: Option<Duration>,
+) -> io::Result<Outcome> {
+    let (client, server) = (client.into_inner(), server.into_inner());
+    with_idle_timeout(uring::forward(client, server, ctx), ctx, idle).await
 }

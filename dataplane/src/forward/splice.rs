@@ -169,6 +169,7 @@ impl<'a> Half<'a> for SpliceHalf<'a> {
         src: &Conn,
         dst: &Conn,
         ctx: &'a Ctx<'a>,
+        last: bool,
     ) -> Poll<io::Result<()>> {
         loop {
             let Some(lease) = &mut self.lease else {
@@ -177,7 +178,7 @@ impl<'a> Half<'a> for SpliceHalf<'a> {
                 } else {
                     ctx.splice_threshold
                 };
-                match ready!(self.copy.poll_copy(cx, src, dst, ctx, big))? {
+                match ready!(self.copy.poll_copy(cx, src, dst, ctx, big, last))? {
                     Stop::Eof => return Poll::Ready(Ok(())),
                     Stop::Big => match Lease::take(ctx.shard) {
                         Some(l) => self.lease = Some(l),
@@ -203,9 +204,11 @@ impl<'a> Half<'a> for SpliceHalf<'a> {
                 }
             }
             if self.eof {
-                dst.get_ref()
-                    .shutdown(Shutdown::Write)
-                    .or_else(ignore_not_connected)?;
+                if !last {
+                    dst.get_ref()
+                        .shutdown(Shutdown::Write)
+                        .or_else(ignore_not_connected)?;
+                }
                 return Poll::Ready(Ok(()));
             }
             // The pipe is empty: EAGAIN here can only mean the socket has nothing to give.
