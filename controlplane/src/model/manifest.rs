@@ -126,7 +126,7 @@ pub fn parse_manifests(text: &str, source: &str) -> Result<Vec<Object>, Manifest
                 document: Some(number),
                 line: mark.map(|m| m.line),
                 column: mark.map(|m| m.column),
-                field: Some(e.path.to_string()),
+                field: (!e.path.segments().is_empty()).then(|| e.path.to_string()),
             }
         };
         let value = match Value::deserialize(doc) {

@@ -152,7 +152,7 @@ pub fn parse_memory(s: &str) -> Result<u64, String> {
 
 /// Formats millicores the way users write them: whole cores as `2`, the rest as `250m`.
 pub fn format_cpu(millis: u64) -> String {
-    if millis % 1000 == 0 {
+    if millis.is_multiple_of(1000) {
         (millis / 1000).to_string()
     } else {
         format!("{millis}m")
