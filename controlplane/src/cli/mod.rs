@@ -160,11 +160,8 @@ pub async fn execute(cli: Cli, out: &mut (dyn Write + Send)) -> Result<(), CliEr
     let manifest = match &cli.command {
         Command::Apply { file } => {
             let (bytes, source) = read_manifest(file)?;
-            let text = String::from_utf8(bytes).map_err(|e| {
-                CliError::Invalid(format!("{source}: not a text file: invalid UTF-8 at byte {}", e.utf8_error().valid_up_to()))
-            })?;
-            crate::model::parse_manifests(&text, &source).map_err(|e| CliError::Invalid(e.to_string()))?;
-            Some((text, source))
+            crate::model::parse_manifest_bytes(&bytes, &source).map_err(|e| CliError::Invalid(e.to_string()))?;
+            Some((String::from_utf8(bytes).expect("validated as UTF-8"), source))
         }
         _ => None,
     };

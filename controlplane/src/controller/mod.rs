@@ -15,7 +15,6 @@
 
 mod agents;
 mod autoscale;
-mod convert_tmp;
 mod endpoints;
 mod nodes;
 mod operator;

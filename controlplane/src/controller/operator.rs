@@ -8,7 +8,6 @@ use futures::{Stream, StreamExt};
 use pss_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
-use super::convert_tmp as conv;
 use super::Shared;
 use crate::model::{self, now_ms, AutoScalePolicy, EventRecord, PodPhase, Resources};
 use crate::store::ApplyAction;
@@ -74,7 +73,7 @@ impl pb::operator_server::Operator for OperatorApi {
     async fn list_pods(&self, request: Request<pb::ListRequest>) -> Result<Response<pb::ListPodsResponse>, Status> {
         let filter = request.into_inner().filter;
         let pods = self.shared.store.list_pods((!filter.is_empty()).then_some(filter.as_str())).map_err(Status::from)?;
-        Ok(Response::new(pb::ListPodsResponse { pods: pods.iter().map(conv::pod).collect() }))
+        Ok(Response::new(pb::ListPodsResponse { pods: pods.iter().map(pb::Pod::from).collect() }))
     }
 
     async fn list_workloads(&self, _request: Request<pb::ListRequest>) -> Result<Response<pb::ListWorkloadsResponse>, Status> {
@@ -88,7 +87,7 @@ impl pb::operator_server::Operator for OperatorApi {
                 let mine = pods.iter().filter(|p| p.workload == w.workload.name);
                 let current = mine.clone().filter(|p| !matches!(p.phase, PodPhase::Terminating | PodPhase::Lost)).count();
                 let ready = mine.filter(|p| p.ready && p.phase == PodPhase::Running).count();
-                let mut out = conv::workload(&w.workload);
+                let mut out = pb::Workload::from(&w.workload);
                 out.current_replicas = current as u32;
                 out.ready_replicas = ready as u32;
                 out.created_at_ms = w.created_at_ms;
@@ -107,7 +106,7 @@ impl pb::operator_server::Operator for OperatorApi {
             .map_err(Status::from)?
             .into_iter()
             .map(|s| {
-                let mut out = conv::service(&s.service);
+                let mut out = pb::Service::from(&s.service);
                 out.created_at_ms = s.created_at_ms;
                 if let Some(snap) = self.shared.services.current(&s.service.name) {
                     out.endpoints = snap.endpoints.clone();
@@ -137,7 +136,7 @@ impl pb::operator_server::Operator for OperatorApi {
                     .filter_map(|p| workloads.iter().find(|w| w.workload.name == p.workload))
                     .map(|w| w.workload.pod_spec.requests())
                     .fold(Resources::default(), Resources::plus);
-                conv::node(n, allocated, here.len() as u32)
+                model::node_to_proto(n, allocated, here.len() as u32)
             })
             .collect();
         Ok(Response::new(pb::ListNodesResponse { nodes }))
@@ -153,7 +152,7 @@ impl pb::operator_server::Operator for OperatorApi {
             .map_err(Status::from)?
             .iter()
             .filter(|e| req.filter.is_empty() || e.object.starts_with(&req.filter))
-            .map(conv::event)
+            .map(pb::Event::from)
             .collect();
         Ok(Response::new(pb::ListEventsResponse { events }))
     }
@@ -168,7 +167,7 @@ impl pb::operator_server::Operator for OperatorApi {
             .into_iter()
             .filter(|a| filter.is_empty() || a.policy.workload == filter)
             .map(|a| {
-                let mut out = conv::autoscaler(&a.policy);
+                let mut out = pb::AutoScalePolicy::from(&a.policy);
                 out.created_at_ms = a.created_at_ms;
                 out.has_metrics = a.status.current_cpu_percent.is_some() || a.status.current_memory_percent.is_some();
                 out.current_cpu_percent = a.status.current_cpu_percent.unwrap_or_default();
@@ -224,7 +223,7 @@ impl pb::operator_server::Operator for OperatorApi {
             ));
         }
         self.shared.kick();
-        let mut out = conv::autoscaler(&policy);
+        let mut out = pb::AutoScalePolicy::from(&policy);
         out.created_at_ms = now_ms();
         Ok(Response::new(pb::AutoscaleResponse { policy: Some(out), action: action.as_str().into() }))
     }

@@ -191,7 +191,7 @@ async fn start(shared: &Arc<Shared>, pod_id: &str, restart: bool) -> Result<()> 
         if restart {
             client.stop_pod(pb::StopPodRequest { id: pod_id.to_string(), grace_period_ms: 0 }).await?;
         }
-        let req = pb::RunPodRequest { id: pod_id.to_string(), workload: rec.workload.clone(), spec: Some(super::convert_tmp::spec(spec)), spec_hash: hash };
+        let req = pb::RunPodRequest { id: pod_id.to_string(), workload: rec.workload.clone(), spec: Some(spec.into()), spec_hash: hash };
         client.run_pod(req).await.map(|r| r.into_inner())
     };
     let result = tokio::select! {

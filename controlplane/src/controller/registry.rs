@@ -34,10 +34,10 @@ pub fn apply_report(record: &mut PodRecord, report: &pb::PodReport, now: i64) ->
     record.cpu_percent = report.cpu_percent;
     record.memory_bytes = report.memory_bytes;
     if !report.containers.is_empty() {
-        record.containers = report.containers.iter().map(container_from_proto).collect();
+        record.containers = report.containers.iter().cloned().map(ContainerState::from).collect();
     }
     if !report.addresses.is_empty() {
-        record.addresses = report.addresses.iter().map(address_from_proto).collect();
+        record.addresses = report.addresses.iter().cloned().filter_map(|a| PortAddress::try_from(a).ok()).collect();
     }
     match record.phase {
         // Being drained and stopped by the controller: the report changes nothing.
@@ -95,14 +95,6 @@ pub fn apply_report(record: &mut PodRecord, report: &pb::PodReport, now: i64) ->
         record.updated_at_ms = now;
     }
     out
-}
-
-fn container_from_proto(c: &pb::ContainerStatus) -> ContainerState {
-    ContainerState { name: c.name.clone(), id: c.id.clone(), state: c.state.clone(), exit_code: c.exit_code, oom_killed: c.oom_killed }
-}
-
-fn address_from_proto(a: &pb::PortAddress) -> PortAddress {
-    PortAddress { container_port: a.container_port as u16, address: a.address.clone() }
 }
 
 /// Folds a batch of pod reports from one node into the store.
