@@ -958,6 +958,8 @@ mod spans {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{format_cpu, format_memory};
+    use proptest::prelude::*;
 
     const APP: &str = "\
 kind: Workload
@@ -1168,5 +1170,181 @@ spec:
             panic!("not a workload")
         };
         assert_eq!(w.pod_spec.containers[0].command[3], "80");
+    }
+
+    /// A string as a YAML double-quoted scalar (JSON strings are valid YAML).
+    fn quoted(s: &str) -> String {
+        serde_json::to_string(s).expect("strings serialise")
+    }
+
+    /// `w` written as a block-style manifest document.
+    fn render(w: &Workload) -> String {
+        let mut out = format!(
+            "kind: Workload\nmetadata:\n  name: {}\nspec:\n  replicas: {}\n  placement: {}\n  podSpec:\n    containers:\n",
+            w.name,
+            w.replicas,
+            w.placement.as_str()
+        );
+        for c in &w.pod_spec.containers {
+            let words = |v: &[String]| v.iter().map(|s| quoted(s)).collect::<Vec<_>>().join(", ");
+            out += &format!(
+                "      - name: {}\n        image: {}\n",
+                c.name,
+                quoted(&c.image)
+            );
+            out += &format!(
+                "        command: [{}]\n        args: [{}]\n",
+                words(&c.command),
+                words(&c.args)
+            );
+            out += "        env:\n";
+            for e in &c.env {
+                out += &format!(
+                    "          - name: {}\n            value: {}\n",
+                    e.name,
+                    quoted(&e.value)
+                );
+            }
+            out += &format!(
+                "        resources:\n          cpu: {}\n          memory: {}\n",
+                format_cpu(c.resources.cpu_millis),
+                format_memory(c.resources.memory_bytes)
+            );
+        }
+        out += "    ports:\n";
+        for p in &w.pod_spec.ports {
+            out += &format!(
+                "      - containerPort: {}\n        protocol: {}\n",
+                p.container_port,
+                p.protocol.as_str()
+            );
+        }
+        if let Some(probe) = &w.pod_spec.readiness_probe {
+            out += "    readinessProbe:\n";
+            if let Some(port) = probe.port {
+                out += &format!("      port: {port}\n");
+            }
+            out += &format!(
+                "      interval: {}ms\n      timeout: {}ms\n",
+                probe.interval_ms, probe.timeout_ms
+            );
+        }
+        out
+    }
+
+    fn container_strategy(index: usize) -> impl Strategy<Value = Container> {
+        let words = prop::collection::vec("[ -~]{0,12}", 0..4);
+        let env = prop::collection::vec(("[A-Z_][A-Z0-9_]{0,8}", "[ -~]{0,10}"), 0..3);
+        (
+            "[a-z]{1,8}",
+            "[a-z]{1,10}(/[a-z]{1,10})?(:[a-z0-9.]{1,6})?",
+            words.clone(),
+            words,
+            env,
+            0u64..100_000,
+            0u64..(1 << 40),
+        )
+            .prop_map(
+                move |(name, image, command, args, env, cpu_millis, memory_bytes)| Container {
+                    name: format!("{name}{index}"),
+                    image,
+                    command,
+                    args,
+                    env: env
+                        .into_iter()
+                        .map(|(name, value)| EnvVar { name, value })
+                        .collect(),
+                    resources: Resources {
+                        cpu_millis,
+                        memory_bytes,
+                    },
+                },
+            )
+    }
+
+    fn workload_strategy() -> impl Strategy<Value = Workload> {
+        let containers =
+            (1usize..4).prop_flat_map(|n| (0..n).map(container_strategy).collect::<Vec<_>>());
+        let ports = prop::collection::btree_set((1u16..=65535, any::<bool>()), 0..3);
+        let probe = (any::<bool>(), 1u64..60_000, 1u64..10_000);
+        let placement = prop_oneof![Just(Placement::Spread), Just(Placement::Binpack)];
+        (
+            "[a-z]([a-z0-9-]{0,20}[a-z0-9])?",
+            0u32..1000,
+            placement,
+            containers,
+            ports,
+            probe,
+        )
+            .prop_map(
+                |(
+                    name,
+                    replicas,
+                    placement,
+                    containers,
+                    ports,
+                    (first_port, interval_ms, timeout_ms),
+                )| {
+                    let ports: Vec<PortSpec> = ports
+                        .into_iter()
+                        .map(|(container_port, udp)| PortSpec {
+                            container_port,
+                            protocol: if udp { Protocol::Udp } else { Protocol::Tcp },
+                        })
+                        .collect();
+                    let readiness_probe = ports.first().map(|p| ReadinessProbe {
+                        port: (!first_port).then_some(p.container_port),
+                        interval_ms,
+                        timeout_ms,
+                    });
+                    Workload {
+                        name,
+                        replicas,
+                        placement,
+                        pod_spec: PodSpec {
+                            containers,
+                            ports,
+                            readiness_probe,
+                        },
+                    }
+                },
+            )
+    }
+
+    proptest! {
+        #[test]
+        fn any_valid_workload_written_as_yaml_parses_back(w in workload_strategy()) {
+            let text = render(&w);
+            prop_assert_eq!(parse_manifests(&text, "t").map_err(|e| e.to_string()), Ok(vec![Object::Workload(w)]));
+        }
+
+        #[test]
+        fn a_bad_field_in_any_document_is_reported_at_its_document_and_line(
+            workloads in prop::collection::vec(workload_strategy(), 1..4),
+            bad in any::<prop::sample::Index>(),
+        ) {
+            let bad = bad.index(workloads.len());
+            let docs: Vec<String> = workloads
+                .iter()
+                .enumerate()
+                .map(|(i, w)| {
+                    let w = Workload { name: format!("w{i}"), ..w.clone() };
+                    let doc = render(&w);
+                    if i == bad { doc.replacen(&format!("  replicas: {}\n", w.replicas), "  replicas: -7\n", 1) } else { doc }
+                })
+                .collect();
+            let text = docs.join("---\n");
+            let line = 1 + text[..text.find("replicas: -7").unwrap()].matches('\n').count();
+            let e = parse_manifests(&text, "t").unwrap_err();
+            prop_assert_eq!(e.document, Some(bad + 1));
+            prop_assert_eq!(e.line, Some(line));
+            prop_assert_eq!(e.field.as_deref(), Some("spec.replicas"));
+            prop_assert_eq!(e.message, "must be >= 0, got -7");
+        }
+
+        #[test]
+        fn arbitrary_text_never_panics(text in "\\PC{0,200}") {
+            let _ = parse_manifests(&text, "t");
+        }
     }
 }
