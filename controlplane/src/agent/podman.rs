@@ -503,7 +503,7 @@ pub struct PodInspect {
     pub name: String,
     #[serde(default)]
     pub labels: Option<HashMap<String, String>>,
-    #[serde(default)]
+    #[serde(rename = "InfraContainerID", default)]
     pub infra_container_id: String,
     #[serde(default)]
     pub infra_config: Option<InfraConfig>,
@@ -724,7 +724,7 @@ mod tests {
 
     #[test]
     fn pod_inspect_reads_published_ports() {
-        let json = r#"{"Id":"1","Name":"p","Labels":{"pss.pod":"p"},"InfraContainerId":"i",
+        let json = r#"{"Id":"1","Name":"p","Labels":{"pss.pod":"p"},"InfraContainerID":"i",
             "InfraConfig":{"PortBindings":{"80/tcp":[{"HostIp":"","HostPort":"37893"}]}},
             "Containers":[{"Id":"i","Name":"1-infra","State":"running"},{"Id":"c","Name":"p-web","State":"running"}],
             "State":"Running"}"#;
