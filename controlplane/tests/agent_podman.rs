@@ -11,6 +11,7 @@ mod podman_support;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -51,6 +52,10 @@ struct Recorded {
 #[derive(Clone, Default)]
 struct RecordingRegistry {
     recorded: Arc<Mutex<Recorded>>,
+    /// Pods the next registrations answer as unwanted.
+    stop_on_register: Arc<Mutex<Vec<String>>>,
+    /// How many heartbeats to answer with `known = false`.
+    unknown_heartbeats: Arc<AtomicU32>,
 }
 
 #[tonic::async_trait]
@@ -64,9 +69,8 @@ impl NodeRegistry for RecordingRegistry {
             .unwrap()
             .registrations
             .push(request.into_inner());
-        Ok(Response::new(RegisterNodeResponse {
-            stop_pods: Vec::new(),
-        }))
+        let stop_pods = self.stop_on_register.lock().unwrap().clone();
+        Ok(Response::new(RegisterNodeResponse { stop_pods }))
     }
 
     async fn heartbeat(
@@ -78,9 +82,13 @@ impl NodeRegistry for RecordingRegistry {
             .unwrap()
             .heartbeats
             .push(request.into_inner());
+        let unknown = self
+            .unknown_heartbeats
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
         Ok(Response::new(HeartbeatResponse {
             stop_pods: Vec::new(),
-            known: true,
+            known: !unknown,
         }))
     }
 
@@ -99,6 +107,30 @@ impl NodeRegistry for RecordingRegistry {
     }
 }
 
+impl RecordingRegistry {
+    /// Serves the registry on `listener` until `shutdown`.
+    fn serve(&self, listener: tokio::net::TcpListener, shutdown: CancellationToken) {
+        let service = NodeRegistryServer::with_interceptor(self.clone(), TokenCheck::new(TOKEN));
+        tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(
+                    TcpListenerStream::new(listener),
+                    shutdown.cancelled_owned(),
+                )
+                .await
+        });
+    }
+
+    fn registrations(&self) -> usize {
+        self.recorded.lock().unwrap().registrations.len()
+    }
+
+    fn heartbeats(&self) -> usize {
+        self.recorded.lock().unwrap().heartbeats.len()
+    }
+}
+
 // ---------------------------------------------------------------------- harness
 
 type Client = AgentClient<InterceptedService<Channel, BearerToken>>;
@@ -108,6 +140,7 @@ struct Harness {
     node: String,
     registry: RecordingRegistry,
     registry_addr: SocketAddr,
+    /// Cancelled to take the registry away (replaced when it comes back).
     registry_shutdown: CancellationToken,
     agent: Option<RunningAgent>,
     podman: Podman,
@@ -122,6 +155,10 @@ struct RunningAgent {
 
 impl Harness {
     async fn start(test: &str) -> Harness {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("pss_controlplane=debug"))
+            .with_test_writer()
+            .try_init();
         let socket = podman_socket();
         let node = generate_pod_id(&format!("agent-{test}"));
         let cleanup = PodCleanup::new(format!("pss.node={node}"));
@@ -129,18 +166,7 @@ impl Harness {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let registry_addr = listener.local_addr().unwrap();
         let registry_shutdown = CancellationToken::new();
-        let service =
-            NodeRegistryServer::with_interceptor(registry.clone(), TokenCheck::new(TOKEN));
-        let stop = registry_shutdown.clone();
-        tokio::spawn(async move {
-            tonic::transport::Server::builder()
-                .add_service(service)
-                .serve_with_incoming_shutdown(
-                    TcpListenerStream::new(listener),
-                    stop.cancelled_owned(),
-                )
-                .await
-        });
+        registry.serve(listener, registry_shutdown.clone());
         let mut h = Harness {
             node,
             registry,
@@ -152,6 +178,22 @@ impl Harness {
         };
         h.start_agent().await;
         h
+    }
+
+    /// The controller goes away.
+    fn stop_registry(&mut self) {
+        self.registry_shutdown.cancel();
+    }
+
+    /// The controller comes back on the same address.
+    async fn restart_registry(&mut self) {
+        let listener = eventually("the registry's port is free again", || async {
+            tokio::net::TcpListener::bind(self.registry_addr).await.ok()
+        })
+        .await;
+        self.registry_shutdown = CancellationToken::new();
+        self.registry
+            .serve(listener, self.registry_shutdown.clone());
     }
 
     async fn start_agent(&mut self) {
@@ -347,10 +389,13 @@ async fn run_pod_creates_a_labelled_pod_that_serves_its_name_and_is_idempotent()
         h.updates_for(&id).iter().any(|p| p.ready).then_some(())
     })
     .await;
-    let hb = eventually("a heartbeat with the pod's memory", || async {
+    let hb = eventually("a heartbeat with the pod ready and its memory", || async {
         let recorded = h.registry.recorded.lock().unwrap();
         recorded.heartbeats.iter().rev().find_map(|hb| {
-            let pod = hb.pods.iter().find(|p| p.id == id && p.memory_bytes > 0)?;
+            let pod = hb
+                .pods
+                .iter()
+                .find(|p| p.id == id && p.ready && p.memory_bytes > 0)?;
             Some((hb.clone(), pod.clone()))
         })
     })
@@ -554,6 +599,103 @@ async fn calls_without_the_right_token_are_unauthenticated() {
     assert_eq!(wrong.unwrap_err().code(), tonic::Code::Unauthenticated);
     let missing = h.client_with("").await.stop_pod(request).await.unwrap_err();
     assert_eq!(missing.code(), tonic::Code::Unauthenticated);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_the_controller_does_not_want_are_stopped_at_registration() {
+    let mut h = Harness::start("unwanted").await;
+    let id = h.pod_id("web-unwanted");
+    h.run_pod(&id, "web-unwanted", web_spec()).await;
+    h.stop_agent().await;
+    h.registry.stop_on_register.lock().unwrap().push(id.clone());
+    h.start_agent().await;
+    eventually("the unwanted pod is removed", || async {
+        h.podman
+            .inspect_pod(&id)
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_the_controller_does_not_know_registers_again() {
+    let h = Harness::start("unknown").await;
+    eventually("registered", || async {
+        (h.registry.registrations() == 1).then_some(())
+    })
+    .await;
+    h.registry.unknown_heartbeats.store(1, Ordering::SeqCst);
+    eventually("registered again after known=false", || async {
+        (h.registry.registrations() >= 2).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_keep_running_while_the_controller_is_away_and_reporting_resumes() {
+    let mut h = Harness::start("away").await;
+    let id = h.pod_id("web-away");
+    let report = h.run_pod(&id, "web-away", web_spec()).await;
+    eventually("a heartbeat", || async {
+        (h.registry.heartbeats() > 0).then_some(())
+    })
+    .await;
+
+    h.stop_registry();
+    // Several heartbeat intervals (500 ms) without a controller.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let still = h
+        .podman
+        .inspect_pod(&id)
+        .await
+        .unwrap()
+        .expect("the pod is still there");
+    assert_eq!(still.state, "Running");
+    let before = h.registry.heartbeats();
+
+    h.restart_registry().await;
+    eventually("heartbeats resume", || async {
+        (h.registry.heartbeats() > before).then_some(())
+    })
+    .await;
+    let last = h
+        .registry
+        .recorded
+        .lock()
+        .unwrap()
+        .heartbeats
+        .last()
+        .cloned()
+        .unwrap();
+    let pod = last
+        .pods
+        .iter()
+        .find(|p| p.id == id)
+        .expect("the pod is reported");
+    assert_eq!(container_ids(pod), container_ids(&report));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registration_retries_until_the_controller_answers() {
+    let mut h = Harness::start("late").await;
+    eventually("registered", || async {
+        (h.registry.registrations() == 1).then_some(())
+    })
+    .await;
+    h.stop_agent().await;
+    h.stop_registry();
+    h.start_agent().await;
+    // The agent starts with no controller; it keeps trying with back-off.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(h.registry.registrations(), 1);
+    h.restart_registry().await;
+    eventually("registered once the controller is back", || async {
+        (h.registry.registrations() == 2).then_some(())
+    })
+    .await;
 }
 
 /// The agent refuses to start when Podman does not answer, naming the path it tried.

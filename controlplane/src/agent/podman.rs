@@ -324,6 +324,11 @@ impl Podman {
         match status {
             s if s.is_success() => Ok(Some(serde_json::from_slice(&bytes)?)),
             StatusCode::NOT_FOUND => Ok(None),
+            // A pod or container being removed right now: Podman answers 500 "no such ...".
+            s if is_vanishing(&bytes) => {
+                tracing::debug!(status = %s, path, "object vanished while inspected");
+                Ok(None)
+            }
             s => Err(api_error(s, &bytes)),
         }
     }
@@ -346,6 +351,13 @@ fn error_message(body: &[u8]) -> String {
         Ok(e) => e.message,
         Err(_) => String::from_utf8_lossy(body).trim().to_string(),
     }
+}
+
+/// True for Podman's "no such pod/container" errors, which it sometimes answers with a 500
+/// while the object is being removed.
+fn is_vanishing(body: &[u8]) -> bool {
+    let message = error_message(body);
+    message.contains("no such pod") || message.contains("no such container")
 }
 
 fn api_error(status: StatusCode, body: &[u8]) -> Error {

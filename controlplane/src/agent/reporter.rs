@@ -6,7 +6,7 @@
 //! - **Heartbeat** every metrics interval: node metrics and each pod's report with CPU/memory
 //!   usage (see [`super::metrics`]); `stop_pods` are stopped, `known = false` registers again.
 //! - **ReportPodStatus** for every update the event watcher and readiness loop produce, at
-//!   once; the ack's `stop_pods` are stopped.
+//!   once and independently of heartbeats; the ack's `stop_pods` are stopped.
 //!
 //! The controller being away never touches the pods: calls fail, are logged on the first
 //! failure, and the next heartbeat carries the full state once it is back.
@@ -93,17 +93,22 @@ impl Reporter {
     }
 
     /// Registers, then heartbeats and forwards `updates` until `shutdown`.
-    pub async fn run(
-        mut self,
-        mut updates: mpsc::Receiver<PodReport>,
-        shutdown: CancellationToken,
-    ) {
+    pub async fn run(mut self, updates: mpsc::Receiver<PodReport>, shutdown: CancellationToken) {
         // Prime the CPU counters so the first heartbeat already carries deltas.
         self.node_sampler.sample();
         let _ = self.pod_reports().await;
         if !self.register(&shutdown).await {
             return;
         }
+        // Status pushes run beside the heartbeats so that a slow heartbeat (it inspects every
+        // pod) never delays news of a dead container.
+        let pusher = tokio::spawn(push_updates(
+            self.client.clone(),
+            self.runtime.clone(),
+            self.node.name.clone(),
+            updates,
+            shutdown.clone(),
+        ));
         let mut tick = tokio::time::interval_at(
             Instant::now() + self.metrics_interval,
             self.metrics_interval,
@@ -111,15 +116,15 @@ impl Reporter {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => break,
                 _ = tick.tick() => {
                     if !self.heartbeat(&shutdown).await {
-                        return;
+                        break;
                     }
                 }
-                Some(report) = updates.recv() => self.push_status(report).await,
             }
         }
+        let _ = pusher.await;
     }
 
     /// Registers until the controller answers (false: shut down first).
@@ -214,22 +219,6 @@ impl Reporter {
         Ok(reports)
     }
 
-    async fn push_status(&mut self, pod: PodReport) {
-        let id = pod.id.clone();
-        let update = PodStatusUpdate {
-            node: self.node.name.clone(),
-            pod: Some(pod),
-        };
-        match self.client.report_pod_status(update).await {
-            Ok(ack) => {
-                self.reached();
-                tracing::debug!(pod = %id, "status pushed");
-                self.stop_pods(ack.into_inner().stop_pods);
-            }
-            Err(status) => self.unreachable("pod status push", &status),
-        }
-    }
-
     fn reached(&mut self) {
         if !self.connected {
             tracing::info!("controller reachable again");
@@ -246,16 +235,59 @@ impl Reporter {
         }
     }
 
-    /// Stops pods in the background (a slow stop must not delay heartbeats).
     fn stop_pods(&self, ids: Vec<String>) {
-        for id in ids {
-            let runtime = self.runtime.clone();
-            tokio::spawn(async move {
-                tracing::info!(pod = %id, "the controller does not want this pod here; stopping it");
-                if let Err(e) = runtime.stop_pod(&id, ORPHAN_STOP_GRACE).await {
-                    tracing::warn!(pod = %id, error = %e, "stopping an unwanted pod");
-                }
-            });
+        stop_unwanted(&self.runtime, ids);
+    }
+}
+
+/// Pushes every update to the controller as it comes, until `shutdown`. A failed push is not
+/// retried: the next heartbeat carries the pod's state anyway.
+async fn push_updates(
+    mut client: RegistryClient,
+    runtime: Arc<Runtime>,
+    node: String,
+    mut updates: mpsc::Receiver<PodReport>,
+    shutdown: CancellationToken,
+) {
+    let mut failing = false;
+    loop {
+        let pod = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            pod = updates.recv() => match pod {
+                Some(pod) => pod,
+                None => return,
+            },
+        };
+        let id = pod.id.clone();
+        let update = PodStatusUpdate {
+            node: node.clone(),
+            pod: Some(pod),
+        };
+        match client.report_pod_status(update).await {
+            Ok(ack) => {
+                failing = false;
+                tracing::debug!(pod = %id, "status pushed");
+                stop_unwanted(&runtime, ack.into_inner().stop_pods);
+            }
+            Err(status) if !failing => {
+                failing = true;
+                tracing::warn!(pod = %id, error = %status, "status push failed; the next heartbeat carries it");
+            }
+            Err(status) => tracing::debug!(pod = %id, error = %status, "status push failed"),
         }
+    }
+}
+
+/// Stops pods the controller does not want here, in the background (a slow stop must not
+/// delay heartbeats or pushes).
+fn stop_unwanted(runtime: &Arc<Runtime>, ids: Vec<String>) {
+    for id in ids {
+        let runtime = runtime.clone();
+        tokio::spawn(async move {
+            tracing::info!(pod = %id, "the controller does not want this pod here; stopping it");
+            if let Err(e) = runtime.stop_pod(&id, ORPHAN_STOP_GRACE).await {
+                tracing::warn!(pod = %id, error = %e, "stopping an unwanted pod");
+            }
+        });
     }
 }

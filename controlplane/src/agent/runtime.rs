@@ -11,7 +11,7 @@
 //!   only state kept in memory (set by the readiness loop).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pss_proto::v1::{ContainerStatus, PodPhase, PodReport, PortAddress, RunPodRequest};
@@ -91,6 +91,9 @@ pub struct Runtime {
     advertise: String,
     /// Per-pod agent state, by pod ID.
     tracked: Mutex<HashMap<String, Tracked>>,
+    /// Per-pod operation locks: a RunPod and a StopPod (or two RunPods: the controller retries)
+    /// of one pod never interleave.
+    ops: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Runtime {
@@ -100,6 +103,7 @@ impl Runtime {
             node: node.into(),
             advertise: advertise.into(),
             tracked: Mutex::new(HashMap::new()),
+            ops: Mutex::new(HashMap::new()),
         }
     }
 
@@ -125,10 +129,19 @@ impl Runtime {
                 req.id
             )));
         }
+        let guard = self.lock_pod(&req.id).await;
+        let result = self.run_pod_locked(req).await;
+        drop(guard);
+        self.release_lock(&req.id);
+        result
+    }
+
+    async fn run_pod_locked(&self, req: &RunPodRequest) -> Result<PodReport> {
         if let Some(report) = self.report(&req.id).await? {
             return Ok(report);
         }
 
+        let spec = req.spec.as_ref().expect("checked by run_pod");
         for c in &spec.containers {
             if let Err(message) = self.podman.image_exists(&c.image).await? {
                 tracing::warn!(pod = %req.id, image = %c.image, "image not found locally");
@@ -269,6 +282,7 @@ impl Runtime {
     /// Stops the pod (SIGTERM, SIGKILL after `grace`) and removes it with its containers.
     /// `Ok(false)` when there was no such pod (idempotent).
     pub async fn stop_pod(&self, id: &str, grace: Duration) -> Result<bool> {
+        let guard = self.lock_pod(id).await;
         self.tracked
             .lock()
             .expect("tracked lock")
@@ -287,7 +301,28 @@ impl Runtime {
             Err(e) => tracing::warn!(pod = %id, error = %e, "StopPod failed"),
         }
         self.forget(id);
+        drop(guard);
+        self.release_lock(id);
         result
+    }
+
+    async fn lock_pod(&self, id: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = self
+            .ops
+            .lock()
+            .expect("ops lock")
+            .entry(id.to_string())
+            .or_default()
+            .clone();
+        lock.lock_owned().await
+    }
+
+    /// Drops the pod's lock entry when nobody else holds or waits for it.
+    fn release_lock(&self, id: &str) {
+        let mut ops = self.ops.lock().expect("ops lock");
+        if ops.get(id).is_some_and(|l| Arc::strong_count(l) == 1) {
+            ops.remove(id);
+        }
     }
 
     fn forget(&self, id: &str) {
