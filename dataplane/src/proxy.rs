@@ -343,6 +343,28 @@ impl Worker {
     async fn serve(self, uring: bool) -> std::io::Result<()> {
         forward::splice::set_pipe_limit(self.max_pipes);
         let tracker = TaskTracker::new();
+        // Inserting a timer that expires before the time driver's next planned wake-up makes
+        // tokio unpark the driver (an eventfd write plus a wasted epoll round), and every
+        // connection inserts a connect timer. A heartbeat keeps the planned wake-up closer
+        // than any connect deadline, so those inserts stay silent.
+        let min_connect = self
+            .listeners
+            .iter()
+            .map(|(s, _)| s.config.connect_timeout)
+            .min()
+            .unwrap_or(Duration::from_secs(1));
+        let beat = (min_connect / 2).clamp(Duration::from_millis(5), Duration::from_millis(250));
+        let heartbeat_stop = self.stop.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(beat);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = heartbeat_stop.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+            }
+        });
         let mut accepts = Vec::with_capacity(self.listeners.len());
         for (service, sock) in self.listeners {
             let ws = Arc::new(WorkerService {
