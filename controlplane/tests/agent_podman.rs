@@ -25,7 +25,7 @@ use pss_proto::v1::agent_client::AgentClient;
 use pss_proto::v1::node_registry_server::{NodeRegistry, NodeRegistryServer};
 use pss_proto::v1::{
     Container, HeartbeatRequest, HeartbeatResponse, PodLogsRequest, PodPhase, PodReport, PodSpec,
-    PodStatusAck, PodStatusUpdate, PortSpec, RegisterNodeRequest, RegisterNodeResponse,
+    PodStatusAck, PodStatusUpdate, PortSpec, RegisterNodeRequest, RegisterNodeResponse, Resources,
     RunPodRequest, StopPodRequest,
 };
 use tokio::task::JoinHandle;
@@ -344,7 +344,12 @@ fn container_ids(report: &PodReport) -> Vec<String> {
 async fn run_pod_creates_a_labelled_pod_that_serves_its_name_and_is_idempotent() {
     let h = Harness::start("run").await;
     let id = h.pod_id("web-run");
-    let report = h.run_pod(&id, "web-run", web_spec()).await;
+    let mut spec = web_spec();
+    spec.containers[0].resources = Some(Resources {
+        cpu_millis: 500,
+        memory_bytes: 64 << 20,
+    });
+    let report = h.run_pod(&id, "web-run", spec.clone()).await;
     assert_eq!(report.phase, PodPhase::Running as i32, "{report:?}");
     assert_eq!(report.workload, "web-run");
     assert_eq!(report.spec_hash, 42);
@@ -372,6 +377,14 @@ async fn run_pod_creates_a_labelled_pod_that_serves_its_name_and_is_idempotent()
     let names: Vec<_> = pod.app_containers().map(|c| c.name.clone()).collect();
     assert_eq!(names, [format!("{id}-web")]);
 
+    // The resources are limits.
+    let stats = h
+        .podman
+        .container_stats(&container_ids(&report))
+        .await
+        .unwrap();
+    assert_eq!(stats[0].mem_limit, 64 << 20);
+
     // The page names the pod.
     let body = eventually("the pod answers HTTP", || async {
         http_get(address).await.ok()
@@ -380,7 +393,7 @@ async fn run_pod_creates_a_labelled_pod_that_serves_its_name_and_is_idempotent()
     assert!(body.contains(&format!("hello from {id}")), "{body}");
 
     // RunPod again: the same pod, not a new one.
-    let again = h.run_pod(&id, "web-run", web_spec()).await;
+    let again = h.run_pod(&id, "web-run", spec).await;
     assert_eq!(container_ids(&again), container_ids(&report));
     assert_eq!(again.addresses, report.addresses);
 

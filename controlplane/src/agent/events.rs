@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use pss_proto::v1::{ContainerStatus, PodReport};
+use pss_proto::v1::{ContainerStatus, PodPhase, PodReport};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -35,6 +35,7 @@ pub async fn run(
             Ok(mut stream) => {
                 if attempt > 0 {
                     tracing::info!("Podman event stream reconnected");
+                    resync(&runtime, &updates).await;
                 }
                 attempt = 0;
                 loop {
@@ -63,6 +64,26 @@ pub async fn run(
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(delay) => {}
         }
+    }
+}
+
+/// After a gap in the stream: pushes every pod whose containers are no longer running, since
+/// their deaths may have happened while nobody listened.
+async fn resync(runtime: &Runtime, updates: &mpsc::Sender<PodReport>) {
+    let reports = match runtime.reports().await {
+        Ok(reports) => reports,
+        Err(e) => {
+            tracing::warn!(error = %e, "resync after the event stream came back");
+            return;
+        }
+    };
+    let ended = [PodPhase::Failed as i32, PodPhase::Succeeded as i32];
+    for report in reports.into_iter().filter(|r| ended.contains(&r.phase)) {
+        runtime.set_ready(&report.id, false);
+        let _ = updates.try_send(PodReport {
+            ready: false,
+            ..report
+        });
     }
 }
 
@@ -137,7 +158,6 @@ pub fn apply_event(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pss_proto::v1::PodPhase;
 
     #[test]
     fn the_event_overrides_a_stale_running_state() {

@@ -118,7 +118,12 @@ impl Reporter {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tick.tick() => {
-                    if !self.heartbeat(&shutdown).await {
+                    // A heartbeat to a hung controller must not hold up shutdown.
+                    let alive = tokio::select! {
+                        _ = shutdown.cancelled() => false,
+                        alive = self.heartbeat(&shutdown) => alive,
+                    };
+                    if !alive {
                         break;
                     }
                 }
