@@ -95,8 +95,14 @@ fn fraction_ppm(used: u64, capacity: u64) -> u64 {
     if capacity == 0 {
         return if used == 0 { 0 } else { PPM };
     }
-    let ppm = (u128::from(used) * u128::from(PPM)).div_ceil(u128::from(capacity));
-    u64::try_from(ppm).unwrap_or(u64::MAX)
+    match used.checked_mul(PPM) {
+        Some(scaled) => scaled.div_ceil(capacity),
+        // Beyond ~18 TB (or 18e9 cores): exact in 128 bits.
+        None => {
+            let ppm = (u128::from(used) * u128::from(PPM)).div_ceil(u128::from(capacity));
+            u64::try_from(ppm).unwrap_or(u64::MAX)
+        }
+    }
 }
 
 /// Why a pod fits nowhere: a message for the FailedScheduling event.
@@ -193,12 +199,7 @@ pub fn place(
         .iter()
         .enumerate()
         .filter(|(_, node)| node.fits(request))
-        .min_by(|(i, a), (j, b)| {
-            score(a, placement)
-                .cmp(&score(b, placement))
-                .then_with(|| a.name.cmp(&b.name))
-                .then_with(|| i.cmp(j))
-        })
+        .min_by_key(|&(i, node)| (score(node, placement), &node.name, i))
         .map(|(i, _)| i)
         .ok_or_else(|| unschedulable(nodes, request))
 }
