@@ -378,6 +378,16 @@ fn pick_stops<'a>(
     reason: StopReason,
     actions: &mut Vec<Action>,
 ) -> Vec<Counted<'a>> {
+    if count >= pods.len() {
+        // Everything goes: no order to work out (and no quadratic scan when scaling to 0).
+        for c in &pods {
+            if let Some(n) = c.node {
+                per_node[n] -= 1;
+            }
+            actions.push(stop(c.pod, reason));
+        }
+        return Vec::new();
+    }
     for _ in 0..count {
         let Some((i, _)) = pods
             .iter()
