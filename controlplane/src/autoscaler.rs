@@ -26,7 +26,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::time::Duration;
 
-use crate::model::{AutoScalePolicy, Resources};
+use crate::model::{AutoScalePolicy, PodPhase, PodRecord, Resources};
 
 /// No change while `|ratio - 1|` is at most this.
 pub const DEFAULT_TOLERANCE: f64 = 0.1;
@@ -104,6 +104,28 @@ pub fn pod_utilisation(
         node_capacity.memory_bytes,
     );
     (cpu, memory)
+}
+
+/// A pod record's [`PodMetrics`]: ready when Running and ready; utilisation from its latest
+/// sample via [`pod_utilisation`]. A record with no memory in use has had no sample yet (a
+/// running container always uses some memory), so it counts as missing, as the HPA counts a pod
+/// without metrics.
+pub fn pod_metrics(pod: &PodRecord, requests: Resources, node_capacity: Resources) -> PodMetrics {
+    let ready = pod.phase == PodPhase::Running && pod.ready;
+    if pod.memory_bytes == 0 {
+        return PodMetrics {
+            ready,
+            cpu_percent: None,
+            memory_percent: None,
+        };
+    }
+    let (cpu_percent, memory_percent) =
+        pod_utilisation(pod.cpu_percent, pod.memory_bytes, requests, node_capacity);
+    PodMetrics {
+        ready,
+        cpu_percent,
+        memory_percent,
+    }
 }
 
 fn percent_of(used: f64, request: u64, fallback: u64) -> Option<f64> {
@@ -649,6 +671,21 @@ mod tests {
         assert_eq!(
             pod_utilisation(5.0, 250, Resources::default(), Resources::default()),
             (None, None)
+        );
+        let mut record = PodRecord::new("w-abcde".into(), "w", 1, 0);
+        assert_eq!(
+            pod_metrics(&record, requests, node),
+            PodMetrics::default(),
+            "no sample yet, not ready"
+        );
+        record.phase = PodPhase::Running;
+        record.ready = true;
+        record.cpu_percent = 20.0;
+        record.memory_bytes = 100;
+        let m = pod_metrics(&record, requests, node);
+        assert_eq!(
+            (m.ready, m.cpu_percent, m.memory_percent),
+            (true, Some(200.0), Some(10.0))
         );
     }
 
