@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use super::Shared;
-use crate::autoscaler::{pod_utilisation, recommend, AutoscalerConfig, AutoscalerInput, AutoscalerState, PodMetrics, ScaleReason};
+use crate::autoscaler::{pod_metrics, recommend, AutoscalerConfig, AutoscalerInput, AutoscalerState, PodMetrics, ScaleReason};
 use crate::model::{now_ms, AutoscalerStatus, EventRecord, NodeRecord, PodPhase, PodRecord, Resources};
 use crate::store::StoredAutoscaler;
 use crate::Result;
@@ -40,22 +40,14 @@ pub(crate) async fn run(shared: Arc<Shared>) {
     }
 }
 
-/// The autoscaler's view of one pod: utilisation relative to its requests (or its node's
-/// capacity when it requests nothing). A pod the agent has not measured yet (no memory
-/// reported) has no sample.
-fn pod_metrics(pod: &PodRecord, requests: Resources, nodes: &[NodeRecord]) -> PodMetrics {
-    let ready = pod.ready && pod.phase == PodPhase::Running;
-    if pod.memory_bytes == 0 {
-        return PodMetrics { ready, cpu_percent: None, memory_percent: None };
-    }
-    let capacity = pod
-        .node
+/// Capacity of the node `pod` is placed on (the base of its utilisation when it requests
+/// nothing).
+fn node_capacity(pod: &PodRecord, nodes: &[NodeRecord]) -> Resources {
+    pod.node
         .as_deref()
         .and_then(|n| nodes.iter().find(|r| r.name == n))
         .map(|n| Resources { cpu_millis: n.cpu_millis, memory_bytes: n.memory_bytes })
-        .unwrap_or_default();
-    let (cpu, memory) = pod_utilisation(pod.cpu_percent, pod.memory_bytes, requests, capacity);
-    PodMetrics { ready, cpu_percent: cpu, memory_percent: memory }
+        .unwrap_or_default()
 }
 
 /// Evaluates every policy once at `now`.
@@ -82,7 +74,7 @@ fn evaluate(shared: &Shared, stored: &StoredAutoscaler, pods: &[PodRecord], node
     let metrics: Vec<PodMetrics> = pods
         .iter()
         .filter(|p| p.workload == policy.workload && !matches!(p.phase, PodPhase::Terminating | PodPhase::Lost))
-        .map(|p| pod_metrics(p, requests, nodes))
+        .map(|p| pod_metrics(p, requests, node_capacity(p, nodes)))
         .collect();
     let mut config = AutoscalerConfig::from_policy(policy);
     config.cooldown = shared.config.autoscale_cooldown;
