@@ -564,6 +564,10 @@ async fn a_restarted_agent_adopts_its_running_pods() {
         (!h.registry.recorded.lock().unwrap().registrations.is_empty()).then_some(())
     })
     .await;
+    eventually("the pod is ready", || async {
+        h.updates_for(&id).iter().any(|p| p.ready).then_some(())
+    })
+    .await;
     h.stop_agent().await;
     h.start_agent().await;
     let adopted = eventually("a second registration listing the pod", || async {
@@ -580,6 +584,10 @@ async fn a_restarted_agent_adopts_its_running_pods() {
         "same containers, nothing recreated"
     );
     assert_eq!(adopted.phase, PodPhase::Running as i32);
+    assert!(
+        adopted.ready,
+        "an adopted pod that serves is registered ready"
+    );
     assert_eq!(adopted.workload, "web-adopt");
     assert_eq!(adopted.addresses, report.addresses);
     let registration = h.registry.recorded.lock().unwrap().registrations[1].clone();
@@ -722,4 +730,135 @@ async fn no_podman_socket_is_a_clear_error() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("/nonexistent/podman.sock"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containers_of_a_pod_share_its_network_and_their_logs_are_tagged() {
+    let h = Harness::start("pair").await;
+    let id = h.pod_id("pair");
+    let mut spec = web_spec();
+    spec.containers.push(Container {
+        name: "sidecar".into(),
+        image: DEMO_IMAGE.into(),
+        command: vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            "until wget -qO- http://127.0.0.1:80/; do sleep 0.2; done; exec sleep 3600".into(),
+        ],
+        ..Default::default()
+    });
+    let report = h.run_pod(&id, "pair", spec).await;
+    let names: Vec<_> = report.containers.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names.len(), 2);
+    assert!(
+        names.contains(&"web") && names.contains(&"sidecar"),
+        "{names:?}"
+    );
+
+    // The sidecar reached the web container on localhost: one network namespace.
+    let chunks = eventually("the sidecar's fetch in the logs", || async {
+        let mut stream = h
+            .client()
+            .await
+            .pod_logs(PodLogsRequest {
+                pod: id.clone(),
+                follow: false,
+                container: "sidecar".into(),
+                tail: 0,
+            })
+            .await
+            .ok()?
+            .into_inner();
+        let mut chunks = Vec::new();
+        while let Some(chunk) = stream.message().await.ok()? {
+            chunks.push(chunk);
+        }
+        let text: String = chunks
+            .iter()
+            .map(|c| String::from_utf8_lossy(&c.data).into_owned())
+            .collect();
+        text.contains(&format!("hello from {id}")).then_some(chunks)
+    })
+    .await;
+    assert!(chunks.iter().all(|c| c.container == "sidecar"));
+
+    let unknown = h
+        .client()
+        .await
+        .pod_logs(PodLogsRequest {
+            pod: id.clone(),
+            follow: false,
+            container: "nope".into(),
+            tail: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::NotFound);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_whose_port_does_not_accept_is_running_but_not_ready() {
+    let h = Harness::start("deaf").await;
+    let id = h.pod_id("deaf");
+    let mut spec = shell_spec("exec sleep 3600");
+    spec.ports = vec![PortSpec {
+        container_port: 8080,
+        protocol: "tcp".into(),
+    }];
+    let report = h.run_pod(&id, "deaf", spec).await;
+    assert_eq!(report.phase, PodPhase::Running as i32);
+    // Several probe rounds (2 s each) and heartbeats pass.
+    let seen = eventually("heartbeats with the pod running for 3 s", || async {
+        let recorded = h.registry.recorded.lock().unwrap();
+        let running: Vec<PodReport> = recorded
+            .heartbeats
+            .iter()
+            .filter_map(|hb| hb.pods.iter().find(|p| p.id == id).cloned())
+            .filter(|p| p.phase == PodPhase::Running as i32)
+            .collect();
+        let first = running.first()?.started_at_ms;
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        (now_ms - first > 3000 && running.len() >= 3).then_some(running)
+    })
+    .await;
+    assert!(seen.iter().all(|p| !p.ready), "never ready in a heartbeat");
+    assert!(
+        h.updates_for(&id).iter().all(|p| !p.ready),
+        "never reported ready"
+    );
+}
+
+/// `pss-agent` refuses to start without a token, and names the socket it tried when Podman
+/// does not answer.
+#[test]
+fn the_binary_needs_a_token_and_a_podman_socket() {
+    let agent = env!("CARGO_BIN_EXE_pss-agent");
+    let out = std::process::Command::new(agent)
+        .args(["--listen", "127.0.0.1:0"])
+        .env_remove("PSS_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("token"));
+
+    let out = std::process::Command::new(agent)
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--token",
+            "t",
+            "--socket",
+            "/nonexistent/p.sock",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("/nonexistent/p.sock") && stderr.contains("no such file"),
+        "{stderr}"
+    );
 }

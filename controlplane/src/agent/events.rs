@@ -1,7 +1,7 @@
-//! Podman's event stream, watched continuously: when a PSS container of this node dies or is
-//! OOM-killed, the pod's fresh report goes to the reporter at once (which pushes it to the
-//! controller), instead of waiting for the next heartbeat. The stream is reopened with
-//! back-off when it drops.
+//! Podman's event stream, watched continuously: when a PSS container of this node dies
+//! (`died`, `exited`) or is OOM-killed (`oom`), the pod's fresh report goes to the reporter at
+//! once (which pushes it to the controller), instead of waiting for the next heartbeat. The
+//! stream is reopened with back-off when it drops, and the pods that ended meanwhile are pushed.
 
 use std::sync::Arc;
 
@@ -21,7 +21,7 @@ pub async fn run(
 ) {
     let filters = serde_json::json!({
         "type": ["container"],
-        "event": ["died", "oom"],
+        "event": ["died", "exited", "oom"],
         "label": [format!("{LABEL_NODE}={}", runtime.node())],
     });
     let backoff = Backoff::default();

@@ -46,6 +46,21 @@ pub async fn check(report: &PodReport, probe: Option<Probe>) -> bool {
     }
 }
 
+/// Every pod of the node with its readiness probed now (and recorded), so that a registration
+/// after an agent restart does not report adopted, serving pods as unready.
+pub async fn probe_all(runtime: &Runtime) -> crate::Result<Vec<PodReport>> {
+    let mut out = Vec::new();
+    for id in runtime.pod_ids().await? {
+        let Some((report, probe)) = runtime.report_and_probe(&id).await? else {
+            continue;
+        };
+        let ready = check(&report, probe).await;
+        runtime.set_ready(&id, ready);
+        out.push(PodReport { ready, ..report });
+    }
+    Ok(out)
+}
+
 /// Probes the node's pods until `shutdown`; sends the report of every pod whose readiness
 /// flipped to `updates`.
 pub async fn run(

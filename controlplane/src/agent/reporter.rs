@@ -157,7 +157,7 @@ impl Reporter {
     }
 
     async fn try_register(&mut self) -> Result<Vec<String>> {
-        let pods = self.runtime.reports().await?;
+        let pods = super::readiness::probe_all(&self.runtime).await?;
         tracing::info!(pods = pods.len(), "reporting the pods already on this node");
         let request = RegisterNodeRequest {
             name: self.node.name.clone(),
@@ -171,6 +171,7 @@ impl Reporter {
 
     /// One heartbeat (false: shut down while registering again).
     async fn heartbeat(&mut self, shutdown: &CancellationToken) -> bool {
+        let started = std::time::Instant::now();
         let metrics = self.node_sampler.sample();
         let pods = match self.pod_reports().await {
             Ok(pods) => pods,
@@ -184,8 +185,11 @@ impl Reporter {
             metrics: Some(metrics),
             pods,
         };
+        let count = request.pods.len();
+        let collected = started.elapsed();
         match self.client.heartbeat(request).await {
             Ok(response) => {
+                tracing::debug!(pods = count, ?collected, took = ?started.elapsed(), "heartbeat");
                 self.reached();
                 let response = response.into_inner();
                 self.stop_pods(response.stop_pods);

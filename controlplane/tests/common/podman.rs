@@ -82,6 +82,9 @@ impl PodCleanup {
 pub async fn remove_pods_labelled(podman: &Podman, label: &str) {
     if let Ok(pods) = podman.list_pods(label).await {
         for p in pods {
+            // Stop without grace first: a forced remove would wait out each container's stop
+            // timeout (PID 1 in these images ignores SIGTERM).
+            let _ = podman.stop_pod(&p.id, std::time::Duration::ZERO).await;
             let _ = podman.remove_pod(&p.id).await;
         }
     }
