@@ -7,6 +7,7 @@
 //! their health state; removed backends simply stop being picked, while connections already
 //! open to them keep their sockets and finish.
 
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -121,12 +122,15 @@ impl Snapshot {
     /// The snapshot for a new endpoint list: backends that stay keep their state (same `Arc`),
     /// new ones start up, and the cursor carries over.
     pub fn with_addrs(&self, version: u64, addrs: &[SocketAddr]) -> Snapshot {
+        let old: HashMap<SocketAddr, &Arc<Backend>> =
+            self.backends.iter().map(|b| (b.addr, b)).collect();
+        let mut seen = HashSet::with_capacity(addrs.len());
         let mut backends: Vec<Arc<Backend>> = Vec::with_capacity(addrs.len());
         for a in addrs {
-            if backends.iter().any(|b| b.addr == *a) {
+            if !seen.insert(*a) {
                 continue; // duplicates would skew the round robin
             }
-            let kept = self.backends.iter().find(|b| b.addr == *a).cloned();
+            let kept = old.get(a).map(|b| Arc::clone(b));
             backends.push(kept.unwrap_or_else(|| Arc::new(Backend::new(*a))));
         }
         Snapshot::new(version, backends, self.cursor.load(Ordering::Relaxed))

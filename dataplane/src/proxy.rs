@@ -524,19 +524,23 @@ async fn serve_connection_uring(ws: Arc<WorkerService>, client: TcpStream, limit
 
 /// Connects a backend for `client` and registers both sockets; `None` (counted, logged) when
 /// no backend could be reached.
+///
+/// The client is registered first so the readiness of its first bytes arrives in the same
+/// reactor turn as the backend's connect completion, not one turn later.
 async fn setup(ws: &WorkerService, client: TcpStream) -> Option<(Conn, Conn)> {
+    let client = match listener::register(client) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot register client socket");
+            return None;
+        }
+    };
     let Some(server) = connect_backend(ws).await else {
         ws.shard().no_backend();
         ws.warn_limited("no backend up or reachable");
         return None;
     };
-    match listener::register(client) {
-        Ok(c) => Some((c, server)),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot register client socket");
-            None
-        }
-    }
+    Some((client, server))
 }
 
 fn finish(ws: &WorkerService, r: std::io::Result<Outcome>) {

@@ -25,8 +25,9 @@ use super::copy::{ignore_not_connected, CopyHalf, Stop};
 use super::{Conn, Ctx, Dir, Half};
 use crate::metrics::Shard;
 
-/// Bytes asked of one socket → pipe splice: the default pipe capacity (16 pages).
-const PIPE_CHUNK: usize = 64 * 1024;
+/// Bytes asked of one socket → pipe splice: the default pipe capacity (16 pages). A 256 KiB
+/// pipe (`F_SETPIPE_SZ`) measured no better on loopback iperf3, so pipes keep the default.
+const PIPE_SIZE: usize = 64 * 1024;
 
 /// A non-blocking pipe.
 #[derive(Debug)]
@@ -213,7 +214,7 @@ impl<'a> Half<'a> for SpliceHalf<'a> {
             }
             // The pipe is empty: EAGAIN here can only mean the socket has nothing to give.
             let mut guard = ready!(src.poll_read_ready(cx))?;
-            match guard.try_io(|s| splice(s.as_raw_fd(), pipe.write.as_raw_fd(), PIPE_CHUNK)) {
+            match guard.try_io(|s| splice(s.as_raw_fd(), pipe.write.as_raw_fd(), PIPE_SIZE)) {
                 Ok(Ok(0)) => self.eof = true,
                 Ok(Ok(n)) => lease.held = n,
                 Ok(Err(e)) => return Poll::Ready(Err(e)),
