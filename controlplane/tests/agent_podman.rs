@@ -862,3 +862,63 @@ fn the_binary_needs_a_token_and_a_podman_socket() {
         "{stderr}"
     );
 }
+
+/// Two agents may share one Podman: an agent never touches a pod labelled for another node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_node_s_pods_are_left_alone() {
+    let h = Harness::start("mine").await;
+    let other = generate_pod_id("agent-other");
+    let _other_cleanup = PodCleanup::new(format!("pss.node={other}"));
+    let id = h.pod_id("foreign");
+    let labels = HashMap::from([
+        ("pss.pod".to_string(), id.clone()),
+        ("pss.node".to_string(), other.clone()),
+    ]);
+    h.podman
+        .create_pod(&pss_controlplane::agent::podman::PodCreate {
+            name: id.clone(),
+            labels,
+            portmappings: Vec::new(),
+        })
+        .await
+        .unwrap();
+
+    let mut client = h.client().await;
+    let stop = StopPodRequest {
+        id: id.clone(),
+        grace_period_ms: 0,
+    };
+    let stopped = eventually("StopPod answers", || async {
+        client.clone().stop_pod(stop.clone()).await.ok()
+    })
+    .await;
+    assert!(!stopped.into_inner().existed);
+    assert!(
+        h.podman.inspect_pod(&id).await.unwrap().is_some(),
+        "left alone"
+    );
+
+    let run = RunPodRequest {
+        id: id.clone(),
+        workload: "foreign".into(),
+        spec: Some(web_spec()),
+        spec_hash: 1,
+    };
+    let err = client.run_pod(run).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(
+        h.podman.inspect_pod(&id).await.unwrap().is_some(),
+        "still left alone"
+    );
+
+    let logs = PodLogsRequest {
+        pod: id.clone(),
+        follow: false,
+        container: String::new(),
+        tail: 0,
+    };
+    assert_eq!(
+        client.pod_logs(logs).await.unwrap_err().code(),
+        tonic::Code::NotFound
+    );
+}

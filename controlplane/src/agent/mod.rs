@@ -56,7 +56,7 @@ pub use runtime::Runtime;
 pub use server::AgentService;
 
 /// Everything an agent needs to know; the flags of `pss-agent`.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AgentConfig {
     /// Controller address, `host:port` (or a URI).
     pub controller: String,
@@ -97,6 +97,23 @@ impl AgentConfig {
             metrics_interval: Duration::from_secs(15),
             backoff: Backoff::default(),
         }
+    }
+}
+
+impl std::fmt::Debug for AgentConfig {
+    /// Everything but the token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentConfig")
+            .field("controller", &self.controller)
+            .field("token", &"<redacted>")
+            .field("node_name", &self.node_name)
+            .field("advertise_address", &self.advertise_address)
+            .field("socket", &self.socket)
+            .field("cpu_millis", &self.cpu_millis)
+            .field("memory_bytes", &self.memory_bytes)
+            .field("metrics_interval", &self.metrics_interval)
+            .field("backoff", &self.backoff)
+            .finish()
     }
 }
 

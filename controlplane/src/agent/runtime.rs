@@ -7,8 +7,8 @@
 //!   `pss.spec-hash` and the readiness probe (`pss.probe-*`), so everything the agent needs to
 //!   report or probe a pod is in Podman: a restarted agent adopts what runs.
 //! - [`Runtime::report`] reads a pod back from Podman into a `PodReport` (phase derived from the
-//!   containers by [`derive_phase`], addresses `<advertise>:<host port>`). Readiness is the
-//!   only state kept in memory (set by the readiness loop).
+//!   containers by [`derive_phase`], addresses `<advertise>:<host port>`). The only state
+//!   kept in memory is readiness (set by the readiness loop) and which pods are being stopped.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -137,8 +137,16 @@ impl Runtime {
     }
 
     async fn run_pod_locked(&self, req: &RunPodRequest) -> Result<PodReport> {
-        if let Some(report) = self.report(&req.id).await? {
-            return Ok(report);
+        if let Some(pod) = self.podman.inspect_pod(&req.id).await? {
+            if !self.owns(&pod) {
+                return Err(Error::Invalid(format!(
+                    "a Podman pod named {:?} exists and is not a PSS pod of node {:?}",
+                    req.id, self.node
+                )));
+            }
+            if let Some(report) = self.report(&req.id).await? {
+                return Ok(report);
+            }
         }
 
         let spec = req.spec.as_ref().expect("checked by run_pod");
@@ -290,6 +298,11 @@ impl Runtime {
             .or_default()
             .stopping = true;
         let result = async {
+            // Only this node's PSS pods: never another agent's (two agents may share one
+            // Podman) nor a pod PSS did not make.
+            if self.inspect_own(id).await?.is_none() {
+                return Ok(false);
+            }
             let existed = self.podman.stop_pod(id, grace).await?;
             let removed = self.podman.remove_pod(id).await?;
             Ok(existed || removed)
@@ -327,6 +340,16 @@ impl Runtime {
 
     fn forget(&self, id: &str) {
         self.tracked.lock().expect("tracked lock").remove(id);
+    }
+
+    /// Whether `pod` is a PSS pod of this node.
+    fn owns(&self, pod: &PodInspect) -> bool {
+        pod.label(LABEL_NODE) == Some(self.node.as_str()) && pod.label(LABEL_POD).is_some()
+    }
+
+    /// The pod if it exists and is a PSS pod of this node.
+    pub async fn inspect_own(&self, id: &str) -> Result<Option<PodInspect>> {
+        Ok(self.podman.inspect_pod(id).await?.filter(|p| self.owns(p)))
     }
 
     /// True while a StopPod for `id` is in progress.
@@ -374,7 +397,7 @@ impl Runtime {
 
     /// The pod's report and its readiness probe.
     pub async fn report_and_probe(&self, id: &str) -> Result<Option<(PodReport, Option<Probe>)>> {
-        let Some(pod) = self.podman.inspect_pod(id).await? else {
+        let Some(pod) = self.inspect_own(id).await? else {
             return Ok(None);
         };
         let mut containers = Vec::new();

@@ -72,8 +72,7 @@ impl Agent for AgentService {
         let request = request.into_inner();
         let pod = self
             .runtime
-            .podman()
-            .inspect_pod(&request.pod)
+            .inspect_own(&request.pod)
             .await?
             .ok_or_else(|| {
                 Status::not_found(format!("pod {:?} not found on this node", request.pod))
