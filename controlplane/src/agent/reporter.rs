@@ -137,8 +137,8 @@ impl Reporter {
         let mut attempt = 0u32;
         loop {
             match self.try_register().await {
-                Ok(stop) => {
-                    tracing::info!(node = %self.node.name, address = %self.node.agent_address, "registered with the controller");
+                Ok((pods, stop)) => {
+                    tracing::info!(node = %self.node.name, address = %self.node.agent_address, pods, unwanted = stop.len(), "registered with the controller");
                     self.connected = true;
                     self.stop_pods(stop);
                     return true;
@@ -156,9 +156,14 @@ impl Reporter {
         }
     }
 
-    async fn try_register(&mut self) -> Result<Vec<String>> {
+    /// One registration; returns how many pods it reported and the pods to stop.
+    async fn try_register(&mut self) -> Result<(usize, Vec<String>)> {
         let pods = super::readiness::probe_all(&self.runtime).await?;
-        tracing::info!(pods = pods.len(), "reporting the pods already on this node");
+        tracing::debug!(
+            pods = pods.len(),
+            "registering with the pods already on this node"
+        );
+        let count = pods.len();
         let request = RegisterNodeRequest {
             name: self.node.name.clone(),
             cpu_millis: self.node.cpu_millis,
@@ -166,7 +171,8 @@ impl Reporter {
             agent_address: self.node.agent_address.clone(),
             pods,
         };
-        Ok(self.client.register(request).await?.into_inner().stop_pods)
+        let stop = self.client.register(request).await?.into_inner().stop_pods;
+        Ok((count, stop))
     }
 
     /// One heartbeat (false: shut down while registering again).

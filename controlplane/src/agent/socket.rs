@@ -98,8 +98,9 @@ pub async fn detect(explicit: Option<PathBuf>) -> Result<Podman> {
         }
     }
     Err(Error::Podman(format!(
-        "no Podman API socket answered; tried:\n{}\nstart one with `scripts/podman-setup.sh` (or \
-         `podman system service --time=0 unix:///run/podman/podman.sock`) and/or pass --socket",
+        "no Podman API socket answered; tried:\n{}\nstart one with `scripts/podman-setup.sh` and \
+         pass the socket it prints (--socket /run/pss/podman.sock or PSS_PODMAN_SOCK), or run \
+         `podman system service --time=0 unix:///run/podman/podman.sock`",
         tried.join("\n")
     )))
 }
