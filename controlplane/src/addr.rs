@@ -1,5 +1,6 @@
-//! Listen addresses as users write them: `:50051` (all interfaces), `127.0.0.1:0`, `[::1]:80`,
-//! `localhost:50051`.
+//! Addresses and listeners: listen addresses as users write them (`:50051` for all
+//! interfaces, `127.0.0.1:0`, `[::1]:80`, `localhost:50051`), the URI a client dials, and the
+//! accepted-connection stream every gRPC server of the control plane serves on.
 
 use std::net::SocketAddr;
 
@@ -25,6 +26,19 @@ pub fn dial_uri(addr: &str) -> String {
     } else {
         format!("http://{addr}")
     }
+}
+
+/// The connections accepted on `listener`, with `TCP_NODELAY` set: gRPC exchanges small
+/// frames, and with Nagle + delayed ACK each would wait ~40 ms.
+pub fn nodelay_incoming(
+    listener: tokio::net::TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    tokio_stream::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(listener), |conn| {
+        conn.and_then(|s| {
+            s.set_nodelay(true)?;
+            Ok(s)
+        })
+    })
 }
 
 #[cfg(test)]

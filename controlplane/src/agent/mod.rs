@@ -45,7 +45,6 @@ use std::time::Duration;
 use pss_proto::v1::agent_server::AgentServer;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::TokenCheck;
@@ -188,7 +187,7 @@ pub async fn run(
         AgentServer::with_interceptor(AgentService::new(runtime), TokenCheck::new(&config.token));
     let served = tonic::transport::Server::builder()
         .add_service(service)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled())
+        .serve_with_incoming_shutdown(crate::addr::nodelay_incoming(listener), shutdown.cancelled())
         .await;
     tasks.cancel();
     while background.join_next().await.is_some() {}

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, Full};
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use hyper::body::Incoming;
 use hyper::{Method, Request, StatusCode};
 use hyper_util::client::legacy::Client;
@@ -364,31 +365,18 @@ fn api_error(status: StatusCode, body: &[u8]) -> Error {
     Error::Podman(format!("{} ({status})", error_message(body)))
 }
 
-/// Percent-encodes a query value (RFC 3986 unreserved characters pass through).
+/// Query values: everything but RFC 3986 unreserved characters is escaped.
+const QUERY: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+/// Path segments keep `/`, `:` and `@` (image references contain them and libpod's image
+/// routes take them as they are).
+const PATH: &AsciiSet = &QUERY.remove(b'/').remove(b':').remove(b'@');
+
 fn encode_query(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    utf8_percent_encode(s, QUERY).to_string()
 }
 
-/// Percent-encodes a path segment, keeping `/` and `:` (image references contain both and
-/// libpod's image routes take them as they are).
 fn encode_path(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~/:@".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    utf8_percent_encode(s, PATH).to_string()
 }
 
 /// A streamed response body, read chunk by chunk.

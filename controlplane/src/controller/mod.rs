@@ -148,13 +148,7 @@ pub async fn serve(
 
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "controller listening");
-    // Small request/response frames: without TCP_NODELAY, Nagle + delayed ACK add ~40 ms.
-    let incoming = tokio_stream::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(listener), |conn| {
-        conn.and_then(|s| {
-            s.set_nodelay(true)?;
-            Ok(s)
-        })
-    });
+    let incoming = crate::addr::nodelay_incoming(listener);
     let result = tonic::transport::Server::builder()
         .add_service(OperatorServer::with_interceptor(operator::OperatorApi::new(shared.clone()), check.clone()))
         .add_service(NodeRegistryServer::with_interceptor(registry::RegistryApi::new(shared.clone()), check.clone()))
