@@ -145,7 +145,23 @@ impl Runtime {
                 )));
             }
             if let Some(report) = self.report(&req.id).await? {
-                return Ok(report);
+                let ended = report.phase == PodPhase::Failed as i32 || report.phase == PodPhase::Succeeded as i32;
+                if !ended {
+                    return Ok(report);
+                }
+                if report.spec_hash == req.spec_hash {
+                    // Restart in place, as Kubernetes restarts a crashed container: the infra
+                    // container keeps the network namespace and the host ports, so the pod's
+                    // address does not change and no pod has to be created.
+                    self.podman.start_pod(&req.id).await?;
+                    tracing::info!(pod = %req.id, "pod restarted in place");
+                    return self.report(&req.id).await?.ok_or_else(|| {
+                        Error::Podman(format!("pod {} vanished right after it was restarted", req.id))
+                    });
+                }
+                // It ended and runs an old spec: make room for the new one.
+                self.podman.remove_pod(&req.id).await?;
+                self.forget(&req.id);
             }
         }
 

@@ -68,7 +68,7 @@ pub(crate) fn pass(shared: &Arc<Shared>) -> Result<()> {
                 pod.phase = PodPhase::Starting;
                 store.put_pod(&pod)?;
                 shared.event(EventRecord::normal("Scheduled", format!("pod/{}", pod.id), format!("assigned pod {} to node {node}", pod.id)));
-                spawn_start(shared, pod.id, false);
+                spawn_start(shared, pod.id);
             }
             Action::CreateUnschedulable { workload, reason } => {
                 let Some(w) = workloads.iter().find(|w| w.workload.name == workload) else { continue };
@@ -87,7 +87,7 @@ pub(crate) fn pass(shared: &Arc<Shared>) -> Result<()> {
                 rec.updated_at_ms = now;
                 store.put_pod(&rec)?;
                 shared.event(EventRecord::normal("Scheduled", format!("pod/{pod}"), format!("assigned pod {pod} to node {node}")));
-                spawn_start(shared, pod, false);
+                spawn_start(shared, pod);
             }
             Action::Restart { pod, node: _ } => {
                 let Some(mut rec) = by_id.get(pod.as_str()).map(|p| (*p).clone()) else { continue };
@@ -103,7 +103,7 @@ pub(crate) fn pass(shared: &Arc<Shared>) -> Result<()> {
                     format!("pod/{pod}"),
                     format!("restarting pod {pod} (restart {}, after {})", rec.restart_count, rec.reason),
                 ));
-                spawn_start(shared, pod, true);
+                spawn_start(shared, pod);
             }
             Action::Stop { pod, node: _, reason } => {
                 let Some(mut rec) = by_id.get(pod.as_str()).map(|p| (*p).clone()) else { continue };
@@ -138,7 +138,7 @@ pub(crate) fn pass(shared: &Arc<Shared>) -> Result<()> {
     for p in store.list_pods(None)? {
         match p.phase {
             PodPhase::Terminating => spawn_stop(shared, p.id, false),
-            PodPhase::Starting if p.node.is_some() => spawn_start(shared, p.id, false),
+            PodPhase::Starting if p.node.is_some() => spawn_start(shared, p.id),
             _ => {}
         }
     }
@@ -165,20 +165,20 @@ fn release(shared: &Shared, pod: &str) {
 }
 
 /// Starts (or restarts) `pod` on its node in a task of its own.
-fn spawn_start(shared: &Arc<Shared>, pod: String, restart: bool) {
+fn spawn_start(shared: &Arc<Shared>, pod: String) {
     if !claim(shared, &pod) {
         return;
     }
     let shared = shared.clone();
     tokio::spawn(async move {
-        if let Err(e) = start(&shared, &pod, restart).await {
+        if let Err(e) = start(&shared, &pod).await {
             tracing::warn!(pod = %pod, error = %e, "starting pod failed");
         }
         release(&shared, &pod);
     });
 }
 
-async fn start(shared: &Arc<Shared>, pod_id: &str, restart: bool) -> Result<()> {
+async fn start(shared: &Arc<Shared>, pod_id: &str) -> Result<()> {
     let store = &shared.store;
     let Some(rec) = store.get_pod(pod_id)? else { return Ok(()) };
     let Some(node_name) = rec.node.clone() else { return Ok(()) };
@@ -187,10 +187,9 @@ async fn start(shared: &Arc<Shared>, pod_id: &str, restart: bool) -> Result<()> 
     let spec = &workload.workload.pod_spec;
     let hash = spec.spec_hash();
     let mut client = shared.agents.client(&node.agent_address)?;
+    // A restart is a RunPod too: the agent starts the ended containers of an existing pod in
+    // place (same address), or creates the pod if it is gone.
     let call = async {
-        if restart {
-            client.stop_pod(pb::StopPodRequest { id: pod_id.to_string(), grace_period_ms: 0 }).await?;
-        }
         let req = pb::RunPodRequest { id: pod_id.to_string(), workload: rec.workload.clone(), spec: Some(spec.into()), spec_hash: hash };
         client.run_pod(req).await.map(|r| r.into_inner())
     };
