@@ -72,11 +72,12 @@ echo "== starting pss-proxy for my-service on $PROXY_ADDR"
 "$BIN/pss-proxy" --controller "$CTRL_ADDR" --service my-service --listen "$PROXY_ADDR" --admin 127.0.0.1:9090 \
     >"$STATE/proxy.log" 2>&1 & echo $! > "$STATE/proxy.pid"
 
-echo "== waiting for pods"
-for i in $(seq 120); do
-    [ "$(pssctl get pods | awk 'NR>1 && $3=="Running" && $2=="1/1"' | wc -l)" -ge 3 ] && break
+echo "== waiting for the pods to be ready and in the service's endpoints"
+for i in $(seq 240); do
+    [ "$(pssctl get services | awk '$1=="my-service" {print $5}')" = 3 ] && break
     sleep 0.5
 done
+for i in $(seq 50); do curl -s -m 1 -o /dev/null "http://$PROXY_ADDR/" && break; sleep 0.2; done
 pssctl get pods
 echo
 pssctl get services -o wide

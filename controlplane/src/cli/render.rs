@@ -98,7 +98,10 @@ fn pods_table(items: &[pb::Pod], wide: bool, now: i64) -> Table {
     }
     let mut t = Table::new(&headers);
     for p in items {
-        let ready = format!("{}/{}", p.ready_containers, p.total_containers.max(1));
+        // Like kubectl: containers ready out of all; readiness is the pod's probe, so a pod
+        // whose probe has not passed shows 0 ready however many containers run.
+        let ready_containers = if p.ready { p.ready_containers } else { 0 };
+        let ready = format!("{ready_containers}/{}", p.total_containers.max(1));
         let mut row = vec![p.id.clone(), ready, pod_status(p), p.restart_count.to_string(), or_none(&p.node), addresses(p), age(p.created_at_ms, now)];
         if wide {
             row.extend([p.workload.clone(), format!("{:.1}", p.cpu_percent), bytes(p.memory_bytes), or_none(&p.message)]);
