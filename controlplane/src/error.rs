@@ -14,6 +14,9 @@ pub enum Error {
     /// An object that was asked for does not exist.
     #[error("{kind} \"{name}\" not found")]
     NotFound { kind: &'static str, name: String },
+    /// A process was started with an unusable configuration (flags, environment).
+    #[error("{0}")]
+    Config(String),
     /// A request was well-formed but not acceptable.
     #[error("invalid request: {0}")]
     Invalid(String),

@@ -57,10 +57,7 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     pss_controlplane::logging::init(&args.log_format);
-    let token = match args.token {
-        Some(t) if !t.is_empty() => t,
-        _ => anyhow::bail!("a shared token is required: pass --token or set PSS_TOKEN"),
-    };
+    let token = pss_controlplane::auth::require_token(args.token)?;
     let addr = parse_listen(&args.listen).map_err(anyhow::Error::msg)?;
     let store = SqliteStore::open(&args.db).with_context(|| format!("opening database {}", args.db.display()))?;
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
