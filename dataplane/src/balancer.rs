@@ -122,16 +122,25 @@ impl Snapshot {
     /// The snapshot for a new endpoint list: backends that stay keep their state (same `Arc`),
     /// new ones start up, and the cursor carries over.
     pub fn with_addrs(&self, version: u64, addrs: &[SocketAddr]) -> Snapshot {
-        let old: HashMap<SocketAddr, &Arc<Backend>> =
-            self.backends.iter().map(|b| (b.addr, b)).collect();
-        let mut seen = HashSet::with_capacity(addrs.len());
+        // Linear scans beat hashing for the usual handful of endpoints; index big sets.
+        const INDEX_FROM: usize = 32;
+        let index: Option<HashMap<SocketAddr, &Arc<Backend>>> = (self.backends.len() > INDEX_FROM)
+            .then(|| self.backends.iter().map(|b| (b.addr, b)).collect());
+        let mut seen = (addrs.len() > INDEX_FROM).then(|| HashSet::with_capacity(addrs.len()));
         let mut backends: Vec<Arc<Backend>> = Vec::with_capacity(addrs.len());
         for a in addrs {
-            if !seen.insert(*a) {
+            let duplicate = match &mut seen {
+                Some(seen) => !seen.insert(*a),
+                None => backends.iter().any(|b| b.addr == *a),
+            };
+            if duplicate {
                 continue; // duplicates would skew the round robin
             }
-            let kept = old.get(a).map(|b| Arc::clone(b));
-            backends.push(kept.unwrap_or_else(|| Arc::new(Backend::new(*a))));
+            let kept = match &index {
+                Some(index) => index.get(a).copied(),
+                None => self.backends.iter().find(|b| b.addr == *a),
+            };
+            backends.push(kept.map_or_else(|| Arc::new(Backend::new(*a)), Arc::clone));
         }
         Snapshot::new(version, backends, self.cursor.load(Ordering::Relaxed))
     }

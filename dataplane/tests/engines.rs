@@ -174,3 +174,46 @@ async fn many_small_segments_arrive_in_order() {
         proxy.stop().await;
     }
 }
+
+/// Bulk, then chatter, then bulk again on one connection: the splice engine switches a
+/// direction to a pipe and back to copying, and no byte is lost or reordered on the way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_connection_moves_between_bulk_and_small_messages() {
+    let backend = Backend::echo().await;
+    for engine in engines() {
+        let proxy = start(config(vec![service(engine, vec![backend.addr])]));
+        let mut s = TcpStream::connect(proxy.addr("svc")).await.unwrap();
+        s.set_nodelay(true).unwrap();
+        for round in 0..3u64 {
+            let bulk = payload(1 << 20, round + 40);
+            let (mut r, mut w) = s.split();
+            let mut got = vec![0u8; bulk.len()];
+            let (a, b) = tokio::join!(w.write_all(&bulk), r.read_exact(&mut got));
+            a.unwrap();
+            b.unwrap();
+            assert!(got == bulk, "{engine}: bulk round {round} differs");
+            for i in 0..100u32 {
+                let msg = (i ^ round as u32).to_le_bytes();
+                s.write_all(&msg).await.unwrap();
+                let mut back = [0u8; 4];
+                tokio::time::timeout(PATIENCE, s.read_exact(&mut back))
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(back, msg, "{engine}");
+            }
+        }
+        drop(s);
+        let handle = proxy.handle.service("svc").unwrap();
+        eventually("connection closed", || {
+            handle.stats().connections_active == 0
+        })
+        .await;
+        assert_eq!(
+            handle.stats().pipes_in_use,
+            0,
+            "{engine}: a pipe was not returned"
+        );
+        proxy.stop().await;
+    }
+}

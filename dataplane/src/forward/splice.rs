@@ -11,7 +11,9 @@
 //!   always means "socket drained", never "pipe full";
 //! * drain the pipe into the destination completely before reading again, and before
 //!   `shutdown(SHUT_WR)` on EOF;
-//! * a pipe goes back to the pool only if it is empty; otherwise it is closed.
+//! * a pipe goes back to the pool only if it is empty; otherwise it is closed;
+//! * a splice read smaller than the threshold sends the direction back to copying once the
+//!   pipe is drained, so the mode follows the traffic in both directions.
 
 #![allow(unsafe_code)]
 
@@ -147,6 +149,9 @@ pub struct SpliceHalf<'a> {
     lease: Option<Lease<'a>>,
     /// The pool was empty when this direction wanted a pipe: keep copying.
     copy_only: bool,
+    /// The last splice read was small: once the pipe is drained, go back to copying (a
+    /// request/response flow after one big transfer should not pay splice's extra calls).
+    back_to_copy: bool,
     dir: Dir,
     eof: bool,
 }
@@ -157,6 +162,7 @@ impl SpliceHalf<'_> {
             copy: CopyHalf::new(dir),
             lease: None,
             copy_only: false,
+            back_to_copy: false,
             dir,
             eof: false,
         }
@@ -204,6 +210,11 @@ impl<'a> Half<'a> for SpliceHalf<'a> {
                     Err(_would_block) => {} // send buffer full: readiness cleared, wait
                 }
             }
+            if self.back_to_copy && !self.eof {
+                self.back_to_copy = false;
+                self.lease = None; // empty: back to the pool
+                continue;
+            }
             if self.eof {
                 if !last {
                     dst.get_ref()
@@ -216,7 +227,10 @@ impl<'a> Half<'a> for SpliceHalf<'a> {
             let mut guard = ready!(src.poll_read_ready(cx))?;
             match guard.try_io(|s| splice(s.as_raw_fd(), pipe.write.as_raw_fd(), PIPE_SIZE)) {
                 Ok(Ok(0)) => self.eof = true,
-                Ok(Ok(n)) => lease.held = n,
+                Ok(Ok(n)) => {
+                    lease.held = n;
+                    self.back_to_copy = n < ctx.splice_threshold;
+                }
                 Ok(Err(e)) => return Poll::Ready(Err(e)),
                 Err(_would_block) => {}
             }
