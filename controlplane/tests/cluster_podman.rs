@@ -56,6 +56,22 @@ async fn workload_runs_spreads_scales_logs_and_deletes_on_podman() {
     })
     .await;
     assert!(logs.contains("hello-from-talker\nsecond-line\n"), "{logs:?}");
+    // -f: the output arrives and the stream stays open for more.
+    let followed = support::SharedBuf::default();
+    let follow_task = {
+        let (addr, out) = (c.addr.to_string(), followed.clone());
+        let id = id.clone();
+        tokio::spawn(async move {
+            let argv = ["pssctl", "--controller", addr.as_str(), "--token", support::TOKEN, "logs", id.as_str(), "-f"];
+            let cli = <pss_controlplane::cli::Cli as clap::Parser>::try_parse_from(argv).unwrap();
+            let mut out = out;
+            pss_controlplane::cli::execute(cli, &mut out).await
+        })
+    };
+    support::eventually(Duration::from_secs(20), "followed logs", || async { followed.text().contains("second-line").then_some(()) }).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!follow_task.is_finished(), "logs -f keeps streaming");
+    follow_task.abort();
 
     c.ctl(&["delete", "workload/my-app"]).await.unwrap();
     c.ctl(&["delete", "workload/talker"]).await.unwrap();
