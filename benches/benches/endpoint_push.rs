@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion};
 use pss_controlplane::controller::{serve, ControllerConfig};
 use pss_controlplane::model::{
-    now_ms, NodeRecord, NodeStatus, Object, PodPhase, PodRecord, PodSpec, PortAddress, Service, Workload,
+    now_ms, NodeRecord, NodeStatus, Object, PodPhase, PodRecord, PodSpec, PortAddress, Service,
+    Workload,
 };
 use pss_controlplane::model::{Container, Placement, PortSpec, Protocol, Resources};
 use pss_controlplane::store::{SqliteStore, StateStore};
@@ -27,16 +28,32 @@ fn seed(store: &SqliteStore) {
             command: vec![],
             args: vec![],
             env: vec![],
-            resources: Resources { cpu_millis: 10, memory_bytes: 1 << 20 },
+            resources: Resources {
+                cpu_millis: 10,
+                memory_bytes: 1 << 20,
+            },
         }],
-        ports: vec![PortSpec { container_port: 80, protocol: Protocol::Tcp }],
+        ports: vec![PortSpec {
+            container_port: 80,
+            protocol: Protocol::Tcp,
+        }],
         readiness_probe: None,
     };
     let hash = spec.spec_hash();
     store
         .apply(&[
-            Object::Workload(Workload { name: "w".into(), replicas: 2, placement: Placement::Spread, pod_spec: spec }),
-            Object::Service(Service { name: "s".into(), workload: "w".into(), port: 80, target_port: 80 }),
+            Object::Workload(Workload {
+                name: "w".into(),
+                replicas: 2,
+                placement: Placement::Spread,
+                pod_spec: spec,
+            }),
+            Object::Service(Service {
+                name: "s".into(),
+                workload: "w".into(),
+                port: 80,
+                target_port: 80,
+            }),
         ])
         .unwrap();
     let now = now_ms();
@@ -59,13 +76,20 @@ fn seed(store: &SqliteStore) {
         p.phase = PodPhase::Running;
         p.ready = true;
         p.started_at_ms = now;
-        p.addresses = vec![PortAddress { container_port: 80, address: format!("127.0.0.1:{}", 20000 + i) }];
+        p.addresses = vec![PortAddress {
+            container_port: 80,
+            address: format!("127.0.0.1:{}", 20000 + i),
+        }];
         store.put_pod(&p).unwrap();
     }
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path().join("pss.db")).unwrap();
     seed(&store);
@@ -75,13 +99,33 @@ fn bench(c: &mut Criterion) {
         let mut config = ControllerConfig::new(TOKEN);
         config.node_timeout = Duration::from_secs(3600);
         config.reconcile_interval = Duration::from_secs(3600);
-        tokio::spawn(serve(listener, Arc::new(store), config, tokio_util::sync::CancellationToken::new()));
+        tokio::spawn(serve(
+            listener,
+            Arc::new(store),
+            config,
+            tokio_util::sync::CancellationToken::new(),
+        ));
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
         let token = BearerToken::new(TOKEN).unwrap();
-        let registry = pb::node_registry_client::NodeRegistryClient::with_interceptor(channel.clone(), token.clone());
-        let mut watch = pb::endpoint_watch_client::EndpointWatchClient::with_interceptor(channel, token);
-        let mut stream = watch.watch_endpoints(pb::WatchEndpointsRequest { service: "s".into(), known_version: 0 }).await.unwrap().into_inner();
+        let registry = pb::node_registry_client::NodeRegistryClient::with_interceptor(
+            channel.clone(),
+            token.clone(),
+        );
+        let mut watch =
+            pb::endpoint_watch_client::EndpointWatchClient::with_interceptor(channel, token);
+        let mut stream = watch
+            .watch_endpoints(pb::WatchEndpointsRequest {
+                service: "s".into(),
+                known_version: 0,
+            })
+            .await
+            .unwrap()
+            .into_inner();
         let first = stream.message().await.unwrap().unwrap();
         assert_eq!(first.endpoints.len(), 2);
         (registry, stream)
@@ -100,12 +144,21 @@ fn bench(c: &mut Criterion) {
                         workload: "w".into(),
                         phase: pb::PodPhase::Running as i32,
                         ready,
-                        addresses: vec![pb::PortAddress { container_port: 80, address: "127.0.0.1:20000".into() }],
+                        addresses: vec![pb::PortAddress {
+                            container_port: 80,
+                            address: "127.0.0.1:20000".into(),
+                        }],
                         memory_bytes: 1 << 20,
                         ..Default::default()
                     };
                     let start = Instant::now();
-                    registry.report_pod_status(pb::PodStatusUpdate { node: "n".into(), pod: Some(report) }).await.unwrap();
+                    registry
+                        .report_pod_status(pb::PodStatusUpdate {
+                            node: "n".into(),
+                            pod: Some(report),
+                        })
+                        .await
+                        .unwrap();
                     let snap = stream.message().await.unwrap().unwrap();
                     total += start.elapsed();
                     assert_eq!(snap.endpoints.len(), if ready { 2 } else { 1 });

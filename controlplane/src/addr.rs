@@ -6,7 +6,11 @@ use std::net::SocketAddr;
 
 /// Resolves a listen address; `:PORT` means every IPv4 interface.
 pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
-    let full = if let Some(port) = s.strip_prefix(':') { format!("0.0.0.0:{port}") } else { s.to_string() };
+    let full = if let Some(port) = s.strip_prefix(':') {
+        format!("0.0.0.0:{port}")
+    } else {
+        s.to_string()
+    };
     if let Ok(a) = full.parse() {
         return Ok(a);
     }
@@ -33,12 +37,15 @@ pub fn dial_uri(addr: &str) -> String {
 pub fn nodelay_incoming(
     listener: tokio::net::TcpListener,
 ) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    tokio_stream::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(listener), |conn| {
-        conn.and_then(|s| {
-            s.set_nodelay(true)?;
-            Ok(s)
-        })
-    })
+    tokio_stream::StreamExt::map(
+        tokio_stream::wrappers::TcpListenerStream::new(listener),
+        |conn| {
+            conn.and_then(|s| {
+                s.set_nodelay(true)?;
+                Ok(s)
+            })
+        },
+    )
 }
 
 #[cfg(test)]
@@ -47,8 +54,14 @@ mod tests {
 
     #[test]
     fn colon_port_means_all_interfaces() {
-        assert_eq!(parse_listen(":50051").unwrap(), "0.0.0.0:50051".parse().unwrap());
-        assert_eq!(parse_listen("127.0.0.1:0").unwrap(), "127.0.0.1:0".parse().unwrap());
+        assert_eq!(
+            parse_listen(":50051").unwrap(),
+            "0.0.0.0:50051".parse().unwrap()
+        );
+        assert_eq!(
+            parse_listen("127.0.0.1:0").unwrap(),
+            "127.0.0.1:0".parse().unwrap()
+        );
         assert!(parse_listen("nonsense").unwrap_err().contains("nonsense"));
     }
 

@@ -21,7 +21,9 @@ impl TokenCheck {
     /// A check for `token`, which must not be empty.
     pub fn new(token: &str) -> Self {
         assert!(!token.is_empty(), "the shared token must not be empty");
-        Self { expected: format!("Bearer {token}").into_bytes().into() }
+        Self {
+            expected: format!("Bearer {token}").into_bytes().into(),
+        }
     }
 
     /// True when `header` is exactly the expected value (constant time in the value's bytes).
@@ -37,7 +39,9 @@ impl Interceptor for TokenCheck {
     fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
         let header = req.metadata().get(AUTHORIZATION).map(|v| v.as_bytes());
         if header.is_none() {
-            return Err(Status::unauthenticated("missing token (authorization metadata)"));
+            return Err(Status::unauthenticated(
+                "missing token (authorization metadata)",
+            ));
         }
         if self.admits(header) {
             Ok(req)
@@ -51,7 +55,9 @@ impl Interceptor for TokenCheck {
 pub fn require_token(token: Option<String>) -> crate::Result<String> {
     match token {
         Some(t) if !t.is_empty() => Ok(t),
-        _ => Err(crate::Error::Config("a shared token is required: pass --token or set PSS_TOKEN".into())),
+        _ => Err(crate::Error::Config(
+            "a shared token is required: pass --token or set PSS_TOKEN".into(),
+        )),
     }
 }
 
@@ -61,7 +67,10 @@ mod tests {
 
     #[test]
     fn servers_refuse_to_start_without_a_token() {
-        assert!(require_token(None).unwrap_err().to_string().contains("--token or set PSS_TOKEN"));
+        assert!(require_token(None)
+            .unwrap_err()
+            .to_string()
+            .contains("--token or set PSS_TOKEN"));
         assert!(require_token(Some(String::new())).is_err());
         assert_eq!(require_token(Some("t".into())).unwrap(), "t");
     }
@@ -82,10 +91,16 @@ mod tests {
         let missing = c.call(Request::new(())).unwrap_err();
         assert_eq!(missing.code(), tonic::Code::Unauthenticated);
         let mut wrong = Request::new(());
-        wrong.metadata_mut().insert(AUTHORIZATION, "Bearer x".parse().unwrap());
-        assert_eq!(c.call(wrong).unwrap_err().code(), tonic::Code::Unauthenticated);
+        wrong
+            .metadata_mut()
+            .insert(AUTHORIZATION, "Bearer x".parse().unwrap());
+        assert_eq!(
+            c.call(wrong).unwrap_err().code(),
+            tonic::Code::Unauthenticated
+        );
         let mut good = Request::new(());
-        good.metadata_mut().insert(AUTHORIZATION, "Bearer t".parse().unwrap());
+        good.metadata_mut()
+            .insert(AUTHORIZATION, "Bearer t".parse().unwrap());
         assert!(c.call(good).is_ok());
     }
 }

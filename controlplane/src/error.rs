@@ -43,7 +43,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl From<Error> for tonic::Status {
     fn from(e: Error) -> Self {
         match &e {
-            Error::Manifest(_) | Error::Invalid(_) => tonic::Status::invalid_argument(e.to_string()),
+            Error::Manifest(_) | Error::Invalid(_) => {
+                tonic::Status::invalid_argument(e.to_string())
+            }
             Error::NotFound { .. } => tonic::Status::not_found(e.to_string()),
             Error::Rpc(s) => s.clone(),
             _ => tonic::Status::internal(e.to_string()),

@@ -23,7 +23,10 @@ pub fn endpoints_for(service: &Service, pods: &[PodRecord]) -> Vec<pb::Endpoint>
         .iter()
         .filter(|p| p.workload == service.workload && p.phase == PodPhase::Running && p.ready)
         .filter_map(|p| {
-            let addr = p.addresses.iter().find(|a| a.container_port == service.target_port)?;
+            let addr = p
+                .addresses
+                .iter()
+                .find(|a| a.container_port == service.target_port)?;
             Some(pb::Endpoint {
                 address: addr.address.clone(),
                 pod: p.id.clone(),
@@ -60,7 +63,9 @@ impl ServiceManager {
             let endpoints = endpoints_for(svc, &pods);
             let current = channels.get(&svc.name).map(|tx| tx.borrow().clone());
             let same = current.as_ref().is_some_and(|c| {
-                c.endpoints == endpoints && c.port == u32::from(svc.port) && c.target_port == u32::from(svc.target_port)
+                c.endpoints == endpoints
+                    && c.port == u32::from(svc.port)
+                    && c.target_port == u32::from(svc.target_port)
             });
             if same {
                 continue;
@@ -84,8 +89,13 @@ impl ServiceManager {
             changed.push(svc.name.clone());
         }
         // Services that went away: publish an empty snapshot so proxies stop forwarding.
-        let live: std::collections::HashSet<&str> = services.iter().map(|s| s.service.name.as_str()).collect();
-        let gone: Vec<String> = channels.keys().filter(|n| !live.contains(n.as_str())).cloned().collect();
+        let live: std::collections::HashSet<&str> =
+            services.iter().map(|s| s.service.name.as_str()).collect();
+        let gone: Vec<String> = channels
+            .keys()
+            .filter(|n| !live.contains(n.as_str()))
+            .cloned()
+            .collect();
         for name in gone {
             let tx = channels.remove(&name).expect("present");
             if !tx.borrow().endpoints.is_empty() || tx.receiver_count() > 0 {
@@ -105,12 +115,20 @@ impl ServiceManager {
 
     /// Subscribes to a service's snapshots; `None` when the service is unknown.
     pub fn subscribe(&self, service: &str) -> Option<watch::Receiver<Arc<pb::EndpointSnapshot>>> {
-        self.channels.lock().expect("service channels poisoned").get(service).map(|tx| tx.subscribe())
+        self.channels
+            .lock()
+            .expect("service channels poisoned")
+            .get(service)
+            .map(|tx| tx.subscribe())
     }
 
     /// The current snapshot of a service.
     pub fn current(&self, service: &str) -> Option<Arc<pb::EndpointSnapshot>> {
-        self.channels.lock().expect("service channels poisoned").get(service).map(|tx| tx.borrow().clone())
+        self.channels
+            .lock()
+            .expect("service channels poisoned")
+            .get(service)
+            .map(|tx| tx.borrow().clone())
     }
 }
 
@@ -119,17 +137,32 @@ mod tests {
     use super::*;
     use crate::model::PortAddress;
 
-    fn pod(id: &str, workload: &str, phase: PodPhase, ready: bool, port: u16, addr: &str) -> PodRecord {
+    fn pod(
+        id: &str,
+        workload: &str,
+        phase: PodPhase,
+        ready: bool,
+        port: u16,
+        addr: &str,
+    ) -> PodRecord {
         let mut p = PodRecord::new(id.into(), workload, 1, 0);
         p.phase = phase;
         p.ready = ready;
         p.node = Some("n1".into());
-        p.addresses = vec![PortAddress { container_port: port, address: addr.into() }];
+        p.addresses = vec![PortAddress {
+            container_port: port,
+            address: addr.into(),
+        }];
         p
     }
 
     fn svc() -> Service {
-        Service { name: "s".into(), workload: "w".into(), port: 80, target_port: 80 }
+        Service {
+            name: "s".into(),
+            workload: "w".into(),
+            port: 80,
+            target_port: 80,
+        }
     }
 
     #[test]

@@ -39,9 +39,15 @@ async fn proxy_follows_the_controller_and_survives_its_absence() {
     let agent = FakeAgent::start("node-x", c.addr, stop_agent.clone()).await;
     let f = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
     std::fs::write(f.path(), APP).unwrap();
-    c.ctl(&["apply", "-f", f.path().to_str().unwrap()]).await.unwrap();
+    c.ctl(&["apply", "-f", f.path().to_str().unwrap()])
+        .await
+        .unwrap();
 
-    let mut svc = ServiceConfig::with_controller_service("web-svc", "127.0.0.1:0".parse().unwrap(), "web-svc");
+    let mut svc = ServiceConfig::with_controller_service(
+        "web-svc",
+        "127.0.0.1:0".parse().unwrap(),
+        "web-svc",
+    );
     svc.health.interval = Duration::from_millis(200);
     let mut pc = ProxyConfig::new(vec![svc]);
     pc.workers = 1;
@@ -55,14 +61,26 @@ async fn proxy_follows_the_controller_and_survives_its_absence() {
     let proxy_task = tokio::spawn(proxy.serve(stop_proxy.clone()));
 
     // Endpoint changes reach the proxy.
-    eventually(Duration::from_secs(20), "proxy holds 2 endpoints", || async { (backends(&handle).await == 2).then_some(()) }).await;
+    eventually(
+        Duration::from_secs(20),
+        "proxy holds 2 endpoints",
+        || async { (backends(&handle).await == 2).then_some(()) },
+    )
+    .await;
     let mut seen = std::collections::BTreeSet::new();
     for _ in 0..6 {
         seen.insert(fetch(addr).await.unwrap());
     }
     assert_eq!(seen.len(), 2, "round robin over both pods: {seen:?}");
-    c.ctl(&["scale", "workload/web", "--replicas", "3"]).await.unwrap();
-    eventually(Duration::from_secs(20), "proxy holds 3 endpoints", || async { (backends(&handle).await == 3).then_some(()) }).await;
+    c.ctl(&["scale", "workload/web", "--replicas", "3"])
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(20),
+        "proxy holds 3 endpoints",
+        || async { (backends(&handle).await == 3).then_some(()) },
+    )
+    .await;
     let version_before = handle.service("web-svc").unwrap().stats().snapshot_version;
 
     // Controller stopped: the proxy keeps forwarding its last snapshot.
@@ -70,7 +88,9 @@ async fn proxy_follows_the_controller_and_survives_its_absence() {
     c.stop().await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     for _ in 0..6 {
-        let id = fetch(addr).await.expect("forwarding continues without the controller");
+        let id = fetch(addr)
+            .await
+            .expect("forwarding continues without the controller");
         assert!(id.starts_with("web-"), "{id}");
     }
     assert_eq!(backends(&handle).await, 3);
@@ -80,12 +100,34 @@ async fn proxy_follows_the_controller_and_survives_its_absence() {
     let store = pss_controlplane::store::SqliteStore::open(&db).unwrap();
     let listener = tokio::net::TcpListener::bind(listener_addr).await.unwrap();
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(pss_controlplane::controller::serve(listener, std::sync::Arc::new(store), config, shutdown.clone()));
-    let c = RunningController { addr: listener_addr, shutdown, task };
-    c.ctl(&["scale", "workload/web", "--replicas", "1"]).await.unwrap();
-    eventually(Duration::from_secs(30), "proxy resubscribed and holds 1 endpoint", || async { (backends(&handle).await == 1).then_some(()) }).await;
-    assert!(handle.service("web-svc").unwrap().stats().snapshot_version > version_before, "versions keep increasing across restarts");
-    eventually(Duration::from_secs(20), "agent runs 1 pod", || async { (agent.pod_count() == 1).then_some(()) }).await;
+    let task = tokio::spawn(pss_controlplane::controller::serve(
+        listener,
+        std::sync::Arc::new(store),
+        config,
+        shutdown.clone(),
+    ));
+    let c = RunningController {
+        addr: listener_addr,
+        shutdown,
+        task,
+    };
+    c.ctl(&["scale", "workload/web", "--replicas", "1"])
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(30),
+        "proxy resubscribed and holds 1 endpoint",
+        || async { (backends(&handle).await == 1).then_some(()) },
+    )
+    .await;
+    assert!(
+        handle.service("web-svc").unwrap().stats().snapshot_version > version_before,
+        "versions keep increasing across restarts"
+    );
+    eventually(Duration::from_secs(20), "agent runs 1 pod", || async {
+        (agent.pod_count() == 1).then_some(())
+    })
+    .await;
     let only = fetch(addr).await.unwrap();
     for _ in 0..3 {
         assert_eq!(fetch(addr).await.unwrap(), only);

@@ -24,9 +24,9 @@ impl BearerToken {
         if token.is_empty() {
             return Ok(Self { value: None });
         }
-        let value = format!("Bearer {token}")
-            .parse()
-            .map_err(|_| Status::invalid_argument("token contains characters not allowed in a header"))?;
+        let value = format!("Bearer {token}").parse().map_err(|_| {
+            Status::invalid_argument("token contains characters not allowed in a header")
+        })?;
         Ok(Self { value: Some(value) })
     }
 }

@@ -187,7 +187,10 @@ pub async fn run(
         AgentServer::with_interceptor(AgentService::new(runtime), TokenCheck::new(&config.token));
     let served = tonic::transport::Server::builder()
         .add_service(service)
-        .serve_with_incoming_shutdown(crate::addr::nodelay_incoming(listener), shutdown.cancelled())
+        .serve_with_incoming_shutdown(
+            crate::addr::nodelay_incoming(listener),
+            shutdown.cancelled(),
+        )
         .await;
     tasks.cancel();
     while background.join_next().await.is_some() {}

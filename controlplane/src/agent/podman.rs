@@ -16,11 +16,11 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, Full};
-use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use hyper::body::Incoming;
 use hyper::{Method, Request, StatusCode};
 use hyper_util::client::legacy::Client;
 use hyperlocal::{UnixClientExt, UnixConnector};
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -366,7 +366,11 @@ fn api_error(status: StatusCode, body: &[u8]) -> Error {
 }
 
 /// Query values: everything but RFC 3986 unreserved characters is escaped.
-const QUERY: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+const QUERY: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 /// Path segments keep `/`, `:` and `@` (image references contain them and libpod's image
 /// routes take them as they are).
 const PATH: &AsciiSet = &QUERY.remove(b'/').remove(b':').remove(b'@');

@@ -145,7 +145,8 @@ impl Runtime {
                 )));
             }
             if let Some(report) = self.report(&req.id).await? {
-                let ended = report.phase == PodPhase::Failed as i32 || report.phase == PodPhase::Succeeded as i32;
+                let ended = report.phase == PodPhase::Failed as i32
+                    || report.phase == PodPhase::Succeeded as i32;
                 if !ended {
                     return Ok(report);
                 }
@@ -156,7 +157,10 @@ impl Runtime {
                     self.podman.start_pod(&req.id).await?;
                     tracing::info!(pod = %req.id, "pod restarted in place");
                     return self.report(&req.id).await?.ok_or_else(|| {
-                        Error::Podman(format!("pod {} vanished right after it was restarted", req.id))
+                        Error::Podman(format!(
+                            "pod {} vanished right after it was restarted",
+                            req.id
+                        ))
                     });
                 }
                 // It ended and runs an old spec: make room for the new one.

@@ -59,8 +59,11 @@ async fn main() -> anyhow::Result<()> {
     pss_controlplane::logging::init(&args.log_format);
     let token = pss_controlplane::auth::require_token(args.token)?;
     let addr = parse_listen(&args.listen).map_err(anyhow::Error::msg)?;
-    let store = SqliteStore::open(&args.db).with_context(|| format!("opening database {}", args.db.display()))?;
-    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+    let store = SqliteStore::open(&args.db)
+        .with_context(|| format!("opening database {}", args.db.display()))?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
     let mut config = ControllerConfig::new(token);
     config.reconcile_interval = args.reconcile_interval;
     config.metrics_interval = args.metrics_interval;

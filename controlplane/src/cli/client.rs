@@ -38,7 +38,10 @@ impl CliError {
             Code::Unauthenticated => CliError::Unauthenticated(msg),
             Code::NotFound => CliError::NotFound(msg),
             Code::InvalidArgument | Code::FailedPrecondition => CliError::Invalid(msg),
-            Code::Unavailable => CliError::Unreachable { addr: addr.to_string(), detail: msg },
+            Code::Unavailable => CliError::Unreachable {
+                addr: addr.to_string(),
+                detail: msg,
+            },
             _ => CliError::Server(msg),
         }
     }
@@ -54,26 +57,49 @@ pub struct Client {
 impl Client {
     /// Dials the controller (3 s connect timeout).
     pub async fn connect(addr: &str, token: &str) -> Result<Self, CliError> {
-        let unreachable = |detail: String| CliError::Unreachable { addr: addr.to_string(), detail };
+        let unreachable = |detail: String| CliError::Unreachable {
+            addr: addr.to_string(),
+            detail,
+        };
         let endpoint = Endpoint::from_shared(dial_uri(addr))
             .map_err(|e| CliError::Usage(format!("invalid controller address {addr:?}: {e}")))?
             .connect_timeout(Duration::from_secs(3));
-        let channel = endpoint.connect().await.map_err(|e| unreachable(source_chain(&e)))?;
-        let token = BearerToken::new(token).map_err(|s| CliError::Usage(s.message().to_string()))?;
-        Ok(Client { addr: addr.to_string(), inner: OperatorClient::with_interceptor(channel, token) })
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|e| unreachable(source_chain(&e)))?;
+        let token =
+            BearerToken::new(token).map_err(|s| CliError::Usage(s.message().to_string()))?;
+        Ok(Client {
+            addr: addr.to_string(),
+            inner: OperatorClient::with_interceptor(channel, token),
+        })
     }
 
     fn err(&self, s: Status) -> CliError {
         CliError::from_status(&self.addr, s)
     }
 
-    pub async fn apply(&mut self, manifest: String, source: String) -> Result<pb::ApplyResponse, CliError> {
-        let r = self.inner.apply(pb::ApplyRequest { manifest, source }).await;
+    pub async fn apply(
+        &mut self,
+        manifest: String,
+        source: String,
+    ) -> Result<pb::ApplyResponse, CliError> {
+        let r = self
+            .inner
+            .apply(pb::ApplyRequest { manifest, source })
+            .await;
         r.map(|r| r.into_inner()).map_err(|s| self.err(s))
     }
 
     pub async fn list_pods(&mut self, workload: String) -> Result<Vec<pb::Pod>, CliError> {
-        let r = self.inner.list_pods(pb::ListRequest { filter: workload, limit: 0 }).await;
+        let r = self
+            .inner
+            .list_pods(pb::ListRequest {
+                filter: workload,
+                limit: 0,
+            })
+            .await;
         r.map(|r| r.into_inner().pods).map_err(|s| self.err(s))
     }
 
@@ -93,32 +119,71 @@ impl Client {
     }
 
     pub async fn list_events(&mut self, limit: u32) -> Result<Vec<pb::Event>, CliError> {
-        let r = self.inner.list_events(pb::ListRequest { filter: String::new(), limit }).await;
+        let r = self
+            .inner
+            .list_events(pb::ListRequest {
+                filter: String::new(),
+                limit,
+            })
+            .await;
         r.map(|r| r.into_inner().events).map_err(|s| self.err(s))
     }
 
-    pub async fn list_autoscalers(&mut self, workload: String) -> Result<Vec<pb::AutoScalePolicy>, CliError> {
-        let r = self.inner.list_autoscalers(pb::ListRequest { filter: workload, limit: 0 }).await;
-        r.map(|r| r.into_inner().autoscalers).map_err(|s| self.err(s))
+    pub async fn list_autoscalers(
+        &mut self,
+        workload: String,
+    ) -> Result<Vec<pb::AutoScalePolicy>, CliError> {
+        let r = self
+            .inner
+            .list_autoscalers(pb::ListRequest {
+                filter: workload,
+                limit: 0,
+            })
+            .await;
+        r.map(|r| r.into_inner().autoscalers)
+            .map_err(|s| self.err(s))
     }
 
-    pub async fn scale(&mut self, workload: &str, replicas: u32) -> Result<pb::ScaleResponse, CliError> {
-        let r = self.inner.scale(pb::ScaleRequest { workload: workload.to_string(), replicas }).await;
+    pub async fn scale(
+        &mut self,
+        workload: &str,
+        replicas: u32,
+    ) -> Result<pb::ScaleResponse, CliError> {
+        let r = self
+            .inner
+            .scale(pb::ScaleRequest {
+                workload: workload.to_string(),
+                replicas,
+            })
+            .await;
         r.map(|r| r.into_inner()).map_err(|s| self.err(s))
     }
 
-    pub async fn autoscale(&mut self, req: pb::AutoscaleRequest) -> Result<pb::AutoscaleResponse, CliError> {
+    pub async fn autoscale(
+        &mut self,
+        req: pb::AutoscaleRequest,
+    ) -> Result<pb::AutoscaleResponse, CliError> {
         let r = self.inner.autoscale(req).await;
         r.map(|r| r.into_inner()).map_err(|s| self.err(s))
     }
 
     pub async fn delete(&mut self, kind: &str, name: &str) -> Result<(), CliError> {
-        let r = self.inner.delete(pb::DeleteRequest { kind: kind.to_string(), name: name.to_string() }).await;
+        let r = self
+            .inner
+            .delete(pb::DeleteRequest {
+                kind: kind.to_string(),
+                name: name.to_string(),
+            })
+            .await;
         r.map(|_| ()).map_err(|s| self.err(s))
     }
 
     /// Streams a pod's logs into `out` until the stream ends (or forever with `follow`).
-    pub async fn logs(&mut self, req: pb::PodLogsRequest, out: &mut (dyn Write + Send)) -> Result<(), CliError> {
+    pub async fn logs(
+        &mut self,
+        req: pb::PodLogsRequest,
+        out: &mut (dyn Write + Send),
+    ) -> Result<(), CliError> {
         let r = self.inner.pod_logs(req).await;
         let mut stream = r.map_err(|s| self.err(s))?.into_inner();
         loop {

@@ -17,13 +17,28 @@ pub use client::{CliError, Client};
 
 /// pssctl: operate a PSS cluster.
 #[derive(Parser, Debug)]
-#[command(name = "pssctl", version, about = "Operate a PSS cluster (Podman Service & Scheduler)")]
+#[command(
+    name = "pssctl",
+    version,
+    about = "Operate a PSS cluster (Podman Service & Scheduler)"
+)]
 pub struct Cli {
     /// Controller gRPC address.
-    #[arg(long, global = true, env = "PSS_CONTROLLER", default_value = "localhost:50051")]
+    #[arg(
+        long,
+        global = true,
+        env = "PSS_CONTROLLER",
+        default_value = "localhost:50051"
+    )]
     pub controller: String,
     /// Shared auth token.
-    #[arg(long, global = true, env = "PSS_TOKEN", hide_env_values = true, default_value = "")]
+    #[arg(
+        long,
+        global = true,
+        env = "PSS_TOKEN",
+        hide_env_values = true,
+        default_value = ""
+    )]
     pub token: String,
     #[command(subcommand)]
     pub command: Command,
@@ -136,7 +151,10 @@ fn split_target<'a>(target: &'a str, kinds: &[&str]) -> Result<(String, &'a str)
         other => other,
     };
     if !kinds.contains(&canonical) {
-        return Err(CliError::Usage(format!("{target:?}: kind must be one of {}", kinds.join(", "))));
+        return Err(CliError::Usage(format!(
+            "{target:?}: kind must be one of {}",
+            kinds.join(", ")
+        )));
     }
     Ok((canonical.to_string(), name))
 }
@@ -145,7 +163,9 @@ fn split_target<'a>(target: &'a str, kinds: &[&str]) -> Result<(String, &'a str)
 fn read_manifest(file: &str) -> Result<(Vec<u8>, String), CliError> {
     if file == "-" {
         let mut buf = Vec::new();
-        std::io::stdin().read_to_end(&mut buf).map_err(|e| CliError::Usage(format!("reading stdin: {e}")))?;
+        std::io::stdin()
+            .read_to_end(&mut buf)
+            .map_err(|e| CliError::Usage(format!("reading stdin: {e}")))?;
         Ok((buf, "<stdin>".into()))
     } else {
         let bytes = std::fs::read(file).map_err(|e| CliError::Usage(format!("{file}: {e}")))?;
@@ -160,8 +180,12 @@ pub async fn execute(cli: Cli, out: &mut (dyn Write + Send)) -> Result<(), CliEr
     let manifest = match &cli.command {
         Command::Apply { file } => {
             let (bytes, source) = read_manifest(file)?;
-            crate::model::parse_manifest_bytes(&bytes, &source).map_err(|e| CliError::Invalid(e.to_string()))?;
-            Some((String::from_utf8(bytes).expect("validated as UTF-8"), source))
+            crate::model::parse_manifest_bytes(&bytes, &source)
+                .map_err(|e| CliError::Invalid(e.to_string()))?;
+            Some((
+                String::from_utf8(bytes).expect("validated as UTF-8"),
+                source,
+            ))
         }
         _ => None,
     };
@@ -174,7 +198,12 @@ pub async fn execute(cli: Cli, out: &mut (dyn Write + Send)) -> Result<(), CliEr
                 writeln!(out, "{}/{} {}", o.kind.to_lowercase(), o.name, o.action)?;
             }
         }
-        Command::Get { resource, output, workload, limit } => {
+        Command::Get {
+            resource,
+            output,
+            workload,
+            limit,
+        } => {
             let filter = workload.unwrap_or_default();
             let text = render::get(&mut client, resource, output, filter, limit).await?;
             write!(out, "{text}")?;
@@ -182,9 +211,19 @@ pub async fn execute(cli: Cli, out: &mut (dyn Write + Send)) -> Result<(), CliEr
         Command::Scale { target, replicas } => {
             let (_, name) = split_target(&target, &["workload"])?;
             let resp = client.scale(name, replicas).await?;
-            writeln!(out, "workload/{name} scaled from {} to {} replicas", resp.previous_replicas, resp.replicas)?;
+            writeln!(
+                out,
+                "workload/{name} scaled from {} to {} replicas",
+                resp.previous_replicas, resp.replicas
+            )?;
         }
-        Command::Autoscale { target, cpu, mem, min, max } => {
+        Command::Autoscale {
+            target,
+            cpu,
+            mem,
+            min,
+            max,
+        } => {
             let (_, name) = split_target(&target, &["workload"])?;
             let req = pb::AutoscaleRequest {
                 workload: name.to_string(),
@@ -196,16 +235,30 @@ pub async fn execute(cli: Cli, out: &mut (dyn Write + Send)) -> Result<(), CliEr
             };
             let resp = client.autoscale(req).await?;
             let p = resp.policy.unwrap_or_default();
-            writeln!(out, "autoscaler/{} {} (workload {}, {}..{} replicas)", p.name, resp.action, p.workload, p.min_replicas, p.max_replicas)?;
+            writeln!(
+                out,
+                "autoscaler/{} {} (workload {}, {}..{} replicas)",
+                p.name, resp.action, p.workload, p.min_replicas, p.max_replicas
+            )?;
         }
         Command::Delete { target } => {
             let (kind, name) = split_target(&target, &["workload", "service", "autoscaler"])?;
             client.delete(&kind, name).await?;
             writeln!(out, "{kind}/{name} deleted")?;
         }
-        Command::Logs { target, follow, container, tail } => {
+        Command::Logs {
+            target,
+            follow,
+            container,
+            tail,
+        } => {
             let (_, id) = split_target(&target, &["pod"])?;
-            let req = pb::PodLogsRequest { pod: id.to_string(), follow, container, tail };
+            let req = pb::PodLogsRequest {
+                pod: id.to_string(),
+                follow,
+                container,
+                tail,
+            };
             client.logs(req, out).await?;
         }
     }

@@ -11,38 +11,70 @@ use super::{Output, Resource};
 use crate::model::now_ms;
 
 /// Fetches and renders one kind.
-pub async fn get(client: &mut Client, resource: Resource, output: Output, filter: String, limit: u32) -> Result<String, CliError> {
+pub async fn get(
+    client: &mut Client,
+    resource: Resource,
+    output: Output,
+    filter: String,
+    limit: u32,
+) -> Result<String, CliError> {
     let now = now_ms();
     let wide = output == Output::Wide;
     let (values, table, what): (Vec<Value>, Table, &str) = match resource {
         Resource::Pods => {
             let items = client.list_pods(filter).await?;
-            (items.iter().map(pod_json).collect(), pods_table(&items, wide, now), "pods")
+            (
+                items.iter().map(pod_json).collect(),
+                pods_table(&items, wide, now),
+                "pods",
+            )
         }
         Resource::Workloads => {
             let items = client.list_workloads().await?;
-            (items.iter().map(workload_json).collect(), workloads_table(&items, wide, now), "workloads")
+            (
+                items.iter().map(workload_json).collect(),
+                workloads_table(&items, wide, now),
+                "workloads",
+            )
         }
         Resource::Services => {
             let items = client.list_services().await?;
-            (items.iter().map(service_json).collect(), services_table(&items, wide, now), "services")
+            (
+                items.iter().map(service_json).collect(),
+                services_table(&items, wide, now),
+                "services",
+            )
         }
         Resource::Nodes => {
             let items = client.list_nodes().await?;
-            (items.iter().map(node_json).collect(), nodes_table(&items, wide, now), "nodes")
+            (
+                items.iter().map(node_json).collect(),
+                nodes_table(&items, wide, now),
+                "nodes",
+            )
         }
         Resource::Events => {
             let items = client.list_events(limit).await?;
-            (items.iter().map(event_json).collect(), events_table(&items, now), "events")
+            (
+                items.iter().map(event_json).collect(),
+                events_table(&items, now),
+                "events",
+            )
         }
         Resource::Autoscalers => {
             let items = client.list_autoscalers(filter).await?;
-            (items.iter().map(autoscaler_json).collect(), autoscalers_table(&items, wide, now), "autoscalers")
+            (
+                items.iter().map(autoscaler_json).collect(),
+                autoscalers_table(&items, wide, now),
+                "autoscalers",
+            )
         }
     };
     Ok(match output {
         Output::Table | Output::Wide => table.render(what),
-        Output::Json => serde_json::to_string_pretty(&json!({ "items": values })).expect("json") + "\n",
+        Output::Json => {
+            serde_json::to_string_pretty(&json!({ "items": values })).expect("json") + "\n"
+        }
         Output::Yaml => serde_yaml::to_string(&json!({ "items": values })).expect("yaml"),
     })
 }
@@ -73,11 +105,19 @@ fn addresses(p: &pb::Pod) -> String {
     if p.addresses.is_empty() {
         return "<none>".into();
     }
-    p.addresses.iter().map(|a| a.address.clone()).collect::<Vec<_>>().join(",")
+    p.addresses
+        .iter()
+        .map(|a| a.address.clone())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn or_none(s: &str) -> String {
-    if s.is_empty() { "<none>".into() } else { s.to_string() }
+    if s.is_empty() {
+        "<none>".into()
+    } else {
+        s.to_string()
+    }
 }
 
 fn pod_json(p: &pb::Pod) -> Value {
@@ -92,7 +132,9 @@ fn pod_json(p: &pb::Pod) -> Value {
 }
 
 fn pods_table(items: &[pb::Pod], wide: bool, now: i64) -> Table {
-    let mut headers = vec!["NAME", "READY", "STATUS", "RESTARTS", "NODE", "ADDRESS", "AGE"];
+    let mut headers = vec![
+        "NAME", "READY", "STATUS", "RESTARTS", "NODE", "ADDRESS", "AGE",
+    ];
     if wide {
         headers.extend(["WORKLOAD", "CPU%", "MEMORY", "MESSAGE"]);
     }
@@ -102,9 +144,22 @@ fn pods_table(items: &[pb::Pod], wide: bool, now: i64) -> Table {
         // whose probe has not passed shows 0 ready however many containers run.
         let ready_containers = if p.ready { p.ready_containers } else { 0 };
         let ready = format!("{ready_containers}/{}", p.total_containers.max(1));
-        let mut row = vec![p.id.clone(), ready, pod_status(p), p.restart_count.to_string(), or_none(&p.node), addresses(p), age(p.created_at_ms, now)];
+        let mut row = vec![
+            p.id.clone(),
+            ready,
+            pod_status(p),
+            p.restart_count.to_string(),
+            or_none(&p.node),
+            addresses(p),
+            age(p.created_at_ms, now),
+        ];
         if wide {
-            row.extend([p.workload.clone(), format!("{:.1}", p.cpu_percent), bytes(p.memory_bytes), or_none(&p.message)]);
+            row.extend([
+                p.workload.clone(),
+                format!("{:.1}", p.cpu_percent),
+                bytes(p.memory_bytes),
+                or_none(&p.message),
+            ]);
         }
         t.row(row);
     }
@@ -112,7 +167,16 @@ fn pods_table(items: &[pb::Pod], wide: bool, now: i64) -> Table {
 }
 
 fn images(w: &pb::Workload) -> String {
-    w.pod_spec.as_ref().map(|s| s.containers.iter().map(|c| c.image.clone()).collect::<Vec<_>>().join(",")).unwrap_or_default()
+    w.pod_spec
+        .as_ref()
+        .map(|s| {
+            s.containers
+                .iter()
+                .map(|c| c.image.clone())
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default()
 }
 
 fn workload_json(w: &pb::Workload) -> Value {
@@ -155,17 +219,37 @@ fn service_json(s: &pb::Service) -> Value {
 }
 
 fn services_table(items: &[pb::Service], wide: bool, now: i64) -> Table {
-    let mut headers = vec!["NAME", "WORKLOAD", "PORT", "TARGET-PORT", "ENDPOINTS", "AGE"];
+    let mut headers = vec![
+        "NAME",
+        "WORKLOAD",
+        "PORT",
+        "TARGET-PORT",
+        "ENDPOINTS",
+        "AGE",
+    ];
     if wide {
         headers.extend(["VERSION", "ADDRESSES"]);
     }
     let mut t = Table::new(&headers);
     for s in items {
-        let mut row =
-            vec![s.name.clone(), s.workload.clone(), s.port.to_string(), s.target_port.to_string(), s.endpoints.len().to_string(), age(s.created_at_ms, now)];
+        let mut row = vec![
+            s.name.clone(),
+            s.workload.clone(),
+            s.port.to_string(),
+            s.target_port.to_string(),
+            s.endpoints.len().to_string(),
+            age(s.created_at_ms, now),
+        ];
         if wide {
             let addrs: Vec<_> = s.endpoints.iter().map(|e| e.address.clone()).collect();
-            row.extend([s.snapshot_version.to_string(), if addrs.is_empty() { "<none>".into() } else { addrs.join(",") }]);
+            row.extend([
+                s.snapshot_version.to_string(),
+                if addrs.is_empty() {
+                    "<none>".into()
+                } else {
+                    addrs.join(",")
+                },
+            ]);
         }
         t.row(row);
     }
@@ -191,7 +275,16 @@ fn node_json(n: &pb::Node) -> Value {
 }
 
 fn nodes_table(items: &[pb::Node], wide: bool, now: i64) -> Table {
-    let mut headers = vec!["NAME", "STATUS", "PODS", "CPU(ALLOC/CAP)", "MEMORY(ALLOC/CAP)", "CPU%", "ADDRESS", "AGE"];
+    let mut headers = vec![
+        "NAME",
+        "STATUS",
+        "PODS",
+        "CPU(ALLOC/CAP)",
+        "MEMORY(ALLOC/CAP)",
+        "CPU%",
+        "ADDRESS",
+        "AGE",
+    ];
     if wide {
         headers.extend(["MEMORY-USED", "LAST-HEARTBEAT"]);
     }
@@ -202,13 +295,20 @@ fn nodes_table(items: &[pb::Node], wide: bool, now: i64) -> Table {
             node_status(n).to_string(),
             n.pod_count.to_string(),
             format!("{}m/{}m", n.cpu_allocated_millis, n.cpu_millis),
-            format!("{}/{}", bytes(n.memory_allocated_bytes), bytes(n.memory_bytes)),
+            format!(
+                "{}/{}",
+                bytes(n.memory_allocated_bytes),
+                bytes(n.memory_bytes)
+            ),
             format!("{:.1}", n.cpu_usage_percent),
             n.agent_address.clone(),
             age(n.registered_at_ms, now),
         ];
         if wide {
-            row.extend([bytes(n.memory_used_bytes), format!("{} ago", human_duration(now - n.last_heartbeat_ms))]);
+            row.extend([
+                bytes(n.memory_used_bytes),
+                format!("{} ago", human_duration(now - n.last_heartbeat_ms)),
+            ]);
         }
         t.row(row);
     }
@@ -222,7 +322,13 @@ fn event_json(e: &pb::Event) -> Value {
 fn events_table(items: &[pb::Event], now: i64) -> Table {
     let mut t = Table::new(&["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"]);
     for e in items {
-        t.row(vec![age(e.time_ms, now), e.r#type.clone(), e.reason.clone(), e.object.clone(), e.message.clone()]);
+        t.row(vec![
+            age(e.time_ms, now),
+            e.r#type.clone(),
+            e.reason.clone(),
+            e.object.clone(),
+            e.message.clone(),
+        ]);
     }
     t
 }
@@ -248,7 +354,9 @@ fn metric(current: f64, target: u32, has: bool) -> String {
 }
 
 fn autoscalers_table(items: &[pb::AutoScalePolicy], wide: bool, now: i64) -> Table {
-    let mut headers = vec!["NAME", "WORKLOAD", "CPU", "MEMORY", "MIN", "MAX", "REPLICAS", "DESIRED", "AGE"];
+    let mut headers = vec![
+        "NAME", "WORKLOAD", "CPU", "MEMORY", "MIN", "MAX", "REPLICAS", "DESIRED", "AGE",
+    ];
     if wide {
         headers.push("LAST-SCALE");
     }
@@ -266,7 +374,11 @@ fn autoscalers_table(items: &[pb::AutoScalePolicy], wide: bool, now: i64) -> Tab
             age(a.created_at_ms, now),
         ];
         if wide {
-            row.push(if a.last_scale_at_ms > 0 { format!("{} ago", human_duration(now - a.last_scale_at_ms)) } else { "<never>".into() });
+            row.push(if a.last_scale_at_ms > 0 {
+                format!("{} ago", human_duration(now - a.last_scale_at_ms))
+            } else {
+                "<never>".into()
+            });
         }
         t.row(row);
     }

@@ -9,7 +9,10 @@ pub struct Table {
 
 impl Table {
     pub fn new(headers: &[&str]) -> Self {
-        Table { headers: headers.iter().map(|h| h.to_string()).collect(), rows: Vec::new() }
+        Table {
+            headers: headers.iter().map(|h| h.to_string()).collect(),
+            rows: Vec::new(),
+        }
     }
 
     pub fn row(&mut self, cells: Vec<String>) {
@@ -74,11 +77,20 @@ pub fn age(created_ms: i64, now_ms: i64) -> String {
 
 /// Bytes as kubectl-like quantities: `32Mi`, `1.5Gi`, `512`.
 pub fn bytes(b: u64) -> String {
-    const UNITS: [(&str, u64); 4] = [("Ti", 1 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)];
+    const UNITS: [(&str, u64); 4] = [
+        ("Ti", 1 << 40),
+        ("Gi", 1 << 30),
+        ("Mi", 1 << 20),
+        ("Ki", 1 << 10),
+    ];
     for (suffix, size) in UNITS {
         if b >= size {
             let v = b as f64 / size as f64;
-            return if (v - v.round()).abs() < 0.05 { format!("{:.0}{suffix}", v) } else { format!("{v:.1}{suffix}") };
+            return if (v - v.round()).abs() < 0.05 {
+                format!("{:.0}{suffix}", v)
+            } else {
+                format!("{v:.1}{suffix}")
+            };
         }
     }
     b.to_string()

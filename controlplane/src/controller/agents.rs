@@ -24,7 +24,10 @@ pub(crate) struct AgentPool {
 
 impl AgentPool {
     pub fn new(token: &str) -> Result<Self> {
-        Ok(AgentPool { token: BearerToken::new(token)?, channels: Mutex::new(HashMap::new()) })
+        Ok(AgentPool {
+            token: BearerToken::new(token)?,
+            channels: Mutex::new(HashMap::new()),
+        })
     }
 
     /// A client for the agent at `address` (`host:port`).

@@ -8,8 +8,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use super::Shared;
-use crate::autoscaler::{pod_metrics, recommend, AutoscalerConfig, AutoscalerInput, AutoscalerState, PodMetrics, ScaleReason};
-use crate::model::{now_ms, AutoscalerStatus, EventRecord, NodeRecord, PodPhase, PodRecord, Resources};
+use crate::autoscaler::{
+    pod_metrics, recommend, AutoscalerConfig, AutoscalerInput, AutoscalerState, PodMetrics,
+    ScaleReason,
+};
+use crate::model::{
+    now_ms, AutoscalerStatus, EventRecord, NodeRecord, PodPhase, PodRecord, Resources,
+};
 use crate::store::StoredAutoscaler;
 use crate::Result;
 
@@ -46,7 +51,10 @@ fn node_capacity(pod: &PodRecord, nodes: &[NodeRecord]) -> Resources {
     pod.node
         .as_deref()
         .and_then(|n| nodes.iter().find(|r| r.name == n))
-        .map(|n| Resources { cpu_millis: n.cpu_millis, memory_bytes: n.memory_bytes })
+        .map(|n| Resources {
+            cpu_millis: n.cpu_millis,
+            memory_bytes: n.memory_bytes,
+        })
         .unwrap_or_default()
 }
 
@@ -65,7 +73,13 @@ pub(crate) fn evaluate_all(shared: &Shared, now: i64) -> Result<()> {
     Ok(())
 }
 
-fn evaluate(shared: &Shared, stored: &StoredAutoscaler, pods: &[PodRecord], nodes: &[NodeRecord], now: i64) -> Result<()> {
+fn evaluate(
+    shared: &Shared,
+    stored: &StoredAutoscaler,
+    pods: &[PodRecord],
+    nodes: &[NodeRecord],
+    now: i64,
+) -> Result<()> {
     let policy = &stored.policy;
     let Some(workload) = shared.store.get_workload(&policy.workload)? else {
         return Ok(());
@@ -73,7 +87,10 @@ fn evaluate(shared: &Shared, stored: &StoredAutoscaler, pods: &[PodRecord], node
     let requests = workload.workload.pod_spec.requests();
     let metrics: Vec<PodMetrics> = pods
         .iter()
-        .filter(|p| p.workload == policy.workload && !matches!(p.phase, PodPhase::Terminating | PodPhase::Lost))
+        .filter(|p| {
+            p.workload == policy.workload
+                && !matches!(p.phase, PodPhase::Terminating | PodPhase::Lost)
+        })
         .map(|p| pod_metrics(p, requests, node_capacity(p, nodes)))
         .collect();
     let mut config = AutoscalerConfig::from_policy(policy);
@@ -81,7 +98,11 @@ fn evaluate(shared: &Shared, stored: &StoredAutoscaler, pods: &[PodRecord], node
     config.stabilization_window = shared.config.stabilization_window;
 
     let mut remembered = {
-        let memory = shared.autoscale.policies.lock().expect("autoscaler memory poisoned");
+        let memory = shared
+            .autoscale
+            .policies
+            .lock()
+            .expect("autoscaler memory poisoned");
         memory.get(&policy.name).cloned().unwrap_or_default()
     };
     if remembered.state.last_scale_at_ms == 0 {
@@ -89,16 +110,34 @@ fn evaluate(shared: &Shared, stored: &StoredAutoscaler, pods: &[PodRecord], node
         remembered.state.last_scale_at_ms = stored.status.last_scale_at_ms;
     }
     let current = workload.workload.replicas;
-    let rec = recommend(&AutoscalerInput { config: &config, current_replicas: current, pods: &metrics, now_ms: now, state: &remembered.state });
+    let rec = recommend(&AutoscalerInput {
+        config: &config,
+        current_replicas: current,
+        pods: &metrics,
+        now_ms: now,
+        state: &remembered.state,
+    });
 
     let object = format!("autoscalepolicy/{}", policy.name);
     if rec.scales() {
-        shared.store.set_replicas(&policy.workload, rec.desired_replicas)?;
-        shared.event(EventRecord::normal("AutoScaled", object, format!("workload {}: {rec}", policy.workload)));
+        shared
+            .store
+            .set_replicas(&policy.workload, rec.desired_replicas)?;
+        shared.event(EventRecord::normal(
+            "AutoScaled",
+            object,
+            format!("workload {}: {rec}", policy.workload),
+        ));
         shared.kick();
         remembered.last_reason = None;
-    } else if matches!(rec.reason, ScaleReason::Cooldown | ScaleReason::Stabilizing) && remembered.last_reason != Some(rec.reason) {
-        shared.event(EventRecord::normal("AutoScaleHeld", object, format!("workload {}: {rec}", policy.workload)));
+    } else if matches!(rec.reason, ScaleReason::Cooldown | ScaleReason::Stabilizing)
+        && remembered.last_reason != Some(rec.reason)
+    {
+        shared.event(EventRecord::normal(
+            "AutoScaleHeld",
+            object,
+            format!("workload {}: {rec}", policy.workload),
+        ));
         remembered.last_reason = Some(rec.reason);
     } else if !matches!(rec.reason, ScaleReason::Cooldown | ScaleReason::Stabilizing) {
         remembered.last_reason = None;
@@ -112,6 +151,11 @@ fn evaluate(shared: &Shared, stored: &StoredAutoscaler, pods: &[PodRecord], node
     };
     shared.store.set_autoscaler_status(&policy.name, &status)?;
     remembered.state = rec.state;
-    shared.autoscale.policies.lock().expect("autoscaler memory poisoned").insert(policy.name.clone(), remembered);
+    shared
+        .autoscale
+        .policies
+        .lock()
+        .expect("autoscaler memory poisoned")
+        .insert(policy.name.clone(), remembered);
     Ok(())
 }

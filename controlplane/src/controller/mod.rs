@@ -150,9 +150,18 @@ pub async fn serve(
     tracing::info!(%addr, "controller listening");
     let incoming = crate::addr::nodelay_incoming(listener);
     let result = tonic::transport::Server::builder()
-        .add_service(OperatorServer::with_interceptor(operator::OperatorApi::new(shared.clone()), check.clone()))
-        .add_service(NodeRegistryServer::with_interceptor(registry::RegistryApi::new(shared.clone()), check.clone()))
-        .add_service(EndpointWatchServer::with_interceptor(endpoints::EndpointApi::new(shared.clone()), check))
+        .add_service(OperatorServer::with_interceptor(
+            operator::OperatorApi::new(shared.clone()),
+            check.clone(),
+        ))
+        .add_service(NodeRegistryServer::with_interceptor(
+            registry::RegistryApi::new(shared.clone()),
+            check.clone(),
+        ))
+        .add_service(EndpointWatchServer::with_interceptor(
+            endpoints::EndpointApi::new(shared.clone()),
+            check,
+        ))
         .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned())
         .await;
     shutdown.cancel();

@@ -12,7 +12,8 @@ use crate::Result;
 
 /// Checks liveness a few times per timeout until shutdown.
 pub(crate) async fn run(shared: Arc<Shared>) {
-    let period = (shared.config.node_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
+    let period =
+        (shared.config.node_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
     let mut interval = tokio::time::interval(period);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -34,12 +35,18 @@ pub(crate) fn check(shared: &Shared, now: i64) -> Result<Vec<String>> {
         if node.status != NodeStatus::Ready || now - node.last_heartbeat_ms <= timeout {
             continue;
         }
-        shared.store.set_node_status(&node.name, NodeStatus::NotReady)?;
+        shared
+            .store
+            .set_node_status(&node.name, NodeStatus::NotReady)?;
         let silent = Duration::from_millis((now - node.last_heartbeat_ms) as u64);
         shared.event(EventRecord::warning(
             "NodeNotReady",
             format!("node/{}", node.name),
-            format!("node {} sent no heartbeat for {}; its pods are lost", node.name, humantime::format_duration(Duration::from_secs(silent.as_secs()))),
+            format!(
+                "node {} sent no heartbeat for {}; its pods are lost",
+                node.name,
+                humantime::format_duration(Duration::from_secs(silent.as_secs()))
+            ),
         ));
         let mut lost = Vec::new();
         for mut pod in shared.store.list_pods(None)? {
@@ -64,7 +71,11 @@ pub(crate) fn check(shared: &Shared, now: i64) -> Result<Vec<String>> {
         }
         shared.store.put_pods(&lost)?;
         for pod in &lost {
-            shared.event(EventRecord::warning("PodLost", format!("pod/{}", pod.id), format!("pod {} lost with node {}", pod.id, node.name)));
+            shared.event(EventRecord::warning(
+                "PodLost",
+                format!("pod/{}", pod.id),
+                format!("pod {} lost with node {}", pod.id, node.name),
+            ));
         }
         lost_nodes.push(node.name);
     }

@@ -34,7 +34,10 @@ fn validate_autoscale(req: &pb::AutoscaleRequest) -> Result<(), Status> {
         return bad(format!("--min must be >= 1, got {}", req.min_replicas));
     }
     if req.min_replicas > req.max_replicas {
-        return bad(format!("--min ({}) must be <= --max ({})", req.min_replicas, req.max_replicas));
+        return bad(format!(
+            "--min ({}) must be <= --max ({})",
+            req.min_replicas, req.max_replicas
+        ));
     }
     for (flag, v) in [("--cpu", req.cpu_percent), ("--mem", req.memory_percent)] {
         if v > 100 {
@@ -49,34 +52,67 @@ fn validate_autoscale(req: &pb::AutoscaleRequest) -> Result<(), Status> {
 
 #[tonic::async_trait]
 impl pb::operator_server::Operator for OperatorApi {
-    async fn apply(&self, request: Request<pb::ApplyRequest>) -> Result<Response<pb::ApplyResponse>, Status> {
+    async fn apply(
+        &self,
+        request: Request<pb::ApplyRequest>,
+    ) -> Result<Response<pb::ApplyResponse>, Status> {
         let req = request.into_inner();
-        let source = if req.source.is_empty() { "<request>" } else { req.source.as_str() };
-        let objects = model::parse_manifests(&req.manifest, source).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let source = if req.source.is_empty() {
+            "<request>"
+        } else {
+            req.source.as_str()
+        };
+        let objects = model::parse_manifests(&req.manifest, source)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let actions = self.shared.store.apply(&objects).map_err(Status::from)?;
         let mut out = Vec::with_capacity(objects.len());
         for (obj, action) in objects.iter().zip(actions) {
             if action != ApplyAction::Unchanged {
                 self.shared.event(EventRecord::normal(
-                    if action == ApplyAction::Created { "Created" } else { "Configured" },
+                    if action == ApplyAction::Created {
+                        "Created"
+                    } else {
+                        "Configured"
+                    },
                     format!("{}/{}", obj.kind().to_lowercase(), obj.name()),
-                    format!("{} {} {} from {source}", obj.kind(), obj.name(), action.as_str()),
+                    format!(
+                        "{} {} {} from {source}",
+                        obj.kind(),
+                        obj.name(),
+                        action.as_str()
+                    ),
                 ));
             }
-            out.push(pb::AppliedObject { kind: obj.kind().into(), name: obj.name().into(), action: action.as_str().into() });
+            out.push(pb::AppliedObject {
+                kind: obj.kind().into(),
+                name: obj.name().into(),
+                action: action.as_str().into(),
+            });
         }
         self.shared.refresh_endpoints();
         self.shared.kick();
         Ok(Response::new(pb::ApplyResponse { objects: out }))
     }
 
-    async fn list_pods(&self, request: Request<pb::ListRequest>) -> Result<Response<pb::ListPodsResponse>, Status> {
+    async fn list_pods(
+        &self,
+        request: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::ListPodsResponse>, Status> {
         let filter = request.into_inner().filter;
-        let pods = self.shared.store.list_pods((!filter.is_empty()).then_some(filter.as_str())).map_err(Status::from)?;
-        Ok(Response::new(pb::ListPodsResponse { pods: pods.iter().map(pb::Pod::from).collect() }))
+        let pods = self
+            .shared
+            .store
+            .list_pods((!filter.is_empty()).then_some(filter.as_str()))
+            .map_err(Status::from)?;
+        Ok(Response::new(pb::ListPodsResponse {
+            pods: pods.iter().map(pb::Pod::from).collect(),
+        }))
     }
 
-    async fn list_workloads(&self, _request: Request<pb::ListRequest>) -> Result<Response<pb::ListWorkloadsResponse>, Status> {
+    async fn list_workloads(
+        &self,
+        _request: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::ListWorkloadsResponse>, Status> {
         let store = &self.shared.store;
         let pods = store.list_pods(None).map_err(Status::from)?;
         let workloads = store
@@ -85,8 +121,13 @@ impl pb::operator_server::Operator for OperatorApi {
             .into_iter()
             .map(|w| {
                 let mine = pods.iter().filter(|p| p.workload == w.workload.name);
-                let current = mine.clone().filter(|p| !matches!(p.phase, PodPhase::Terminating | PodPhase::Lost)).count();
-                let ready = mine.filter(|p| p.ready && p.phase == PodPhase::Running).count();
+                let current = mine
+                    .clone()
+                    .filter(|p| !matches!(p.phase, PodPhase::Terminating | PodPhase::Lost))
+                    .count();
+                let ready = mine
+                    .filter(|p| p.ready && p.phase == PodPhase::Running)
+                    .count();
                 let mut out = pb::Workload::from(&w.workload);
                 out.current_replicas = current as u32;
                 out.ready_replicas = ready as u32;
@@ -98,7 +139,10 @@ impl pb::operator_server::Operator for OperatorApi {
         Ok(Response::new(pb::ListWorkloadsResponse { workloads }))
     }
 
-    async fn list_services(&self, _request: Request<pb::ListRequest>) -> Result<Response<pb::ListServicesResponse>, Status> {
+    async fn list_services(
+        &self,
+        _request: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::ListServicesResponse>, Status> {
         let services = self
             .shared
             .store
@@ -118,7 +162,10 @@ impl pb::operator_server::Operator for OperatorApi {
         Ok(Response::new(pb::ListServicesResponse { services }))
     }
 
-    async fn list_nodes(&self, _request: Request<pb::ListRequest>) -> Result<Response<pb::ListNodesResponse>, Status> {
+    async fn list_nodes(
+        &self,
+        _request: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::ListNodesResponse>, Status> {
         let store = &self.shared.store;
         let pods = store.list_pods(None).map_err(Status::from)?;
         let workloads = store.list_workloads().map_err(Status::from)?;
@@ -129,7 +176,10 @@ impl pb::operator_server::Operator for OperatorApi {
             .map(|n| {
                 let here: Vec<_> = pods
                     .iter()
-                    .filter(|p| p.node.as_deref() == Some(n.name.as_str()) && !matches!(p.phase, PodPhase::Lost))
+                    .filter(|p| {
+                        p.node.as_deref() == Some(n.name.as_str())
+                            && !matches!(p.phase, PodPhase::Lost)
+                    })
                     .collect();
                 let allocated = here
                     .iter()
@@ -142,9 +192,16 @@ impl pb::operator_server::Operator for OperatorApi {
         Ok(Response::new(pb::ListNodesResponse { nodes }))
     }
 
-    async fn list_events(&self, request: Request<pb::ListRequest>) -> Result<Response<pb::ListEventsResponse>, Status> {
+    async fn list_events(
+        &self,
+        request: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::ListEventsResponse>, Status> {
         let req = request.into_inner();
-        let limit = if req.limit == 0 { DEFAULT_EVENT_LIMIT } else { req.limit as usize };
+        let limit = if req.limit == 0 {
+            DEFAULT_EVENT_LIMIT
+        } else {
+            req.limit as usize
+        };
         let events = self
             .shared
             .store
@@ -157,7 +214,10 @@ impl pb::operator_server::Operator for OperatorApi {
         Ok(Response::new(pb::ListEventsResponse { events }))
     }
 
-    async fn list_autoscalers(&self, request: Request<pb::ListRequest>) -> Result<Response<pb::ListAutoscalersResponse>, Status> {
+    async fn list_autoscalers(
+        &self,
+        request: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::ListAutoscalersResponse>, Status> {
         let filter = request.into_inner().filter;
         let autoscalers = self
             .shared
@@ -169,7 +229,8 @@ impl pb::operator_server::Operator for OperatorApi {
             .map(|a| {
                 let mut out = pb::AutoScalePolicy::from(&a.policy);
                 out.created_at_ms = a.created_at_ms;
-                out.has_metrics = a.status.current_cpu_percent.is_some() || a.status.current_memory_percent.is_some();
+                out.has_metrics = a.status.current_cpu_percent.is_some()
+                    || a.status.current_memory_percent.is_some();
                 out.current_cpu_percent = a.status.current_cpu_percent.unwrap_or_default();
                 out.current_memory_percent = a.status.current_memory_percent.unwrap_or_default();
                 out.current_replicas = a.status.current_replicas;
@@ -181,28 +242,58 @@ impl pb::operator_server::Operator for OperatorApi {
         Ok(Response::new(pb::ListAutoscalersResponse { autoscalers }))
     }
 
-    async fn scale(&self, request: Request<pb::ScaleRequest>) -> Result<Response<pb::ScaleResponse>, Status> {
+    async fn scale(
+        &self,
+        request: Request<pb::ScaleRequest>,
+    ) -> Result<Response<pb::ScaleResponse>, Status> {
         let req = request.into_inner();
-        let previous = self.shared.store.set_replicas(&req.workload, req.replicas).map_err(Status::from)?;
+        let previous = self
+            .shared
+            .store
+            .set_replicas(&req.workload, req.replicas)
+            .map_err(Status::from)?;
         if previous != req.replicas {
             self.shared.event(EventRecord::normal(
                 "Scaled",
                 format!("workload/{}", req.workload),
-                format!("scaled workload {} from {previous} to {} replicas", req.workload, req.replicas),
+                format!(
+                    "scaled workload {} from {previous} to {} replicas",
+                    req.workload, req.replicas
+                ),
             ));
         }
         self.shared.kick();
-        Ok(Response::new(pb::ScaleResponse { previous_replicas: previous, replicas: req.replicas }))
+        Ok(Response::new(pb::ScaleResponse {
+            previous_replicas: previous,
+            replicas: req.replicas,
+        }))
     }
 
-    async fn autoscale(&self, request: Request<pb::AutoscaleRequest>) -> Result<Response<pb::AutoscaleResponse>, Status> {
+    async fn autoscale(
+        &self,
+        request: Request<pb::AutoscaleRequest>,
+    ) -> Result<Response<pb::AutoscaleResponse>, Status> {
         let req = request.into_inner();
         validate_autoscale(&req)?;
-        if self.shared.store.get_workload(&req.workload).map_err(Status::from)?.is_none() {
-            return Err(Status::not_found(format!("workload \"{}\" not found", req.workload)));
+        if self
+            .shared
+            .store
+            .get_workload(&req.workload)
+            .map_err(Status::from)?
+            .is_none()
+        {
+            return Err(Status::not_found(format!(
+                "workload \"{}\" not found",
+                req.workload
+            )));
         }
-        let name = if req.name.is_empty() { req.workload.clone() } else { req.name.clone() };
-        model::validate_dns1123(&name).map_err(|e| Status::invalid_argument(format!("autoscaler name {name:?}: {e}")))?;
+        let name = if req.name.is_empty() {
+            req.workload.clone()
+        } else {
+            req.name.clone()
+        };
+        model::validate_dns1123(&name)
+            .map_err(|e| Status::invalid_argument(format!("autoscaler name {name:?}: {e}")))?;
         let policy = AutoScalePolicy {
             name: name.clone(),
             workload: req.workload.clone(),
@@ -211,36 +302,63 @@ impl pb::operator_server::Operator for OperatorApi {
             cpu_percent: (req.cpu_percent > 0).then_some(req.cpu_percent),
             memory_percent: (req.memory_percent > 0).then_some(req.memory_percent),
         };
-        let action = self.shared.store.upsert_autoscaler(&policy).map_err(Status::from)?;
+        let action = self
+            .shared
+            .store
+            .upsert_autoscaler(&policy)
+            .map_err(Status::from)?;
         if action != ApplyAction::Unchanged {
             self.shared.event(EventRecord::normal(
                 "Configured",
                 format!("autoscalepolicy/{name}"),
                 format!(
                     "autoscaler {name} for workload {}: {}..{} replicas, cpu {}%, memory {}%",
-                    req.workload, req.min_replicas, req.max_replicas, req.cpu_percent, req.memory_percent
+                    req.workload,
+                    req.min_replicas,
+                    req.max_replicas,
+                    req.cpu_percent,
+                    req.memory_percent
                 ),
             ));
         }
         self.shared.kick();
         let mut out = pb::AutoScalePolicy::from(&policy);
         out.created_at_ms = now_ms();
-        Ok(Response::new(pb::AutoscaleResponse { policy: Some(out), action: action.as_str().into() }))
+        Ok(Response::new(pb::AutoscaleResponse {
+            policy: Some(out),
+            action: action.as_str().into(),
+        }))
     }
 
-    async fn delete(&self, request: Request<pb::DeleteRequest>) -> Result<Response<pb::DeleteResponse>, Status> {
+    async fn delete(
+        &self,
+        request: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
         let req = request.into_inner();
         let store = &self.shared.store;
         let (kind, existed) = match req.kind.as_str() {
             "workload" | "workloads" => ("workload", store.delete_workload(&req.name)),
             "service" | "services" | "svc" => ("service", store.delete_service(&req.name)),
-            "autoscaler" | "autoscalers" | "autoscalepolicy" | "hpa" => ("autoscaler", store.delete_autoscaler(&req.name)),
-            other => return Err(Status::invalid_argument(format!("cannot delete kind {other:?}: use workload, service or autoscaler"))),
+            "autoscaler" | "autoscalers" | "autoscalepolicy" | "hpa" => {
+                ("autoscaler", store.delete_autoscaler(&req.name))
+            }
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "cannot delete kind {other:?}: use workload, service or autoscaler"
+                )))
+            }
         };
         if !existed.map_err(Status::from)? {
-            return Err(Status::not_found(format!("{kind} \"{}\" not found", req.name)));
+            return Err(Status::not_found(format!(
+                "{kind} \"{}\" not found",
+                req.name
+            )));
         }
-        self.shared.event(EventRecord::normal("Deleted", format!("{kind}/{}", req.name), format!("{kind} {} deleted", req.name)));
+        self.shared.event(EventRecord::normal(
+            "Deleted",
+            format!("{kind}/{}", req.name),
+            format!("{kind} {} deleted", req.name),
+        ));
         self.shared.refresh_endpoints();
         self.shared.kick();
         Ok(Response::new(pb::DeleteResponse {}))
@@ -248,16 +366,30 @@ impl pb::operator_server::Operator for OperatorApi {
 
     type PodLogsStream = LogStream;
 
-    async fn pod_logs(&self, request: Request<pb::PodLogsRequest>) -> Result<Response<Self::PodLogsStream>, Status> {
+    async fn pod_logs(
+        &self,
+        request: Request<pb::PodLogsRequest>,
+    ) -> Result<Response<Self::PodLogsStream>, Status> {
         let req = request.into_inner();
         let store = &self.shared.store;
-        let pod = store.get_pod(&req.pod).map_err(Status::from)?.ok_or_else(|| Status::not_found(format!("pod \"{}\" not found", req.pod)))?;
-        let node_name = pod.node.ok_or_else(|| Status::failed_precondition(format!("pod {} is not placed on a node yet", req.pod)))?;
+        let pod = store
+            .get_pod(&req.pod)
+            .map_err(Status::from)?
+            .ok_or_else(|| Status::not_found(format!("pod \"{}\" not found", req.pod)))?;
+        let node_name = pod.node.ok_or_else(|| {
+            Status::failed_precondition(format!("pod {} is not placed on a node yet", req.pod))
+        })?;
         let node = store
             .get_node(&node_name)
             .map_err(Status::from)?
-            .ok_or_else(|| Status::unavailable(format!("node {node_name} of pod {} is unknown", req.pod)))?;
-        let mut client = self.shared.agents.client(&node.agent_address).map_err(Status::from)?;
+            .ok_or_else(|| {
+                Status::unavailable(format!("node {node_name} of pod {} is unknown", req.pod))
+            })?;
+        let mut client = self
+            .shared
+            .agents
+            .client(&node.agent_address)
+            .map_err(Status::from)?;
         let upstream = client.pod_logs(req).await?.into_inner();
         let shutdown = self.shared.shutdown.clone();
         let stream = upstream.take_until(shutdown.cancelled_owned());

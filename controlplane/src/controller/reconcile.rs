@@ -13,7 +13,9 @@ use pss_proto::v1 as pb;
 use super::registry::apply_report;
 use super::Shared;
 use crate::model::{generate_pod_id, now_ms, EventRecord, NodeStatus, PodPhase, PodRecord};
-use crate::reconciler::{node_states, observed_from_records, plan, Action, DesiredWorkload, StopReason};
+use crate::reconciler::{
+    node_states, observed_from_records, plan, Action, DesiredWorkload, StopReason,
+};
 use crate::Result;
 
 /// Runs passes until shutdown.
@@ -52,7 +54,10 @@ pub(crate) fn pass(shared: &Arc<Shared>) -> Result<()> {
         .collect();
     let observed = observed_from_records(&pods);
     let node_states = node_states(&nodes, &pods, |name| {
-        workloads.iter().find(|w| w.workload.name == name).map(|w| w.workload.pod_spec.requests())
+        workloads
+            .iter()
+            .find(|w| w.workload.name == name)
+            .map(|w| w.workload.pod_spec.requests())
     });
 
     let actions = plan(&desired, &observed, &node_states, now);
@@ -62,35 +67,65 @@ pub(crate) fn pass(shared: &Arc<Shared>) -> Result<()> {
         tracing::debug!(?action, "reconcile");
         match action {
             Action::Create { workload, node } => {
-                let Some(w) = workloads.iter().find(|w| w.workload.name == workload) else { continue };
-                let mut pod = PodRecord::new(unique_pod_id(&workload, &by_id), &workload, w.workload.pod_spec.spec_hash(), now);
+                let Some(w) = workloads.iter().find(|w| w.workload.name == workload) else {
+                    continue;
+                };
+                let mut pod = PodRecord::new(
+                    unique_pod_id(&workload, &by_id),
+                    &workload,
+                    w.workload.pod_spec.spec_hash(),
+                    now,
+                );
                 pod.node = Some(node.clone());
                 pod.phase = PodPhase::Starting;
                 store.put_pod(&pod)?;
-                shared.event(EventRecord::normal("Scheduled", format!("pod/{}", pod.id), format!("assigned pod {} to node {node}", pod.id)));
+                shared.event(EventRecord::normal(
+                    "Scheduled",
+                    format!("pod/{}", pod.id),
+                    format!("assigned pod {} to node {node}", pod.id),
+                ));
                 spawn_start(shared, pod.id);
             }
             Action::CreateUnschedulable { workload, reason } => {
-                let Some(w) = workloads.iter().find(|w| w.workload.name == workload) else { continue };
-                let mut pod = PodRecord::new(unique_pod_id(&workload, &by_id), &workload, w.workload.pod_spec.spec_hash(), now);
+                let Some(w) = workloads.iter().find(|w| w.workload.name == workload) else {
+                    continue;
+                };
+                let mut pod = PodRecord::new(
+                    unique_pod_id(&workload, &by_id),
+                    &workload,
+                    w.workload.pod_spec.spec_hash(),
+                    now,
+                );
                 pod.reason = "Unschedulable".into();
                 pod.message = reason.clone();
                 store.put_pod(&pod)?;
-                shared.event(EventRecord::warning("FailedScheduling", format!("pod/{}", pod.id), reason));
+                shared.event(EventRecord::warning(
+                    "FailedScheduling",
+                    format!("pod/{}", pod.id),
+                    reason,
+                ));
             }
             Action::Place { pod, node } => {
-                let Some(mut rec) = by_id.get(pod.as_str()).map(|p| (*p).clone()) else { continue };
+                let Some(mut rec) = by_id.get(pod.as_str()).map(|p| (*p).clone()) else {
+                    continue;
+                };
                 rec.node = Some(node.clone());
                 rec.phase = PodPhase::Starting;
                 rec.reason.clear();
                 rec.message.clear();
                 rec.updated_at_ms = now;
                 store.put_pod(&rec)?;
-                shared.event(EventRecord::normal("Scheduled", format!("pod/{pod}"), format!("assigned pod {pod} to node {node}")));
+                shared.event(EventRecord::normal(
+                    "Scheduled",
+                    format!("pod/{pod}"),
+                    format!("assigned pod {pod} to node {node}"),
+                ));
                 spawn_start(shared, pod);
             }
             Action::Restart { pod, node: _ } => {
-                let Some(mut rec) = by_id.get(pod.as_str()).map(|p| (*p).clone()) else { continue };
+                let Some(mut rec) = by_id.get(pod.as_str()).map(|p| (*p).clone()) else {
+                    continue;
+                };
                 if rec.phase != PodPhase::Failed && rec.phase != PodPhase::Succeeded {
                     continue;
                 }
@@ -101,12 +136,21 @@ pub(crate) fn pass(shared: &Arc<Shared>) -> Result<()> {
                 shared.event(EventRecord::normal(
                     "Restarting",
                     format!("pod/{pod}"),
-                    format!("restarting pod {pod} (restart {}, after {})", rec.restart_count, rec.reason),
+                    format!(
+                        "restarting pod {pod} (restart {}, after {})",
+                        rec.restart_count, rec.reason
+                    ),
                 ));
                 spawn_start(shared, pod);
             }
-            Action::Stop { pod, node: _, reason } => {
-                let Some(mut rec) = by_id.get(pod.as_str()).map(|p| (*p).clone()) else { continue };
+            Action::Stop {
+                pod,
+                node: _,
+                reason,
+            } => {
+                let Some(mut rec) = by_id.get(pod.as_str()).map(|p| (*p).clone()) else {
+                    continue;
+                };
                 if rec.phase == PodPhase::Terminating {
                     continue;
                 }
@@ -121,12 +165,20 @@ pub(crate) fn pass(shared: &Arc<Shared>) -> Result<()> {
                     StopReason::WorkloadDeleted => "workload deleted",
                     StopReason::Replaced => "replaced by a pod of the new spec",
                 };
-                shared.event(EventRecord::normal("Killing", format!("pod/{pod}"), format!("stopping pod {pod}: {why}")));
+                shared.event(EventRecord::normal(
+                    "Killing",
+                    format!("pod/{pod}"),
+                    format!("stopping pod {pod}: {why}"),
+                ));
                 spawn_stop(shared, pod, was_ready);
             }
             Action::Forget { pod } => {
                 store.delete_pod(&pod)?;
-                shared.event(EventRecord::normal("Replaced", format!("pod/{pod}"), format!("pod {pod} was lost with its node; a replacement is scheduled")));
+                shared.event(EventRecord::normal(
+                    "Replaced",
+                    format!("pod/{pod}"),
+                    format!("pod {pod} was lost with its node; a replacement is scheduled"),
+                ));
                 endpoints_changed = true;
             }
         }
@@ -157,11 +209,19 @@ fn unique_pod_id(workload: &str, existing: &HashMap<&str, &PodRecord>) -> String
 
 /// Claims `pod` for one task; false when a task already works on it.
 fn claim(shared: &Shared, pod: &str) -> bool {
-    shared.inflight.lock().expect("inflight poisoned").insert(pod.to_string())
+    shared
+        .inflight
+        .lock()
+        .expect("inflight poisoned")
+        .insert(pod.to_string())
 }
 
 fn release(shared: &Shared, pod: &str) {
-    shared.inflight.lock().expect("inflight poisoned").remove(pod);
+    shared
+        .inflight
+        .lock()
+        .expect("inflight poisoned")
+        .remove(pod);
 }
 
 /// Starts (or restarts) `pod` on its node in a task of its own.
@@ -180,17 +240,30 @@ fn spawn_start(shared: &Arc<Shared>, pod: String) {
 
 async fn start(shared: &Arc<Shared>, pod_id: &str) -> Result<()> {
     let store = &shared.store;
-    let Some(rec) = store.get_pod(pod_id)? else { return Ok(()) };
-    let Some(node_name) = rec.node.clone() else { return Ok(()) };
-    let Some(workload) = store.get_workload(&rec.workload)? else { return Ok(()) };
-    let Some(node) = store.get_node(&node_name)? else { return Ok(()) };
+    let Some(rec) = store.get_pod(pod_id)? else {
+        return Ok(());
+    };
+    let Some(node_name) = rec.node.clone() else {
+        return Ok(());
+    };
+    let Some(workload) = store.get_workload(&rec.workload)? else {
+        return Ok(());
+    };
+    let Some(node) = store.get_node(&node_name)? else {
+        return Ok(());
+    };
     let spec = &workload.workload.pod_spec;
     let hash = spec.spec_hash();
     let mut client = shared.agents.client(&node.agent_address)?;
     // A restart is a RunPod too: the agent starts the ended containers of an existing pod in
     // place (same address), or creates the pod if it is gone.
     let call = async {
-        let req = pb::RunPodRequest { id: pod_id.to_string(), workload: rec.workload.clone(), spec: Some(spec.into()), spec_hash: hash };
+        let req = pb::RunPodRequest {
+            id: pod_id.to_string(),
+            workload: rec.workload.clone(),
+            spec: Some(spec.into()),
+            spec_hash: hash,
+        };
         client.run_pod(req).await.map(|r| r.into_inner())
     };
     let result = tokio::select! {
@@ -198,7 +271,9 @@ async fn start(shared: &Arc<Shared>, pod_id: &str) -> Result<()> {
         r = call => r,
     };
     // The record may have moved on (scaled down, deleted) while the agent worked.
-    let Some(mut rec) = store.get_pod(pod_id)? else { return Ok(()) };
+    let Some(mut rec) = store.get_pod(pod_id)? else {
+        return Ok(());
+    };
     if rec.phase != PodPhase::Starting {
         return Ok(());
     }
@@ -208,7 +283,11 @@ async fn start(shared: &Arc<Shared>, pod_id: &str) -> Result<()> {
         Err(status) => pb::PodReport {
             id: pod_id.to_string(),
             phase: pb::PodPhase::Failed as i32,
-            reason: if status.code() == tonic::Code::Unavailable { "AgentUnreachable".into() } else { "RunPodFailed".into() },
+            reason: if status.code() == tonic::Code::Unavailable {
+                "AgentUnreachable".into()
+            } else {
+                "RunPodFailed".into()
+            },
             message: status.message().to_string(),
             ..Default::default()
         },
@@ -218,13 +297,22 @@ async fn start(shared: &Arc<Shared>, pod_id: &str) -> Result<()> {
     store.put_pod(&rec)?;
     let obj = format!("pod/{pod_id}");
     if outcome.started {
-        shared.event(EventRecord::normal("Started", obj, format!("pod {pod_id} is running on {node_name}")));
+        shared.event(EventRecord::normal(
+            "Started",
+            obj,
+            format!("pod {pod_id} is running on {node_name}"),
+        ));
     } else if outcome.failed {
         let wait = Duration::from_millis((rec.backoff_until_ms - now).max(0) as u64);
         shared.event(EventRecord::warning(
             "Failed",
             obj,
-            format!("pod {pod_id} failed to start on {node_name}: {}: {}; retry in {}", rec.reason, rec.message, humantime::format_duration(Duration::from_secs(wait.as_secs()))),
+            format!(
+                "pod {pod_id} failed to start on {node_name}: {}: {}; retry in {}",
+                rec.reason,
+                rec.message,
+                humantime::format_duration(Duration::from_secs(wait.as_secs()))
+            ),
         ));
         super::registry::schedule_kick(shared, wait);
         shared.kick();
@@ -257,12 +345,17 @@ fn spawn_stop(shared: &Arc<Shared>, pod: String, drain: bool) {
 
 async fn stop(shared: &Arc<Shared>, pod_id: &str) -> Result<()> {
     let store = &shared.store;
-    let Some(rec) = store.get_pod(pod_id)? else { return Ok(()) };
+    let Some(rec) = store.get_pod(pod_id)? else {
+        return Ok(());
+    };
     if let Some(node_name) = &rec.node {
         if let Some(node) = store.get_node(node_name)? {
             if node.status == NodeStatus::Ready {
                 let mut client = shared.agents.client(&node.agent_address)?;
-                let req = pb::StopPodRequest { id: pod_id.to_string(), grace_period_ms: shared.config.stop_grace.as_millis() as u64 };
+                let req = pb::StopPodRequest {
+                    id: pod_id.to_string(),
+                    grace_period_ms: shared.config.stop_grace.as_millis() as u64,
+                };
                 tokio::select! {
                     _ = shared.shutdown.cancelled() => return Ok(()),
                     r = client.stop_pod(req) => { r?; }
@@ -273,7 +366,11 @@ async fn stop(shared: &Arc<Shared>, pod_id: &str) -> Result<()> {
         }
     }
     store.delete_pod(pod_id)?;
-    shared.event(EventRecord::normal("Stopped", format!("pod/{pod_id}"), format!("pod {pod_id} stopped and removed")));
+    shared.event(EventRecord::normal(
+        "Stopped",
+        format!("pod/{pod_id}"),
+        format!("pod {pod_id} stopped and removed"),
+    ));
     shared.refresh_endpoints();
     shared.kick();
     Ok(())

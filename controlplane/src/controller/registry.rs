@@ -13,7 +13,9 @@ use tonic::{Request, Response, Status};
 
 use super::Shared;
 use crate::backoff::CrashLoop;
-use crate::model::{now_ms, ContainerState, EventRecord, NodeRecord, NodeStatus, PodPhase, PodRecord, PortAddress};
+use crate::model::{
+    now_ms, ContainerState, EventRecord, NodeRecord, NodeStatus, PodPhase, PodRecord, PortAddress,
+};
 
 /// What a report changed in a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -34,10 +36,20 @@ pub fn apply_report(record: &mut PodRecord, report: &pb::PodReport, now: i64) ->
     record.cpu_percent = report.cpu_percent;
     record.memory_bytes = report.memory_bytes;
     if !report.containers.is_empty() {
-        record.containers = report.containers.iter().cloned().map(ContainerState::from).collect();
+        record.containers = report
+            .containers
+            .iter()
+            .cloned()
+            .map(ContainerState::from)
+            .collect();
     }
     if !report.addresses.is_empty() {
-        record.addresses = report.addresses.iter().cloned().filter_map(|a| PortAddress::try_from(a).ok()).collect();
+        record.addresses = report
+            .addresses
+            .iter()
+            .cloned()
+            .filter_map(|a| PortAddress::try_from(a).ok())
+            .collect();
     }
     match record.phase {
         // Being drained and stopped by the controller: the report changes nothing.
@@ -56,7 +68,11 @@ pub fn apply_report(record: &mut PodRecord, report: &pb::PodReport, now: i64) ->
                 out.started = true;
                 out.changed = true;
                 record.phase = PodPhase::Running;
-                record.started_at_ms = if report.started_at_ms > 0 { report.started_at_ms } else { now };
+                record.started_at_ms = if report.started_at_ms > 0 {
+                    report.started_at_ms
+                } else {
+                    now
+                };
                 record.reason.clear();
                 record.message.clear();
             }
@@ -69,14 +85,21 @@ pub fn apply_report(record: &mut PodRecord, report: &pb::PodReport, now: i64) ->
             if record.phase != PodPhase::Failed {
                 out.failed = true;
                 out.changed = true;
-                let crash = CrashLoop { failure_streak: record.failure_streak, backoff_until_ms: record.backoff_until_ms }
-                    .on_failure(record.started_at_ms, now);
+                let crash = CrashLoop {
+                    failure_streak: record.failure_streak,
+                    backoff_until_ms: record.backoff_until_ms,
+                }
+                .on_failure(record.started_at_ms, now);
                 record.failure_streak = crash.failure_streak;
                 record.backoff_until_ms = crash.backoff_until_ms;
                 record.phase = PodPhase::Failed;
                 record.ready = false;
                 record.reason = if report.reason.is_empty() {
-                    if phase == pb::PodPhase::Succeeded { "Completed".into() } else { "Error".into() }
+                    if phase == pb::PodPhase::Succeeded {
+                        "Completed".into()
+                    } else {
+                        "Error".into()
+                    }
                 } else {
                     report.reason.clone()
                 };
@@ -109,7 +132,14 @@ struct Ingest<'a> {
 
 impl<'a> Ingest<'a> {
     fn new(shared: &'a Arc<Shared>, node: &'a str) -> Self {
-        Ingest { shared, node, now: now_ms(), stop: Vec::new(), endpoints_changed: false, kick: false }
+        Ingest {
+            shared,
+            node,
+            now: now_ms(),
+            stop: Vec::new(),
+            endpoints_changed: false,
+            kick: false,
+        }
     }
 
     fn pod(&mut self, report: &pb::PodReport) -> Result<(), Status> {
@@ -134,11 +164,19 @@ impl<'a> Ingest<'a> {
         }
         let obj = format!("pod/{}", record.id);
         if out.started {
-            self.shared.event(EventRecord::normal("Started", obj.clone(), format!("pod {} is running on {}", record.id, self.node)));
+            self.shared.event(EventRecord::normal(
+                "Started",
+                obj.clone(),
+                format!("pod {} is running on {}", record.id, self.node),
+            ));
         }
         if out.failed {
             let wait = (record.backoff_until_ms - self.now).max(0);
-            let detail = if record.message.is_empty() { String::new() } else { format!(": {}", record.message) };
+            let detail = if record.message.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", record.message)
+            };
             self.shared.event(EventRecord::warning(
                 "BackOff",
                 obj,
@@ -193,9 +231,13 @@ impl RegistryApi {
 
 #[tonic::async_trait]
 impl pb::node_registry_server::NodeRegistry for RegistryApi {
-    async fn register(&self, request: Request<pb::RegisterNodeRequest>) -> Result<Response<pb::RegisterNodeResponse>, Status> {
+    async fn register(
+        &self,
+        request: Request<pb::RegisterNodeRequest>,
+    ) -> Result<Response<pb::RegisterNodeResponse>, Status> {
         let req = request.into_inner();
-        crate::model::validate_dns1123(&req.name).map_err(|e| Status::invalid_argument(format!("node name {:?}: {e}", req.name)))?;
+        crate::model::validate_dns1123(&req.name)
+            .map_err(|e| Status::invalid_argument(format!("node name {:?}: {e}", req.name)))?;
         if req.agent_address.is_empty() {
             return Err(Status::invalid_argument("agent_address is required"));
         }
@@ -225,7 +267,11 @@ impl pb::node_registry_server::NodeRegistry for RegistryApi {
             req.memory_bytes / (1024 * 1024),
             req.pods.len()
         );
-        shared.event(EventRecord::normal("Registered", format!("node/{}", req.name), msg));
+        shared.event(EventRecord::normal(
+            "Registered",
+            format!("node/{}", req.name),
+            msg,
+        ));
 
         let mut ingest = Ingest::new(shared, &req.name);
         for p in &req.pods {
@@ -233,9 +279,13 @@ impl pb::node_registry_server::NodeRegistry for RegistryApi {
         }
         // Pods the controller placed here that the node no longer has (host rebooted, pods
         // removed by hand): they failed; the reconciler restarts them.
-        let reported: std::collections::HashSet<&str> = req.pods.iter().map(|p| p.id.as_str()).collect();
+        let reported: std::collections::HashSet<&str> =
+            req.pods.iter().map(|p| p.id.as_str()).collect();
         let placed = shared.store.list_pods(None).map_err(Status::from)?;
-        for mut pod in placed.into_iter().filter(|p| p.node.as_deref() == Some(req.name.as_str())) {
+        for mut pod in placed
+            .into_iter()
+            .filter(|p| p.node.as_deref() == Some(req.name.as_str()))
+        {
             if pod.phase == PodPhase::Running && !reported.contains(pod.id.as_str()) {
                 let missing = pb::PodReport {
                     id: pod.id.clone(),
@@ -258,29 +308,55 @@ impl pb::node_registry_server::NodeRegistry for RegistryApi {
         Ok(Response::new(pb::RegisterNodeResponse { stop_pods }))
     }
 
-    async fn heartbeat(&self, request: Request<pb::HeartbeatRequest>) -> Result<Response<pb::HeartbeatResponse>, Status> {
+    async fn heartbeat(
+        &self,
+        request: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
         let req = request.into_inner();
         let shared = &self.shared;
         let Some(node) = shared.store.get_node(&req.node).map_err(Status::from)? else {
-            return Ok(Response::new(pb::HeartbeatResponse { stop_pods: Vec::new(), known: false }));
+            return Ok(Response::new(pb::HeartbeatResponse {
+                stop_pods: Vec::new(),
+                known: false,
+            }));
         };
         let m = req.metrics.unwrap_or_default();
-        shared.store.record_heartbeat(&req.node, m.cpu_usage_percent, m.memory_used_bytes, now_ms()).map_err(Status::from)?;
+        shared
+            .store
+            .record_heartbeat(
+                &req.node,
+                m.cpu_usage_percent,
+                m.memory_used_bytes,
+                now_ms(),
+            )
+            .map_err(Status::from)?;
         let mut ingest = Ingest::new(shared, &req.node);
         if node.status != NodeStatus::Ready {
-            shared.event(EventRecord::normal("NodeReady", format!("node/{}", req.node), format!("node {} is sending heartbeats again", req.node)));
+            shared.event(EventRecord::normal(
+                "NodeReady",
+                format!("node/{}", req.node),
+                format!("node {} is sending heartbeats again", req.node),
+            ));
             ingest.kick = true;
         }
         for p in &req.pods {
             ingest.pod(p)?;
         }
         let stop_pods = ingest.finish();
-        Ok(Response::new(pb::HeartbeatResponse { stop_pods, known: true }))
+        Ok(Response::new(pb::HeartbeatResponse {
+            stop_pods,
+            known: true,
+        }))
     }
 
-    async fn report_pod_status(&self, request: Request<pb::PodStatusUpdate>) -> Result<Response<pb::PodStatusAck>, Status> {
+    async fn report_pod_status(
+        &self,
+        request: Request<pb::PodStatusUpdate>,
+    ) -> Result<Response<pb::PodStatusAck>, Status> {
         let req = request.into_inner();
-        let pod = req.pod.ok_or_else(|| Status::invalid_argument("pod is required"))?;
+        let pod = req
+            .pod
+            .ok_or_else(|| Status::invalid_argument("pod is required"))?;
         let mut ingest = Ingest::new(&self.shared, &req.node);
         ingest.pod(&pod)?;
         let stop_pods = ingest.finish();
@@ -293,11 +369,21 @@ mod tests {
     use super::*;
 
     fn running(ready: bool) -> pb::PodReport {
-        pb::PodReport { id: "w-abcde".into(), phase: pb::PodPhase::Running as i32, ready, ..Default::default() }
+        pb::PodReport {
+            id: "w-abcde".into(),
+            phase: pb::PodPhase::Running as i32,
+            ready,
+            ..Default::default()
+        }
     }
 
     fn failed() -> pb::PodReport {
-        pb::PodReport { id: "w-abcde".into(), phase: pb::PodPhase::Failed as i32, reason: "Error".into(), ..Default::default() }
+        pb::PodReport {
+            id: "w-abcde".into(),
+            phase: pb::PodPhase::Failed as i32,
+            reason: "Error".into(),
+            ..Default::default()
+        }
     }
 
     fn record() -> PodRecord {
@@ -314,7 +400,10 @@ mod tests {
         assert!(o.started && o.changed && !o.failed);
         assert_eq!(r.phase, PodPhase::Running);
         assert!(r.ready);
-        assert_eq!(apply_report(&mut r, &running(true), 2_000), Outcome::default());
+        assert_eq!(
+            apply_report(&mut r, &running(true), 2_000),
+            Outcome::default()
+        );
     }
 
     #[test]

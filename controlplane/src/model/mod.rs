@@ -121,7 +121,9 @@ pub struct PodSpec {
 impl PodSpec {
     /// Sum of the containers' requests: what the scheduler reserves for one pod.
     pub fn requests(&self) -> Resources {
-        self.containers.iter().fold(Resources::default(), |acc, c| acc.plus(c.resources))
+        self.containers
+            .iter()
+            .fold(Resources::default(), |acc, c| acc.plus(c.resources))
     }
 
     /// Stable hash of the spec; a pod whose hash differs from its workload's runs an old spec.
@@ -391,11 +393,25 @@ pub struct EventRecord {
 impl EventRecord {
     /// A Normal event (time and id are filled in by whoever records it).
     pub fn normal(reason: &str, object: String, message: String) -> Self {
-        EventRecord { id: 0, time_ms: 0, event_type: EventType::Normal, reason: reason.into(), object, message }
+        EventRecord {
+            id: 0,
+            time_ms: 0,
+            event_type: EventType::Normal,
+            reason: reason.into(),
+            object,
+            message,
+        }
     }
     /// A Warning event.
     pub fn warning(reason: &str, object: String, message: String) -> Self {
-        EventRecord { id: 0, time_ms: 0, event_type: EventType::Warning, reason: reason.into(), object, message }
+        EventRecord {
+            id: 0,
+            time_ms: 0,
+            event_type: EventType::Warning,
+            reason: reason.into(),
+            object,
+            message,
+        }
     }
 }
 

@@ -90,7 +90,13 @@ pub trait StateStore: Send + Sync + 'static {
     fn get_node(&self, name: &str) -> Result<Option<NodeRecord>>;
     fn list_nodes(&self) -> Result<Vec<NodeRecord>>;
     /// Records a heartbeat: metrics, time, and status Ready.
-    fn record_heartbeat(&self, name: &str, cpu_usage_percent: f64, memory_used_bytes: u64, now_ms: i64) -> Result<()>;
+    fn record_heartbeat(
+        &self,
+        name: &str,
+        cpu_usage_percent: f64,
+        memory_used_bytes: u64,
+        now_ms: i64,
+    ) -> Result<()>;
     fn set_node_status(&self, name: &str, status: NodeStatus) -> Result<()>;
 
     // ----- pods

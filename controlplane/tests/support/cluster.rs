@@ -35,7 +35,10 @@ pub fn podman_env() -> PodmanEnv {
                 .unwrap_or_else(|| panic!("setup script printed no {key}=: {text}"))
                 .to_string()
         };
-        PodmanEnv { containers_conf: get("CONTAINERS_CONF"), socket: get("PSS_PODMAN_SOCK") }
+        PodmanEnv {
+            containers_conf: get("CONTAINERS_CONF"),
+            socket: get("PSS_PODMAN_SOCK"),
+        }
     })
     .clone()
 }
@@ -43,19 +46,40 @@ pub fn podman_env() -> PodmanEnv {
 /// Runs the podman CLI (tests only use it to look and to clean up).
 pub fn podman(args: &[&str]) -> String {
     let env = podman_env();
-    let out = Command::new("podman").args(args).env("CONTAINERS_CONF", &env.containers_conf).output().expect("run podman");
-    assert!(out.status.success(), "podman {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("podman")
+        .args(args)
+        .env("CONTAINERS_CONF", &env.containers_conf)
+        .output()
+        .expect("run podman");
+    assert!(
+        out.status.success(),
+        "podman {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// IDs of the Podman pods labelled for `node`.
 pub fn podman_pods_on(node: &str) -> Vec<String> {
-    podman(&["pod", "ps", "-q", "--filter", &format!("label=pss.node={node}")]).lines().map(str::to_string).collect()
+    podman(&[
+        "pod",
+        "ps",
+        "-q",
+        "--filter",
+        &format!("label=pss.node={node}"),
+    ])
+    .lines()
+    .map(str::to_string)
+    .collect()
 }
 
 /// A free loopback port (bound, then released).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// One pss-agent process.
@@ -71,7 +95,12 @@ impl AgentProcess {
         let env = podman_env();
         let child = Command::new(env!("CARGO_BIN_EXE_pss-agent"))
             .args(["--controller", controller, "--token", TOKEN])
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--advertise-address", "127.0.0.1"])
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--advertise-address",
+                "127.0.0.1",
+            ])
             .args(["--node-name", node, "--socket", &env.socket])
             .args(["--metrics-interval", "2s", "--cpu", "4000", "--mem", "4096"])
             .env("RUST_LOG", "info")
@@ -79,7 +108,11 @@ impl AgentProcess {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start pss-agent");
-        AgentProcess { node: node.to_string(), port, child }
+        AgentProcess {
+            node: node.to_string(),
+            port,
+            child,
+        }
     }
 
     /// SIGKILL, no goodbye.
@@ -111,7 +144,10 @@ impl Cluster {
     }
 
     /// Like [`Cluster::start`], with the controller's test config adjusted by `tune`.
-    pub async fn start_with_config(nodes: &[&str], tune: impl FnOnce(&mut pss_controlplane::controller::ControllerConfig)) -> Self {
+    pub async fn start_with_config(
+        nodes: &[&str],
+        tune: impl FnOnce(&mut pss_controlplane::controller::ControllerConfig),
+    ) -> Self {
         podman_env();
         let dir = tempfile::tempdir().unwrap();
         let mut config = super::fast_config();
@@ -121,33 +157,74 @@ impl Cluster {
         let suffix = suffix.trim_start_matches("t-");
         let names: Vec<String> = nodes.iter().map(|n| format!("{n}-{suffix}")).collect();
         let addr = controller.addr.to_string();
-        let agents = names.iter().map(|n| AgentProcess::start(n, free_port(), &addr)).collect();
-        let cluster = Cluster { controller, agents, nodes: names.clone(), _dir: dir };
+        let agents = names
+            .iter()
+            .map(|n| AgentProcess::start(n, free_port(), &addr))
+            .collect();
+        let cluster = Cluster {
+            controller,
+            agents,
+            nodes: names.clone(),
+            _dir: dir,
+        };
         let want = names.len();
-        eventually(Duration::from_secs(60), "every agent registered and Ready", || async {
-            let out = cluster.controller.ctl(&["get", "nodes", "-o", "json"]).await.ok()?;
-            let v: serde_json::Value = serde_json::from_str(&out).ok()?;
-            let ready = v["items"].as_array()?.iter().filter(|n| n["status"] == "Ready").count();
-            (ready == want).then_some(())
-        })
+        eventually(
+            Duration::from_secs(60),
+            "every agent registered and Ready",
+            || async {
+                let out = cluster
+                    .controller
+                    .ctl(&["get", "nodes", "-o", "json"])
+                    .await
+                    .ok()?;
+                let v: serde_json::Value = serde_json::from_str(&out).ok()?;
+                let ready = v["items"]
+                    .as_array()?
+                    .iter()
+                    .filter(|n| n["status"] == "Ready")
+                    .count();
+                (ready == want).then_some(())
+            },
+        )
         .await;
         cluster
     }
 
     /// `pssctl get pods -o json` items.
     pub async fn pods(&self) -> Vec<serde_json::Value> {
-        let out = self.controller.ctl(&["get", "pods", "-o", "json"]).await.expect("get pods");
+        let out = self
+            .controller
+            .ctl(&["get", "pods", "-o", "json"])
+            .await
+            .expect("get pods");
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
         v["items"].as_array().unwrap().clone()
     }
 
     /// Waits until exactly `n` pods of `workload` are Running and ready; returns them.
-    pub async fn wait_running(&self, workload: &str, n: usize, timeout: Duration) -> Vec<serde_json::Value> {
-        eventually(timeout, &format!("{n} ready pods of {workload}"), || async {
-            let pods: Vec<_> = self.pods().await.into_iter().filter(|p| p["workload"] == workload).collect();
-            let ready = pods.iter().filter(|p| p["phase"] == "Running" && p["ready"] == true).count();
-            (ready == n && pods.len() == n).then_some(pods)
-        })
+    pub async fn wait_running(
+        &self,
+        workload: &str,
+        n: usize,
+        timeout: Duration,
+    ) -> Vec<serde_json::Value> {
+        eventually(
+            timeout,
+            &format!("{n} ready pods of {workload}"),
+            || async {
+                let pods: Vec<_> = self
+                    .pods()
+                    .await
+                    .into_iter()
+                    .filter(|p| p["workload"] == workload)
+                    .collect();
+                let ready = pods
+                    .iter()
+                    .filter(|p| p["phase"] == "Running" && p["ready"] == true)
+                    .count();
+                (ready == n && pods.len() == n).then_some(pods)
+            },
+        )
         .await
     }
 
@@ -160,7 +237,10 @@ impl Cluster {
     pub async fn apply_text(&self, yaml: &str) -> String {
         let f = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
         std::fs::write(f.path(), yaml).unwrap();
-        self.controller.ctl(&["apply", "-f", f.path().to_str().unwrap()]).await.expect("apply")
+        self.controller
+            .ctl(&["apply", "-f", f.path().to_str().unwrap()])
+            .await
+            .expect("apply")
     }
 }
 
@@ -173,7 +253,13 @@ impl Drop for Cluster {
         for node in &self.nodes {
             let env = podman_env();
             let ids = Command::new("podman")
-                .args(["pod", "ps", "-q", "--filter", &format!("label=pss.node={node}")])
+                .args([
+                    "pod",
+                    "ps",
+                    "-q",
+                    "--filter",
+                    &format!("label=pss.node={node}"),
+                ])
                 .env("CONTAINERS_CONF", &env.containers_conf)
                 .output()
                 .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())

@@ -26,7 +26,11 @@ pub struct FakeAgent {
 impl FakeAgent {
     /// Starts the agent's gRPC server, registers `node` with the controller at `controller`,
     /// and heartbeats every 500 ms until `shutdown`.
-    pub async fn start(node: &str, controller: SocketAddr, shutdown: CancellationToken) -> FakeAgent {
+    pub async fn start(
+        node: &str,
+        controller: SocketAddr,
+        shutdown: CancellationToken,
+    ) -> FakeAgent {
         let agent = FakeAgent::default();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -36,7 +40,10 @@ impl FakeAgent {
         tokio::spawn(async move {
             tonic::transport::Server::builder()
                 .add_service(svc)
-                .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), stop.cancelled_owned())
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    stop.cancelled_owned(),
+                )
                 .await
                 .unwrap();
         });
@@ -45,13 +52,22 @@ impl FakeAgent {
         tokio::spawn(async move {
             let mut registered = false;
             loop {
-                let channel = match tonic::transport::Endpoint::from_shared(format!("http://{controller}")).unwrap().connect().await {
+                let channel = match tonic::transport::Endpoint::from_shared(format!(
+                    "http://{controller}"
+                ))
+                .unwrap()
+                .connect()
+                .await
+                {
                     Ok(c) => c,
                     Err(_) => {
                         tokio::select! { _ = shutdown.cancelled() => return, _ = tokio::time::sleep(Duration::from_millis(200)) => continue }
                     }
                 };
-                let mut reg = pb::node_registry_client::NodeRegistryClient::with_interceptor(channel, BearerToken::new(TOKEN).unwrap());
+                let mut reg = pb::node_registry_client::NodeRegistryClient::with_interceptor(
+                    channel,
+                    BearerToken::new(TOKEN).unwrap(),
+                );
                 loop {
                     if !registered {
                         let req = pb::RegisterNodeRequest {
@@ -66,7 +82,11 @@ impl FakeAgent {
                         }
                         registered = true;
                     }
-                    let hb = pb::HeartbeatRequest { node: node.clone(), metrics: Some(pb::NodeMetrics::default()), pods: me.reports() };
+                    let hb = pb::HeartbeatRequest {
+                        node: node.clone(),
+                        metrics: Some(pb::NodeMetrics::default()),
+                        pods: me.reports(),
+                    };
                     match reg.heartbeat(hb).await {
                         Ok(r) => {
                             let r = r.into_inner();
@@ -89,17 +109,28 @@ impl FakeAgent {
     fn report(id: &str, addr: SocketAddr) -> pb::PodReport {
         pb::PodReport {
             id: id.to_string(),
-            workload: id.rsplit_once('-').map(|(w, _)| w.to_string()).unwrap_or_default(),
+            workload: id
+                .rsplit_once('-')
+                .map(|(w, _)| w.to_string())
+                .unwrap_or_default(),
             phase: pb::PodPhase::Running as i32,
             ready: true,
-            addresses: vec![pb::PortAddress { container_port: 80, address: addr.to_string() }],
+            addresses: vec![pb::PortAddress {
+                container_port: 80,
+                address: addr.to_string(),
+            }],
             memory_bytes: 1 << 20,
             ..Default::default()
         }
     }
 
     fn reports(&self) -> Vec<pb::PodReport> {
-        self.pods.lock().unwrap().iter().map(|(id, (addr, _))| Self::report(id, *addr)).collect()
+        self.pods
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(id, (addr, _))| Self::report(id, *addr))
+            .collect()
     }
 
     fn stop(&self, id: &str) -> bool {
@@ -120,10 +151,15 @@ impl FakeAgent {
 
 #[tonic::async_trait]
 impl pb::agent_server::Agent for FakeAgent {
-    async fn run_pod(&self, request: Request<pb::RunPodRequest>) -> Result<Response<pb::RunPodResponse>, Status> {
+    async fn run_pod(
+        &self,
+        request: Request<pb::RunPodRequest>,
+    ) -> Result<Response<pb::RunPodResponse>, Status> {
         let req = request.into_inner();
         if let Some((addr, _)) = self.pods.lock().unwrap().get(&req.id) {
-            return Ok(Response::new(pb::RunPodResponse { pod: Some(Self::report(&req.id, *addr)) }));
+            return Ok(Response::new(pb::RunPodResponse {
+                pod: Some(Self::report(&req.id, *addr)),
+            }));
         }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -143,18 +179,30 @@ impl pb::agent_server::Agent for FakeAgent {
                 }
             }
         });
-        self.pods.lock().unwrap().insert(req.id.clone(), (addr, stop));
-        Ok(Response::new(pb::RunPodResponse { pod: Some(Self::report(&req.id, addr)) }))
+        self.pods
+            .lock()
+            .unwrap()
+            .insert(req.id.clone(), (addr, stop));
+        Ok(Response::new(pb::RunPodResponse {
+            pod: Some(Self::report(&req.id, addr)),
+        }))
     }
 
-    async fn stop_pod(&self, request: Request<pb::StopPodRequest>) -> Result<Response<pb::StopPodResponse>, Status> {
+    async fn stop_pod(
+        &self,
+        request: Request<pb::StopPodRequest>,
+    ) -> Result<Response<pb::StopPodResponse>, Status> {
         let existed = self.stop(&request.into_inner().id);
         Ok(Response::new(pb::StopPodResponse { existed }))
     }
 
-    type PodLogsStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::LogChunk, Status>> + Send>>;
+    type PodLogsStream =
+        std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::LogChunk, Status>> + Send>>;
 
-    async fn pod_logs(&self, _request: Request<pb::PodLogsRequest>) -> Result<Response<Self::PodLogsStream>, Status> {
+    async fn pod_logs(
+        &self,
+        _request: Request<pb::PodLogsRequest>,
+    ) -> Result<Response<Self::PodLogsStream>, Status> {
         Err(Status::unimplemented("the fake agent keeps no logs"))
     }
 }

@@ -34,7 +34,11 @@ impl RunningController {
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(serve(listener, Arc::new(store), config, shutdown.clone()));
-        RunningController { addr, shutdown, task }
+        RunningController {
+            addr,
+            shutdown,
+            task,
+        }
     }
 
     /// Starts a controller on `db` with fast test timings.
