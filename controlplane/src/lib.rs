@@ -8,7 +8,7 @@
 //! - [`services`]: endpoint computation and snapshot fan-out to proxies.
 //! - [`controller`]: the gRPC server, node registry and control loops of `pss-controller`.
 //! - [`agent`]: `pss-agent`: the Podman REST client and the agent's gRPC server.
-//! - [`cli`]: `pssctl`.
+//! - [`cli`]: the `pssctl` command line.
 //! - [`auth`]: shared-token checks for every gRPC server.
 //!
 //! The binaries in `src/bin/` are thin: they parse flags and call into this library.

@@ -39,6 +39,8 @@ async fn start_proxy(
 struct Sample {
     at: Instant,
     ok: bool,
+    /// Why it failed; shown by the assertions' `{:?}`.
+    #[allow(dead_code)]
     detail: String,
 }
 
@@ -213,7 +215,7 @@ async fn a_dead_agent_s_pods_move_and_no_duplicate_remains_when_it_returns() {
     let killed_at = Instant::now();
     cluster.agents[0].kill();
     // node_timeout is 6 s in tests (3 x a 2 s heartbeat): the pods move to node-b.
-    let moved = eventually(
+    eventually(
         Duration::from_secs(60),
         "pods replaced on the other node",
         || async {
@@ -226,7 +228,6 @@ async fn a_dead_agent_s_pods_move_and_no_duplicate_remains_when_it_returns() {
         },
     )
     .await;
-    let _ = moved;
     eprintln!(
         "node loss: pods replaced {:?} after the agent was killed",
         killed_at.elapsed()

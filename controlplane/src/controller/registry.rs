@@ -81,36 +81,32 @@ pub fn apply_report(record: &mut PodRecord, report: &pb::PodReport, now: i64) ->
                 record.ready = report.ready;
             }
         }
-        pb::PodPhase::Failed | pb::PodPhase::Succeeded => {
-            if record.phase != PodPhase::Failed {
-                out.failed = true;
-                out.changed = true;
-                let crash = CrashLoop {
-                    failure_streak: record.failure_streak,
-                    backoff_until_ms: record.backoff_until_ms,
-                }
-                .on_failure(record.started_at_ms, now);
-                record.failure_streak = crash.failure_streak;
-                record.backoff_until_ms = crash.backoff_until_ms;
-                record.phase = PodPhase::Failed;
-                record.ready = false;
-                record.reason = if report.reason.is_empty() {
-                    if phase == pb::PodPhase::Succeeded {
-                        "Completed".into()
-                    } else {
-                        "Error".into()
-                    }
+        pb::PodPhase::Failed | pb::PodPhase::Succeeded if record.phase != PodPhase::Failed => {
+            out.failed = true;
+            out.changed = true;
+            let crash = CrashLoop {
+                failure_streak: record.failure_streak,
+                backoff_until_ms: record.backoff_until_ms,
+            }
+            .on_failure(record.started_at_ms, now);
+            record.failure_streak = crash.failure_streak;
+            record.backoff_until_ms = crash.backoff_until_ms;
+            record.phase = PodPhase::Failed;
+            record.ready = false;
+            record.reason = if report.reason.is_empty() {
+                if phase == pb::PodPhase::Succeeded {
+                    "Completed".into()
                 } else {
-                    report.reason.clone()
-                };
-                record.message = report.message.clone();
-            }
+                    "Error".into()
+                }
+            } else {
+                report.reason.clone()
+            };
+            record.message = report.message.clone();
         }
-        pb::PodPhase::Pending | pb::PodPhase::Starting => {
-            if record.ready {
-                out.changed = true;
-                record.ready = false;
-            }
+        pb::PodPhase::Pending | pb::PodPhase::Starting if record.ready => {
+            out.changed = true;
+            record.ready = false;
         }
         _ => {}
     }

@@ -50,8 +50,8 @@ impl FakeAgent {
         let node = node.to_string();
         let me = agent.clone();
         tokio::spawn(async move {
-            let mut registered = false;
             loop {
+                let mut registered = false;
                 let channel = match tonic::transport::Endpoint::from_shared(format!(
                     "http://{controller}"
                 ))
@@ -80,7 +80,6 @@ impl FakeAgent {
                         if reg.register(req).await.is_err() {
                             break;
                         }
-                        registered = true;
                     }
                     let hb = pb::HeartbeatRequest {
                         node: node.clone(),
@@ -99,7 +98,6 @@ impl FakeAgent {
                     }
                     tokio::select! { _ = shutdown.cancelled() => return, _ = tokio::time::sleep(Duration::from_millis(500)) => {} }
                 }
-                registered = false;
                 tokio::select! { _ = shutdown.cancelled() => return, _ = tokio::time::sleep(Duration::from_millis(200)) => {} }
             }
         });
