@@ -86,6 +86,48 @@ async fn applies_examples_lists_them_and_keeps_them_across_a_restart() {
     let events = c.ctl(&["get", "events"]).await.unwrap();
     assert!(events.contains("FailedScheduling"), "{events}");
 
+    // `pssctl autoscale` changes the workload's one policy, whatever its name; a second policy
+    // for the same workload is refused.
+    let out = c
+        .ctl(&[
+            "autoscale",
+            "workload/my-app",
+            "--cpu",
+            "60",
+            "--mem",
+            "0",
+            "--min",
+            "3",
+            "--max",
+            "8",
+        ])
+        .await
+        .unwrap();
+    assert!(
+        out.starts_with("autoscaler/my-autoscaler configured"),
+        "{out}"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&c.ctl(&["get", "autoscalers", "-o", "json"]).await.unwrap()).unwrap();
+    assert_eq!(v["items"].as_array().unwrap().len(), 1);
+    assert_eq!(v["items"][0]["minReplicas"], 3);
+    assert_eq!(v["items"][0]["targetCpuPercent"], 60);
+    let second = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
+    std::fs::write(
+        second.path(),
+        "kind: AutoScalePolicy\nmetadata: {name: other}\nspec: {workload: my-app, minReplicas: 1, maxReplicas: 2, cpu: 50}\n",
+    )
+    .unwrap();
+    let err = c
+        .ctl(&["apply", "-f", second.path().to_str().unwrap()])
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("already has the autoscaler my-autoscaler"),
+        "{err}"
+    );
+
     let scaled = c
         .ctl(&["scale", "workload/my-app", "--replicas", "5"])
         .await

@@ -50,6 +50,35 @@ fn validate_autoscale(req: &pb::AutoscaleRequest) -> Result<(), Status> {
     Ok(())
 }
 
+impl OperatorApi {
+    /// A workload has at most one autoscaling policy: two would fight over its replicas.
+    fn check_one_autoscaler_per_workload(
+        &self,
+        objects: &[model::Object],
+        source: &str,
+    ) -> Result<(), Status> {
+        let existing = self.shared.store.list_autoscalers().map_err(Status::from)?;
+        let mut seen: std::collections::HashMap<&str, &str> = existing
+            .iter()
+            .map(|a| (a.policy.workload.as_str(), a.policy.name.as_str()))
+            .collect();
+        for obj in objects {
+            let model::Object::AutoScalePolicy(p) = obj else {
+                continue;
+            };
+            match seen.insert(p.workload.as_str(), p.name.as_str()) {
+                Some(other) if other != p.name => return Err(Status::invalid_argument(format!(
+                    "{source}: AutoScalePolicy {}: workload {} already has the autoscaler {other} \
+                         (delete it first, or apply the change to {other})",
+                    p.name, p.workload
+                ))),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
 #[tonic::async_trait]
 impl pb::operator_server::Operator for OperatorApi {
     async fn apply(
@@ -64,6 +93,7 @@ impl pb::operator_server::Operator for OperatorApi {
         };
         let objects = model::parse_manifests(&req.manifest, source)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        self.check_one_autoscaler_per_workload(&objects, source)?;
         let actions = self.shared.store.apply(&objects).map_err(Status::from)?;
         let mut out = Vec::with_capacity(objects.len());
         for (obj, action) in objects.iter().zip(actions) {
@@ -287,10 +317,21 @@ impl pb::operator_server::Operator for OperatorApi {
                 req.workload
             )));
         }
-        let name = if req.name.is_empty() {
-            req.workload.clone()
-        } else {
+        // `pssctl autoscale` and an AutoScalePolicy manifest set the same thing: the workload's
+        // one policy, whatever it was named.
+        let existing = self
+            .shared
+            .store
+            .list_autoscalers()
+            .map_err(Status::from)?
+            .into_iter()
+            .find(|a| a.policy.workload == req.workload);
+        let name = if !req.name.is_empty() {
             req.name.clone()
+        } else if let Some(a) = existing {
+            a.policy.name
+        } else {
+            req.workload.clone()
         };
         model::validate_dns1123(&name)
             .map_err(|e| Status::invalid_argument(format!("autoscaler name {name:?}: {e}")))?;
