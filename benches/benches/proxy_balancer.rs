@@ -63,7 +63,11 @@ fn swap(c: &mut Criterion) {
         g.bench_function(BenchmarkId::new("backends", n), |b| {
             b.iter(|| {
                 version += 1;
-                let set = if version % 2 == 0 { &a } else { &b_set };
+                let set = if version.is_multiple_of(2) {
+                    &a
+                } else {
+                    &b_set
+                };
                 std::hint::black_box(balancer.update(version, set));
             })
         });
