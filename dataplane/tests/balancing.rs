@@ -210,7 +210,11 @@ async fn all_backends_down_closes_the_client_at_once_and_counts_it() {
     }
     eventually("counted", || handle.stats().no_backend_closes == 3).await;
     assert_eq!(handle.stats().backends_up, 0);
-    assert_eq!(handle.stats().connect_errors, 1, "later clients are not even tried");
+    assert_eq!(
+        handle.stats().connect_errors,
+        1,
+        "later clients are not even tried"
+    );
     let text = proxy.handle.metrics_text();
     assert!(
         text.contains("pss_proxy_no_backend_closes_total{service=\"svc\"} 3"),

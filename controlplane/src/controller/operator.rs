@@ -67,11 +67,13 @@ impl OperatorApi {
                 continue;
             };
             match seen.insert(p.workload.as_str(), p.name.as_str()) {
-                Some(other) if other != p.name => return Err(Status::invalid_argument(format!(
+                Some(other) if other != p.name => {
+                    return Err(Status::invalid_argument(format!(
                     "{source}: AutoScalePolicy {}: workload {} already has the autoscaler {other} \
                          (delete it first, or apply the change to {other})",
                     p.name, p.workload
-                ))),
+                )))
+                }
                 _ => {}
             }
         }
