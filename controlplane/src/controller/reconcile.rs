@@ -224,17 +224,32 @@ fn release(shared: &Shared, pod: &str) {
         .remove(pod);
 }
 
-/// Starts (or restarts) `pod` on its node in a task of its own.
-fn spawn_start(shared: &Arc<Shared>, pod: String) {
+/// Runs `work` on `pod` in a task of its own, unless a task already works on that pod.
+fn spawn_claimed<Fut>(
+    shared: &Arc<Shared>,
+    pod: String,
+    what: &'static str,
+    work: impl FnOnce(Arc<Shared>, String) -> Fut,
+) where
+    Fut: std::future::Future<Output = Result<()>> + Send + 'static,
+{
     if !claim(shared, &pod) {
         return;
     }
+    let fut = work(shared.clone(), pod.clone());
     let shared = shared.clone();
     tokio::spawn(async move {
-        if let Err(e) = start(&shared, &pod).await {
-            tracing::warn!(pod = %pod, error = %e, "starting pod failed");
+        if let Err(e) = fut.await {
+            tracing::warn!(pod = %pod, error = %e, "{what} failed; a later pass retries");
         }
         release(&shared, &pod);
+    });
+}
+
+/// Starts (or restarts) `pod` on its node in a task of its own.
+fn spawn_start(shared: &Arc<Shared>, pod: String) {
+    spawn_claimed(shared, pod, "starting pod", |shared, pod| async move {
+        start(&shared, &pod).await
     });
 }
 
@@ -325,21 +340,14 @@ async fn start(shared: &Arc<Shared>, pod_id: &str) -> Result<()> {
 
 /// Drains `pod` (if it was serving), stops it on its node and forgets it, in a task.
 fn spawn_stop(shared: &Arc<Shared>, pod: String, drain: bool) {
-    if !claim(shared, &pod) {
-        return;
-    }
-    let shared = shared.clone();
-    tokio::spawn(async move {
+    spawn_claimed(shared, pod, "stopping pod", move |shared, pod| async move {
         if drain {
             tokio::select! {
-                _ = shared.shutdown.cancelled() => { release(&shared, &pod); return; }
+                _ = shared.shutdown.cancelled() => return Ok(()),
                 _ = tokio::time::sleep(shared.config.drain_period) => {}
             }
         }
-        if let Err(e) = stop(&shared, &pod).await {
-            tracing::warn!(pod = %pod, error = %e, "stopping pod failed; will retry");
-        }
-        release(&shared, &pod);
+        stop(&shared, &pod).await
     });
 }
 
