@@ -4,7 +4,7 @@
 //! records are updated in the store first (so the next pass sees the intent), then the slow
 //! part — RunPod/StopPod on an agent, the drain before a stop — runs in a task of its own.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -62,20 +62,27 @@ pub(crate) fn pass(shared: &Arc<Shared>) -> Result<()> {
 
     let actions = plan(&desired, &observed, &node_states, now);
     let by_id: HashMap<&str, &PodRecord> = pods.iter().map(|p| (p.id.as_str(), p)).collect();
+    // IDs in use, including those of pods created earlier in this pass.
+    let mut taken: HashSet<String> = by_id.keys().map(|id| id.to_string()).collect();
+    // A fresh, unplaced record for a new pod of `workload` (None if it was deleted meanwhile).
+    let mut new_pod = |workload: &str| {
+        let w = workloads.iter().find(|w| w.workload.name == workload)?;
+        let id = unique_pod_id(workload, &mut taken);
+        Some(PodRecord::new(
+            id,
+            workload,
+            w.workload.pod_spec.spec_hash(),
+            now,
+        ))
+    };
     let mut endpoints_changed = false;
     for action in actions {
         tracing::debug!(?action, "reconcile");
         match action {
             Action::Create { workload, node } => {
-                let Some(w) = workloads.iter().find(|w| w.workload.name == workload) else {
+                let Some(mut pod) = new_pod(&workload) else {
                     continue;
                 };
-                let mut pod = PodRecord::new(
-                    unique_pod_id(&workload, &by_id),
-                    &workload,
-                    w.workload.pod_spec.spec_hash(),
-                    now,
-                );
                 pod.node = Some(node.clone());
                 pod.phase = PodPhase::Starting;
                 store.put_pod(&pod)?;
@@ -87,15 +94,9 @@ pub(crate) fn pass(shared: &Arc<Shared>) -> Result<()> {
                 spawn_start(shared, pod.id);
             }
             Action::CreateUnschedulable { workload, reason } => {
-                let Some(w) = workloads.iter().find(|w| w.workload.name == workload) else {
+                let Some(mut pod) = new_pod(&workload) else {
                     continue;
                 };
-                let mut pod = PodRecord::new(
-                    unique_pod_id(&workload, &by_id),
-                    &workload,
-                    w.workload.pod_spec.spec_hash(),
-                    now,
-                );
                 pod.reason = "Unschedulable".into();
                 pod.message = reason.clone();
                 store.put_pod(&pod)?;
@@ -197,11 +198,11 @@ pub(crate) fn pass(shared: &Arc<Shared>) -> Result<()> {
     Ok(())
 }
 
-/// A fresh pod id for `workload` that no current pod uses.
-fn unique_pod_id(workload: &str, existing: &HashMap<&str, &PodRecord>) -> String {
+/// A fresh pod id for `workload` that is not `taken`; records it as taken.
+fn unique_pod_id(workload: &str, taken: &mut HashSet<String>) -> String {
     loop {
         let id = generate_pod_id(workload);
-        if !existing.contains_key(id.as_str()) {
+        if taken.insert(id.clone()) {
             return id;
         }
     }
