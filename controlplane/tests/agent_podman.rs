@@ -24,9 +24,9 @@ use pss_proto::auth::BearerToken;
 use pss_proto::v1::agent_client::AgentClient;
 use pss_proto::v1::node_registry_server::{NodeRegistry, NodeRegistryServer};
 use pss_proto::v1::{
-    Container, HeartbeatRequest, HeartbeatResponse, PodLogsRequest, PodPhase, PodReport, PodSpec,
-    PodStatusAck, PodStatusUpdate, PortSpec, RegisterNodeRequest, RegisterNodeResponse, Resources,
-    RunPodRequest, StopPodRequest,
+    Container, HeartbeatRequest, HeartbeatResponse, LogChunk, PodLogsRequest, PodPhase, PodReport,
+    PodSpec, PodStatusAck, PodStatusUpdate, PortSpec, RegisterNodeRequest, RegisterNodeResponse,
+    Resources, RunPodRequest, StopPodRequest,
 };
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -228,6 +228,33 @@ impl Harness {
 
     async fn client(&self) -> Client {
         self.client_with(TOKEN).await
+    }
+
+    /// A pod's logs so far (`container` empty = all), as chunks and as text; `None` if the
+    /// call failed.
+    async fn logs(&self, pod: &str, container: &str) -> Option<(Vec<LogChunk>, String)> {
+        let request = PodLogsRequest {
+            pod: pod.to_string(),
+            follow: false,
+            container: container.to_string(),
+            tail: 0,
+        };
+        let mut stream = self
+            .client()
+            .await
+            .pod_logs(request)
+            .await
+            .ok()?
+            .into_inner();
+        let mut chunks = Vec::new();
+        while let Some(chunk) = stream.message().await.ok()? {
+            chunks.push(chunk);
+        }
+        let text = chunks
+            .iter()
+            .map(|c| String::from_utf8_lossy(&c.data).into_owned())
+            .collect();
+        Some((chunks, text))
     }
 
     /// A fresh pod ID of `workload`.
@@ -508,26 +535,7 @@ async fn logs_return_what_the_container_printed() {
     )
     .await;
     let chunks = eventually("both lines in the logs", || async {
-        let mut stream = h
-            .client()
-            .await
-            .pod_logs(PodLogsRequest {
-                pod: id.clone(),
-                follow: false,
-                container: String::new(),
-                tail: 0,
-            })
-            .await
-            .ok()?
-            .into_inner();
-        let mut chunks = Vec::new();
-        while let Some(chunk) = stream.message().await.ok()? {
-            chunks.push(chunk);
-        }
-        let text: String = chunks
-            .iter()
-            .map(|c| String::from_utf8_lossy(&c.data).into_owned())
-            .collect();
+        let (chunks, text) = h.logs(&id, "").await?;
         (text.contains("hello-out") && text.contains("hello-err")).then_some(chunks)
     })
     .await;
@@ -757,26 +765,7 @@ async fn containers_of_a_pod_share_its_network_and_their_logs_are_tagged() {
 
     // The sidecar reached the web container on localhost: one network namespace.
     let chunks = eventually("the sidecar's fetch in the logs", || async {
-        let mut stream = h
-            .client()
-            .await
-            .pod_logs(PodLogsRequest {
-                pod: id.clone(),
-                follow: false,
-                container: "sidecar".into(),
-                tail: 0,
-            })
-            .await
-            .ok()?
-            .into_inner();
-        let mut chunks = Vec::new();
-        while let Some(chunk) = stream.message().await.ok()? {
-            chunks.push(chunk);
-        }
-        let text: String = chunks
-            .iter()
-            .map(|c| String::from_utf8_lossy(&c.data).into_owned())
-            .collect();
+        let (chunks, text) = h.logs(&id, "sidecar").await?;
         text.contains(&format!("hello from {id}")).then_some(chunks)
     })
     .await;
