@@ -8,15 +8,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use pss_controlplane::controller::{serve, ControllerConfig};
-use pss_controlplane::model::{
-    now_ms, NodeRecord, NodeStatus, Object, PodPhase, PodRecord, PodSpec, PortAddress, Service,
-    Workload,
+use pss_controller::{serve, ControllerConfig};
+use pss_core::model::{Container, Placement, PortSpec, Protocol, Resources};
+use pss_core::model::{
+    NodeRecord, NodeStatus, Object, PodPhase, PodRecord, PodSpec, PortAddress, Service, Workload,
 };
-use pss_controlplane::model::{Container, Placement, PortSpec, Protocol, Resources};
-use pss_controlplane::store::{SqliteStore, StateStore};
+use pss_plumbing::clock::now_ms;
 use pss_proto::auth::BearerToken;
 use pss_proto::v1 as pb;
+use pss_store::{SqliteStore, StateStore};
 
 const TOKEN: &str = "bench";
 

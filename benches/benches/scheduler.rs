@@ -13,9 +13,9 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use pss_controlplane::model::{Placement, Resources};
-use pss_controlplane::reconciler::{plan, DesiredWorkload};
-use pss_controlplane::scheduler::{place, place_many, NodeState};
+use pss_core::model::{Placement, Resources};
+use pss_core::reconciler::{plan, DesiredWorkload};
+use pss_core::scheduler::{place, place_many, NodeState};
 
 const NODES: usize = 1_000;
 const PODS: usize = 10_000;

@@ -1,0 +1,199 @@
+//! `pss-agent`: one per node. It drives Podman through its libpod REST API over the unix
+//! socket and keeps the controller informed.
+//!
+//! - [`podman`]: the REST client (hyperlocal); [`logs`]: Podman's log-frame demultiplexer;
+//!   [`socket`]: where the Podman socket is.
+//! - [`runtime`]: PSS pods as labelled Podman pods (create, stop, read back as `PodReport`).
+//! - [`server`]: the `pss.v1.Agent` gRPC service the controller dials back (RunPod, StopPod,
+//!   PodLogs), behind the shared-token check.
+//! - [`reporter`]: Register (with the pods already running: adoption), heartbeats with
+//!   [`metrics`], and status pushes; [`events`] (Podman's event stream) and [`readiness`]
+//!   (TCP probes) feed those pushes.
+//!
+//! # Running an agent
+//!
+//! [`run`] is the whole agent: bind a listener (e.g. `127.0.0.1:0` in tests), build an
+//! [`AgentConfig`], and call `run(listener, config, shutdown)`; it returns after `shutdown` is
+//! cancelled (pods keep running: an agent restart adopts them). The address registered with
+//! the controller is `<advertise_address>:<listener port>`.
+//!
+//! ```no_run
+//! # async fn demo() -> pss_agent::Result<()> {
+//! use pss_agent::{run, AgentConfig};
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let mut config = AgentConfig::new("127.0.0.1:50051", "token", "node-a");
+//! config.socket = Some("/run/pss/podman.sock".into());
+//! let shutdown = tokio_util::sync::CancellationToken::new();
+//! run(listener, config, shutdown).await
+//! # }
+//! ```
+
+mod error;
+pub mod events;
+pub mod logs;
+pub mod metrics;
+pub mod podman;
+pub mod readiness;
+pub mod reporter;
+pub mod runtime;
+pub mod server;
+pub mod socket;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pss_proto::v1::agent_server::AgentServer;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+pub use error::{Error, Result};
+use pss_plumbing::Backoff;
+use pss_proto::auth::TokenCheck;
+pub use runtime::Runtime;
+pub use server::AgentService;
+
+/// Everything an agent needs to know; the flags of `pss-agent`.
+#[derive(Clone)]
+pub struct AgentConfig {
+    /// Controller address, `host:port` (or a URI).
+    pub controller: String,
+    /// Shared token: sent to the controller and required from callers of the agent's server.
+    pub token: String,
+    /// This node's name (labels its pods; the controller's node name).
+    pub node_name: String,
+    /// Host the controller dials back and pods' ports are reached on.
+    pub advertise_address: String,
+    /// Podman socket; `None` auto-detects (see [`socket`]).
+    pub socket: Option<PathBuf>,
+    /// CPU capacity offered to the scheduler, in millicores.
+    pub cpu_millis: u64,
+    /// Memory capacity offered to the scheduler, in bytes.
+    pub memory_bytes: u64,
+    /// Heartbeat (metrics) interval.
+    pub metrics_interval: Duration,
+    /// Retry policy of registration and the event stream.
+    pub backoff: Backoff,
+}
+
+impl AgentConfig {
+    /// The defaults of `pss-agent`: advertise 127.0.0.1, auto-detected socket, cores x 1000
+    /// millicores, 4096 MiB, 15 s heartbeats.
+    pub fn new(
+        controller: impl Into<String>,
+        token: impl Into<String>,
+        node_name: impl Into<String>,
+    ) -> Self {
+        Self {
+            controller: controller.into(),
+            token: token.into(),
+            node_name: node_name.into(),
+            advertise_address: "127.0.0.1".into(),
+            socket: None,
+            cpu_millis: default_cpu_millis(),
+            memory_bytes: 4096 * 1024 * 1024,
+            metrics_interval: Duration::from_secs(15),
+            backoff: Backoff::default(),
+        }
+    }
+}
+
+impl std::fmt::Debug for AgentConfig {
+    /// Everything but the token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentConfig")
+            .field("controller", &self.controller)
+            .field("token", &"<redacted>")
+            .field("node_name", &self.node_name)
+            .field("advertise_address", &self.advertise_address)
+            .field("socket", &self.socket)
+            .field("cpu_millis", &self.cpu_millis)
+            .field("memory_bytes", &self.memory_bytes)
+            .field("metrics_interval", &self.metrics_interval)
+            .field("backoff", &self.backoff)
+            .finish()
+    }
+}
+
+/// The node's cores x 1000.
+pub fn default_cpu_millis() -> u64 {
+    std::thread::available_parallelism()
+        .map(|n| n.get() as u64)
+        .unwrap_or(1)
+        * 1000
+}
+
+/// The machine's hostname (the default node name).
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// Runs the agent on `listener` until `shutdown`: finds and pings Podman (failing with every
+/// socket path tried when none answers), serves the `Agent` gRPC service, registers with the
+/// controller (reporting the pods already on this node), heartbeats, watches Podman's events
+/// and probes readiness.
+pub async fn run(
+    listener: TcpListener,
+    config: AgentConfig,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    if config.token.is_empty() {
+        return Err(Error::Invalid("the agent needs the shared token".into()));
+    }
+    let podman = socket::detect(config.socket.clone()).await?;
+    tracing::info!(socket = %podman.socket().display(), node = %config.node_name, "Podman answers");
+    let port = listener.local_addr()?.port();
+    let agent_address = format!("{}:{port}", config.advertise_address);
+    let runtime = Arc::new(Runtime::new(
+        podman,
+        config.node_name.clone(),
+        config.advertise_address.clone(),
+    ));
+
+    let client = reporter::connect(&config.controller, &config.token)?;
+    let identity = reporter::NodeIdentity {
+        name: config.node_name.clone(),
+        agent_address: agent_address.clone(),
+        cpu_millis: config.cpu_millis,
+        memory_bytes: config.memory_bytes,
+    };
+    let (updates_tx, updates_rx) = mpsc::channel(1024);
+    let reporter = reporter::Reporter::new(
+        client,
+        runtime.clone(),
+        identity,
+        config.metrics_interval,
+        config.backoff,
+    );
+
+    let tasks = shutdown.child_token();
+    let mut background = tokio::task::JoinSet::new();
+    background.spawn(reporter.run(updates_rx, tasks.clone()));
+    background.spawn(events::run(
+        runtime.clone(),
+        updates_tx.clone(),
+        tasks.clone(),
+    ));
+    background.spawn(readiness::run(runtime.clone(), updates_tx, tasks.clone()));
+
+    tracing::info!(listen = %listener.local_addr()?, advertise = %agent_address, "agent serving");
+    let service =
+        AgentServer::with_interceptor(AgentService::new(runtime), TokenCheck::new(&config.token));
+    let served = tonic::transport::Server::builder()
+        .add_service(service)
+        .serve_with_incoming_shutdown(
+            pss_plumbing::addr::nodelay_incoming(listener),
+            shutdown.cancelled(),
+        )
+        .await;
+    tasks.cancel();
+    while background.join_next().await.is_some() {}
+    tracing::info!("agent stopped; its pods keep running");
+    served.map_err(Error::from)
+}

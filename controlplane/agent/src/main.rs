@@ -1,0 +1,77 @@
+//! `pss-agent`: flags, logging and signals; the work is in the `pss_agent` library.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use pss_agent::{default_cpu_millis, hostname, run, AgentConfig};
+use pss_plumbing::addr::parse_listen;
+use pss_plumbing::duration::parse_duration;
+use tokio_util::sync::CancellationToken;
+
+/// PSS node agent: runs the controller's pods on Podman (libpod REST API over its unix
+/// socket), reports node and pod state, and serves RunPod/StopPod/PodLogs to the controller.
+#[derive(Parser, Debug)]
+#[command(name = "pss-agent", version)]
+struct Args {
+    /// Controller gRPC address.
+    #[arg(long, env = "PSS_CONTROLLER", default_value = "localhost:50051")]
+    controller: String,
+    /// Shared auth token (required).
+    #[arg(long, env = "PSS_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Agent gRPC listen address (the controller dials back here).
+    #[arg(long, env = "PSS_AGENT_LISTEN", default_value = ":50052")]
+    listen: String,
+    /// Podman socket path (default: auto-detect: DOCKER_HOST, CONTAINER_HOST,
+    /// $XDG_RUNTIME_DIR/podman/podman.sock, /run/user/<uid>/podman/podman.sock,
+    /// /run/podman/podman.sock).
+    #[arg(long, env = "PSS_PODMAN_SOCK")]
+    socket: Option<PathBuf>,
+    /// CPU capacity in millicores (default: cores x 1000).
+    #[arg(long)]
+    cpu: Option<u64>,
+    /// Memory capacity in MiB.
+    #[arg(long, default_value_t = 4096)]
+    mem: u64,
+    /// Heartbeat / metrics interval.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    metrics_interval: Duration,
+    /// Node name (default: the hostname).
+    #[arg(long, env = "PSS_NODE_NAME")]
+    node_name: Option<String>,
+    /// Address the controller dials back and pods' ports are reached on.
+    #[arg(long, env = "PSS_ADVERTISE_ADDRESS", default_value = "127.0.0.1")]
+    advertise_address: String,
+    /// Log format: text or json.
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    pss_plumbing::logging::init(&args.log_format);
+    let token = pss_plumbing::token::require_token(args.token).map_err(anyhow::Error::msg)?;
+    let addr = parse_listen(&args.listen).map_err(anyhow::Error::msg)?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+
+    let mut config = AgentConfig::new(
+        args.controller,
+        token,
+        args.node_name.unwrap_or_else(hostname),
+    );
+    config.advertise_address = args.advertise_address;
+    config.socket = args.socket;
+    config.cpu_millis = args.cpu.unwrap_or_else(default_cpu_millis);
+    config.memory_bytes = args.mem * 1024 * 1024;
+    config.metrics_interval = args.metrics_interval;
+
+    let shutdown = CancellationToken::new();
+    pss_plumbing::shutdown::cancel_on_signals(shutdown.clone());
+    run(listener, config, shutdown).await.context("pss-agent")?;
+    Ok(())
+}

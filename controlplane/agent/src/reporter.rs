@@ -1,0 +1,308 @@
+//! The agent's side of the `NodeRegistry` conversation with the controller:
+//!
+//! - **Register** at start with every PSS pod already on the node (adoption: a restarted agent
+//!   keeps its pods), retried with exponential back-off and jitter until the controller answers;
+//!   pods in the answer's `stop_pods` are stopped.
+//! - **Heartbeat** every metrics interval: node metrics and each pod's report with CPU/memory
+//!   usage (see [`crate::metrics`]); `stop_pods` are stopped, `known = false` registers again.
+//! - **ReportPodStatus** for every update the event watcher and readiness loop produce, at
+//!   once and independently of heartbeats; the ack's `stop_pods` are stopped.
+//!
+//! The controller being away never touches the pods: calls fail, are logged on the first
+//! failure, and the next heartbeat carries the full state once it is back.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pss_proto::auth::BearerToken;
+use pss_proto::v1::node_registry_client::NodeRegistryClient;
+use pss_proto::v1::{HeartbeatRequest, PodReport, PodStatusUpdate, RegisterNodeRequest};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::metrics::{pod_usage, NodeSampler, PodCpuTracker};
+use crate::runtime::Runtime;
+use crate::{Error, Result};
+use pss_plumbing::Backoff;
+
+/// Grace period for pods the controller asks this node to drop (orphans after a partition).
+pub const ORPHAN_STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// gRPC client of the controller's node registry, with the shared token attached.
+pub type RegistryClient = NodeRegistryClient<InterceptedService<Channel, BearerToken>>;
+
+/// A lazily connected client for `controller` (`host:port` or a URI); the channel reconnects by
+/// itself after the controller comes back.
+pub fn connect(controller: &str, token: &str) -> Result<RegistryClient> {
+    let endpoint = Endpoint::from_shared(pss_plumbing::addr::dial_uri(controller))
+        .map_err(|e| Error::Invalid(format!("controller address {controller:?}: {e}")))?
+        .connect_timeout(Duration::from_secs(3))
+        .timeout(Duration::from_secs(15))
+        .tcp_nodelay(true);
+    let token = BearerToken::new(token)?;
+    Ok(NodeRegistryClient::with_interceptor(
+        endpoint.connect_lazy(),
+        token,
+    ))
+}
+
+/// Everything the reporter sends about the node itself.
+#[derive(Debug, Clone)]
+pub struct NodeIdentity {
+    pub name: String,
+    /// `host:port` the controller dials back.
+    pub agent_address: String,
+    pub cpu_millis: u64,
+    pub memory_bytes: u64,
+}
+
+/// Drives registration, heartbeats and status pushes until shutdown.
+pub struct Reporter {
+    client: RegistryClient,
+    runtime: Arc<Runtime>,
+    node: NodeIdentity,
+    metrics_interval: Duration,
+    backoff: Backoff,
+    node_sampler: NodeSampler,
+    pod_cpu: PodCpuTracker,
+    /// Whether the last call reached the controller (only changes are logged).
+    connected: bool,
+}
+
+impl Reporter {
+    pub fn new(
+        client: RegistryClient,
+        runtime: Arc<Runtime>,
+        node: NodeIdentity,
+        metrics_interval: Duration,
+        backoff: Backoff,
+    ) -> Self {
+        Self {
+            client,
+            runtime,
+            node,
+            metrics_interval,
+            backoff,
+            node_sampler: NodeSampler::default(),
+            pod_cpu: PodCpuTracker::default(),
+            connected: true,
+        }
+    }
+
+    /// Registers, then heartbeats and forwards `updates` until `shutdown`.
+    pub async fn run(mut self, updates: mpsc::Receiver<PodReport>, shutdown: CancellationToken) {
+        // Prime the CPU counters so the first heartbeat already carries deltas.
+        self.node_sampler.sample();
+        let _ = self.pod_reports().await;
+        if !self.register(&shutdown).await {
+            return;
+        }
+        // Status pushes run beside the heartbeats so that a slow heartbeat (it inspects every
+        // pod) never delays news of a dead container.
+        let pusher = tokio::spawn(push_updates(
+            self.client.clone(),
+            self.runtime.clone(),
+            self.node.name.clone(),
+            updates,
+            shutdown.clone(),
+        ));
+        let mut tick = tokio::time::interval_at(
+            Instant::now() + self.metrics_interval,
+            self.metrics_interval,
+        );
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tick.tick() => {
+                    // A heartbeat to a hung controller must not hold up shutdown.
+                    let alive = tokio::select! {
+                        _ = shutdown.cancelled() => false,
+                        alive = self.heartbeat(&shutdown) => alive,
+                    };
+                    if !alive {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = pusher.await;
+    }
+
+    /// Registers until the controller answers (false: shut down first).
+    async fn register(&mut self, shutdown: &CancellationToken) -> bool {
+        let mut attempt = 0u32;
+        loop {
+            match self.try_register().await {
+                Ok((pods, stop)) => {
+                    tracing::info!(node = %self.node.name, address = %self.node.agent_address, pods, unwanted = stop.len(), "registered with the controller");
+                    self.connected = true;
+                    self.stop_pods(stop);
+                    return true;
+                }
+                Err(e) => {
+                    let delay = self.backoff.next_delay(attempt, &mut rand::rng());
+                    tracing::warn!(error = %e, retry_in = ?delay, "registration failed");
+                    attempt = attempt.saturating_add(1);
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return false,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// One registration; returns how many pods it reported and the pods to stop.
+    async fn try_register(&mut self) -> Result<(usize, Vec<String>)> {
+        let pods = crate::readiness::probe_all(&self.runtime).await?;
+        tracing::debug!(
+            pods = pods.len(),
+            "registering with the pods already on this node"
+        );
+        let count = pods.len();
+        let request = RegisterNodeRequest {
+            name: self.node.name.clone(),
+            cpu_millis: self.node.cpu_millis,
+            memory_bytes: self.node.memory_bytes,
+            agent_address: self.node.agent_address.clone(),
+            pods,
+        };
+        let stop = self.client.register(request).await?.into_inner().stop_pods;
+        Ok((count, stop))
+    }
+
+    /// One heartbeat (false: shut down while registering again).
+    async fn heartbeat(&mut self, shutdown: &CancellationToken) -> bool {
+        let started = std::time::Instant::now();
+        let metrics = self.node_sampler.sample();
+        let pods = match self.pod_reports().await {
+            Ok(pods) => pods,
+            Err(e) => {
+                tracing::warn!(error = %e, "heartbeat: reading pods from Podman");
+                return true;
+            }
+        };
+        let request = HeartbeatRequest {
+            node: self.node.name.clone(),
+            metrics: Some(metrics),
+            pods,
+        };
+        let count = request.pods.len();
+        let collected = started.elapsed();
+        match self.client.heartbeat(request).await {
+            Ok(response) => {
+                tracing::debug!(pods = count, ?collected, took = ?started.elapsed(), "heartbeat");
+                self.reached();
+                let response = response.into_inner();
+                self.stop_pods(response.stop_pods);
+                if !response.known {
+                    tracing::info!("the controller does not know this node; registering again");
+                    return self.register(shutdown).await;
+                }
+            }
+            Err(status) => self.unreachable("heartbeat", &status),
+        }
+        true
+    }
+
+    /// Every pod's report with its usage since the previous sample.
+    async fn pod_reports(&mut self) -> Result<Vec<PodReport>> {
+        let mut reports = self.runtime.reports().await?;
+        let running: Vec<String> = reports
+            .iter()
+            .flat_map(|r| r.containers.iter())
+            .filter(|c| c.state == "running")
+            .map(|c| c.id.clone())
+            .collect();
+        let stats = match self.runtime.podman().container_stats(&running).await {
+            Ok(stats) => stats,
+            Err(e) => {
+                tracing::debug!(error = %e, "container stats");
+                Vec::new()
+            }
+        };
+        let usage = self.pod_cpu.update(&stats, std::time::Instant::now());
+        for r in &mut reports {
+            let u = pod_usage(r.containers.iter().map(|c| c.id.as_str()), &usage);
+            r.cpu_percent = u.cpu_percent;
+            r.memory_bytes = u.memory_bytes;
+        }
+        Ok(reports)
+    }
+
+    fn reached(&mut self) {
+        if !self.connected {
+            tracing::info!("controller reachable again");
+            self.connected = true;
+        }
+    }
+
+    fn unreachable(&mut self, what: &str, status: &tonic::Status) {
+        if self.connected {
+            tracing::warn!(error = %status, "{what} failed; pods keep running, retrying every interval");
+            self.connected = false;
+        } else {
+            tracing::debug!(error = %status, "{what} failed");
+        }
+    }
+
+    fn stop_pods(&self, ids: Vec<String>) {
+        stop_unwanted(&self.runtime, ids);
+    }
+}
+
+/// Pushes every update to the controller as it comes, until `shutdown`. A failed push is not
+/// retried: the next heartbeat carries the pod's state anyway.
+async fn push_updates(
+    mut client: RegistryClient,
+    runtime: Arc<Runtime>,
+    node: String,
+    mut updates: mpsc::Receiver<PodReport>,
+    shutdown: CancellationToken,
+) {
+    let mut failing = false;
+    loop {
+        let pod = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            pod = updates.recv() => match pod {
+                Some(pod) => pod,
+                None => return,
+            },
+        };
+        let id = pod.id.clone();
+        let update = PodStatusUpdate {
+            node: node.clone(),
+            pod: Some(pod),
+        };
+        match client.report_pod_status(update).await {
+            Ok(ack) => {
+                failing = false;
+                tracing::debug!(pod = %id, "status pushed");
+                stop_unwanted(&runtime, ack.into_inner().stop_pods);
+            }
+            Err(status) if !failing => {
+                failing = true;
+                tracing::warn!(pod = %id, error = %status, "status push failed; the next heartbeat carries it");
+            }
+            Err(status) => tracing::debug!(pod = %id, error = %status, "status push failed"),
+        }
+    }
+}
+
+/// Stops pods the controller does not want here, in the background (a slow stop must not
+/// delay heartbeats or pushes).
+fn stop_unwanted(runtime: &Arc<Runtime>, ids: Vec<String>) {
+    for id in ids {
+        let runtime = runtime.clone();
+        tokio::spawn(async move {
+            tracing::info!(pod = %id, "the controller does not want this pod here; stopping it");
+            if let Err(e) = runtime.stop_pod(&id, ORPHAN_STOP_GRACE).await {
+                tracing::warn!(pod = %id, error = %e, "stopping an unwanted pod");
+            }
+        });
+    }
+}

@@ -1,0 +1,214 @@
+//! The controller client pssctl uses, with errors turned into one clear line each.
+
+use std::io::Write;
+use std::time::Duration;
+
+use pss_proto::auth::BearerToken;
+use pss_proto::v1 as pb;
+use pss_proto::v1::operator_client::OperatorClient;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+use pss_plumbing::addr::dial_uri;
+
+/// Why a pssctl command failed; the message is what the user sees after `error: `.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("cannot reach the controller at {addr}: {detail}")]
+    Unreachable { addr: String, detail: String },
+    #[error("the controller refused the token ({0}); check --token or PSS_TOKEN")]
+    Unauthenticated(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Usage(String),
+    #[error("controller error: {0}")]
+    Server(String),
+    #[error("writing output: {0}")]
+    Output(#[from] std::io::Error),
+}
+
+impl CliError {
+    fn from_status(addr: &str, s: Status) -> Self {
+        let msg = s.message().to_string();
+        match s.code() {
+            Code::Unauthenticated => CliError::Unauthenticated(msg),
+            Code::NotFound => CliError::NotFound(msg),
+            Code::InvalidArgument | Code::FailedPrecondition => CliError::Invalid(msg),
+            Code::Unavailable => CliError::Unreachable {
+                addr: addr.to_string(),
+                detail: msg,
+            },
+            _ => CliError::Server(msg),
+        }
+    }
+}
+
+/// A connected Operator client.
+pub struct Client {
+    /// The address as the user gave it, for error messages.
+    addr: String,
+    inner: OperatorClient<InterceptedService<Channel, BearerToken>>,
+}
+
+impl Client {
+    /// Dials the controller (3 s connect timeout).
+    pub async fn connect(addr: &str, token: &str) -> Result<Self, CliError> {
+        let unreachable = |detail: String| CliError::Unreachable {
+            addr: addr.to_string(),
+            detail,
+        };
+        let endpoint = Endpoint::from_shared(dial_uri(addr))
+            .map_err(|e| CliError::Usage(format!("invalid controller address {addr:?}: {e}")))?
+            .connect_timeout(Duration::from_secs(3));
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|e| unreachable(source_chain(&e)))?;
+        let token =
+            BearerToken::new(token).map_err(|s| CliError::Usage(s.message().to_string()))?;
+        Ok(Client {
+            addr: addr.to_string(),
+            inner: OperatorClient::with_interceptor(channel, token),
+        })
+    }
+
+    fn err(&self, s: Status) -> CliError {
+        CliError::from_status(&self.addr, s)
+    }
+
+    pub async fn apply(
+        &mut self,
+        manifest: String,
+        source: String,
+    ) -> Result<pb::ApplyResponse, CliError> {
+        let r = self
+            .inner
+            .apply(pb::ApplyRequest { manifest, source })
+            .await;
+        r.map(|r| r.into_inner()).map_err(|s| self.err(s))
+    }
+
+    pub async fn list_pods(&mut self, workload: String) -> Result<Vec<pb::Pod>, CliError> {
+        let r = self
+            .inner
+            .list_pods(pb::ListRequest {
+                filter: workload,
+                limit: 0,
+            })
+            .await;
+        r.map(|r| r.into_inner().pods).map_err(|s| self.err(s))
+    }
+
+    pub async fn list_workloads(&mut self) -> Result<Vec<pb::Workload>, CliError> {
+        let r = self.inner.list_workloads(pb::ListRequest::default()).await;
+        r.map(|r| r.into_inner().workloads).map_err(|s| self.err(s))
+    }
+
+    pub async fn list_services(&mut self) -> Result<Vec<pb::Service>, CliError> {
+        let r = self.inner.list_services(pb::ListRequest::default()).await;
+        r.map(|r| r.into_inner().services).map_err(|s| self.err(s))
+    }
+
+    pub async fn list_nodes(&mut self) -> Result<Vec<pb::Node>, CliError> {
+        let r = self.inner.list_nodes(pb::ListRequest::default()).await;
+        r.map(|r| r.into_inner().nodes).map_err(|s| self.err(s))
+    }
+
+    pub async fn list_events(&mut self, limit: u32) -> Result<Vec<pb::Event>, CliError> {
+        let r = self
+            .inner
+            .list_events(pb::ListRequest {
+                filter: String::new(),
+                limit,
+            })
+            .await;
+        r.map(|r| r.into_inner().events).map_err(|s| self.err(s))
+    }
+
+    pub async fn list_autoscalers(
+        &mut self,
+        workload: String,
+    ) -> Result<Vec<pb::AutoScalePolicy>, CliError> {
+        let r = self
+            .inner
+            .list_autoscalers(pb::ListRequest {
+                filter: workload,
+                limit: 0,
+            })
+            .await;
+        r.map(|r| r.into_inner().autoscalers)
+            .map_err(|s| self.err(s))
+    }
+
+    pub async fn scale(
+        &mut self,
+        workload: &str,
+        replicas: u32,
+    ) -> Result<pb::ScaleResponse, CliError> {
+        let r = self
+            .inner
+            .scale(pb::ScaleRequest {
+                workload: workload.to_string(),
+                replicas,
+            })
+            .await;
+        r.map(|r| r.into_inner()).map_err(|s| self.err(s))
+    }
+
+    pub async fn autoscale(
+        &mut self,
+        req: pb::AutoscaleRequest,
+    ) -> Result<pb::AutoscaleResponse, CliError> {
+        let r = self.inner.autoscale(req).await;
+        r.map(|r| r.into_inner()).map_err(|s| self.err(s))
+    }
+
+    pub async fn delete(&mut self, kind: &str, name: &str) -> Result<(), CliError> {
+        let r = self
+            .inner
+            .delete(pb::DeleteRequest {
+                kind: kind.to_string(),
+                name: name.to_string(),
+            })
+            .await;
+        r.map(|_| ()).map_err(|s| self.err(s))
+    }
+
+    /// Streams a pod's logs into `out` until the stream ends (or forever with `follow`).
+    pub async fn logs(
+        &mut self,
+        req: pb::PodLogsRequest,
+        out: &mut (dyn Write + Send),
+    ) -> Result<(), CliError> {
+        let r = self.inner.pod_logs(req).await;
+        let mut stream = r.map_err(|s| self.err(s))?.into_inner();
+        loop {
+            match stream.message().await {
+                Ok(Some(chunk)) => {
+                    out.write_all(&chunk.data)?;
+                    out.flush()?;
+                }
+                Ok(None) => return Ok(()),
+                Err(s) => return Err(self.err(s)),
+            }
+        }
+    }
+}
+
+/// An error and its sources on one line ("transport error: connection refused").
+fn source_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let text = s.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        cur = s.source();
+    }
+    parts.join(": ")
+}

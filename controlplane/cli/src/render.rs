@@ -1,0 +1,386 @@
+//! `pssctl get`: fetches a kind and renders it as a table (normal or wide), JSON or YAML.
+//! JSON/YAML use stable field names (camelCase, phases and statuses as words) so scripts can
+//! rely on them.
+
+use pss_proto::v1 as pb;
+use serde_json::{json, Value};
+
+use crate::client::{CliError, Client};
+use crate::table::{age, bytes, human_duration, Table};
+use crate::{Output, Resource};
+use pss_plumbing::clock::now_ms;
+
+/// Fetches and renders one kind.
+pub async fn get(
+    client: &mut Client,
+    resource: Resource,
+    output: Output,
+    filter: String,
+    limit: u32,
+) -> Result<String, CliError> {
+    let now = now_ms();
+    let wide = output == Output::Wide;
+    let (values, table, what): (Vec<Value>, Table, &str) = match resource {
+        Resource::Pods => {
+            let items = client.list_pods(filter).await?;
+            (
+                items.iter().map(pod_json).collect(),
+                pods_table(&items, wide, now),
+                "pods",
+            )
+        }
+        Resource::Workloads => {
+            let items = client.list_workloads().await?;
+            (
+                items.iter().map(workload_json).collect(),
+                workloads_table(&items, wide, now),
+                "workloads",
+            )
+        }
+        Resource::Services => {
+            let items = client.list_services().await?;
+            (
+                items.iter().map(service_json).collect(),
+                services_table(&items, wide, now),
+                "services",
+            )
+        }
+        Resource::Nodes => {
+            let items = client.list_nodes().await?;
+            (
+                items.iter().map(node_json).collect(),
+                nodes_table(&items, wide, now),
+                "nodes",
+            )
+        }
+        Resource::Events => {
+            let items = client.list_events(limit).await?;
+            (
+                items.iter().map(event_json).collect(),
+                events_table(&items, now),
+                "events",
+            )
+        }
+        Resource::Autoscalers => {
+            let items = client.list_autoscalers(filter).await?;
+            (
+                items.iter().map(autoscaler_json).collect(),
+                autoscalers_table(&items, wide, now),
+                "autoscalers",
+            )
+        }
+    };
+    Ok(match output {
+        Output::Table | Output::Wide => table.render(what),
+        Output::Json => {
+            serde_json::to_string_pretty(&json!({ "items": values })).expect("json") + "\n"
+        }
+        Output::Yaml => serde_yaml::to_string(&json!({ "items": values })).expect("yaml"),
+    })
+}
+
+fn phase_name(p: i32) -> &'static str {
+    match pb::PodPhase::try_from(p).unwrap_or(pb::PodPhase::Unknown) {
+        pb::PodPhase::Pending => "Pending",
+        pb::PodPhase::Starting => "Starting",
+        pb::PodPhase::Running => "Running",
+        pb::PodPhase::Failed => "Failed",
+        pb::PodPhase::Succeeded => "Succeeded",
+        pb::PodPhase::Terminating => "Terminating",
+        pb::PodPhase::Lost => "Lost",
+        pb::PodPhase::Unknown | pb::PodPhase::Unspecified => "Unknown",
+    }
+}
+
+/// STATUS column: the phase, or the reason when it says more (ImageNotFound, Unschedulable).
+fn pod_status(p: &pb::Pod) -> String {
+    let phase = phase_name(p.phase);
+    match phase {
+        "Failed" | "Pending" if !p.reason.is_empty() => p.reason.clone(),
+        _ => phase.to_string(),
+    }
+}
+
+fn addresses(p: &pb::Pod) -> String {
+    if p.addresses.is_empty() {
+        return "<none>".into();
+    }
+    p.addresses
+        .iter()
+        .map(|a| a.address.clone())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn or_none(s: &str) -> String {
+    if s.is_empty() {
+        "<none>".into()
+    } else {
+        s.to_string()
+    }
+}
+
+fn pod_json(p: &pb::Pod) -> Value {
+    json!({
+        "name": p.id, "workload": p.workload, "node": p.node, "phase": phase_name(p.phase),
+        "ready": p.ready, "restarts": p.restart_count, "reason": p.reason, "message": p.message,
+        "addresses": p.addresses.iter().map(|a| json!({"containerPort": a.container_port, "address": a.address})).collect::<Vec<_>>(),
+        "containers": p.containers.iter().map(|c| json!({"name": c.name, "id": c.id, "state": c.state, "exitCode": c.exit_code, "oomKilled": c.oom_killed})).collect::<Vec<_>>(),
+        "cpuPercent": p.cpu_percent, "memoryBytes": p.memory_bytes,
+        "createdAtMs": p.created_at_ms, "startedAtMs": p.started_at_ms, "specHash": format!("{:016x}", p.spec_hash),
+    })
+}
+
+fn pods_table(items: &[pb::Pod], wide: bool, now: i64) -> Table {
+    let mut headers = vec![
+        "NAME", "READY", "STATUS", "RESTARTS", "NODE", "ADDRESS", "AGE",
+    ];
+    if wide {
+        headers.extend(["WORKLOAD", "CPU%", "MEMORY", "MESSAGE"]);
+    }
+    let mut t = Table::new(&headers);
+    for p in items {
+        // Like kubectl: containers ready out of all; readiness is the pod's probe, so a pod
+        // whose probe has not passed shows 0 ready however many containers run.
+        let ready_containers = if p.ready { p.ready_containers } else { 0 };
+        let ready = format!("{ready_containers}/{}", p.total_containers.max(1));
+        let mut row = vec![
+            p.id.clone(),
+            ready,
+            pod_status(p),
+            p.restart_count.to_string(),
+            or_none(&p.node),
+            addresses(p),
+            age(p.created_at_ms, now),
+        ];
+        if wide {
+            row.extend([
+                p.workload.clone(),
+                format!("{:.1}", p.cpu_percent),
+                bytes(p.memory_bytes),
+                or_none(&p.message),
+            ]);
+        }
+        t.row(row);
+    }
+    t
+}
+
+fn images(w: &pb::Workload) -> String {
+    w.pod_spec
+        .as_ref()
+        .map(|s| {
+            s.containers
+                .iter()
+                .map(|c| c.image.clone())
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default()
+}
+
+fn workload_json(w: &pb::Workload) -> Value {
+    json!({
+        "name": w.name, "replicas": w.replicas, "placement": w.placement,
+        "currentReplicas": w.current_replicas, "readyReplicas": w.ready_replicas,
+        "images": images(w), "generation": w.generation, "createdAtMs": w.created_at_ms,
+    })
+}
+
+fn workloads_table(items: &[pb::Workload], wide: bool, now: i64) -> Table {
+    let mut headers = vec!["NAME", "READY", "CURRENT", "DESIRED", "PLACEMENT", "AGE"];
+    if wide {
+        headers.extend(["IMAGES", "GENERATION"]);
+    }
+    let mut t = Table::new(&headers);
+    for w in items {
+        let mut row = vec![
+            w.name.clone(),
+            format!("{}/{}", w.ready_replicas, w.replicas),
+            w.current_replicas.to_string(),
+            w.replicas.to_string(),
+            w.placement.clone(),
+            age(w.created_at_ms, now),
+        ];
+        if wide {
+            row.extend([images(w), w.generation.to_string()]);
+        }
+        t.row(row);
+    }
+    t
+}
+
+fn service_json(s: &pb::Service) -> Value {
+    json!({
+        "name": s.name, "workload": s.workload, "port": s.port, "targetPort": s.target_port,
+        "endpoints": s.endpoints.iter().map(|e| json!({"address": e.address, "pod": e.pod, "node": e.node})).collect::<Vec<_>>(),
+        "snapshotVersion": s.snapshot_version, "createdAtMs": s.created_at_ms,
+    })
+}
+
+fn services_table(items: &[pb::Service], wide: bool, now: i64) -> Table {
+    let mut headers = vec![
+        "NAME",
+        "WORKLOAD",
+        "PORT",
+        "TARGET-PORT",
+        "ENDPOINTS",
+        "AGE",
+    ];
+    if wide {
+        headers.extend(["VERSION", "ADDRESSES"]);
+    }
+    let mut t = Table::new(&headers);
+    for s in items {
+        let mut row = vec![
+            s.name.clone(),
+            s.workload.clone(),
+            s.port.to_string(),
+            s.target_port.to_string(),
+            s.endpoints.len().to_string(),
+            age(s.created_at_ms, now),
+        ];
+        if wide {
+            let addrs: Vec<_> = s.endpoints.iter().map(|e| e.address.clone()).collect();
+            row.extend([
+                s.snapshot_version.to_string(),
+                if addrs.is_empty() {
+                    "<none>".into()
+                } else {
+                    addrs.join(",")
+                },
+            ]);
+        }
+        t.row(row);
+    }
+    t
+}
+
+fn node_status(n: &pb::Node) -> &'static str {
+    match pb::NodeStatus::try_from(n.status).unwrap_or(pb::NodeStatus::Unspecified) {
+        pb::NodeStatus::Ready => "Ready",
+        pb::NodeStatus::NotReady => "NotReady",
+        pb::NodeStatus::Unspecified => "Unknown",
+    }
+}
+
+fn node_json(n: &pb::Node) -> Value {
+    json!({
+        "name": n.name, "status": node_status(n), "agentAddress": n.agent_address,
+        "cpuMillis": n.cpu_millis, "memoryBytes": n.memory_bytes,
+        "cpuAllocatedMillis": n.cpu_allocated_millis, "memoryAllocatedBytes": n.memory_allocated_bytes,
+        "cpuUsagePercent": n.cpu_usage_percent, "memoryUsedBytes": n.memory_used_bytes,
+        "pods": n.pod_count, "lastHeartbeatMs": n.last_heartbeat_ms, "registeredAtMs": n.registered_at_ms,
+    })
+}
+
+fn nodes_table(items: &[pb::Node], wide: bool, now: i64) -> Table {
+    let mut headers = vec![
+        "NAME",
+        "STATUS",
+        "PODS",
+        "CPU(ALLOC/CAP)",
+        "MEMORY(ALLOC/CAP)",
+        "CPU%",
+        "ADDRESS",
+        "AGE",
+    ];
+    if wide {
+        headers.extend(["MEMORY-USED", "LAST-HEARTBEAT"]);
+    }
+    let mut t = Table::new(&headers);
+    for n in items {
+        let mut row = vec![
+            n.name.clone(),
+            node_status(n).to_string(),
+            n.pod_count.to_string(),
+            format!("{}m/{}m", n.cpu_allocated_millis, n.cpu_millis),
+            format!(
+                "{}/{}",
+                bytes(n.memory_allocated_bytes),
+                bytes(n.memory_bytes)
+            ),
+            format!("{:.1}", n.cpu_usage_percent),
+            n.agent_address.clone(),
+            age(n.registered_at_ms, now),
+        ];
+        if wide {
+            row.extend([
+                bytes(n.memory_used_bytes),
+                format!("{} ago", human_duration(now - n.last_heartbeat_ms)),
+            ]);
+        }
+        t.row(row);
+    }
+    t
+}
+
+fn event_json(e: &pb::Event) -> Value {
+    json!({"id": e.id, "timeMs": e.time_ms, "type": e.r#type, "reason": e.reason, "object": e.object, "message": e.message})
+}
+
+fn events_table(items: &[pb::Event], now: i64) -> Table {
+    let mut t = Table::new(&["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"]);
+    for e in items {
+        t.row(vec![
+            age(e.time_ms, now),
+            e.r#type.clone(),
+            e.reason.clone(),
+            e.object.clone(),
+            e.message.clone(),
+        ]);
+    }
+    t
+}
+
+fn autoscaler_json(a: &pb::AutoScalePolicy) -> Value {
+    json!({
+        "name": a.name, "workload": a.workload, "minReplicas": a.min_replicas, "maxReplicas": a.max_replicas,
+        "targetCpuPercent": a.cpu_percent, "targetMemoryPercent": a.memory_percent,
+        "currentCpuPercent": a.has_metrics.then_some(a.current_cpu_percent),
+        "currentMemoryPercent": a.has_metrics.then_some(a.current_memory_percent),
+        "currentReplicas": a.current_replicas, "desiredReplicas": a.desired_replicas,
+        "lastScaleAtMs": a.last_scale_at_ms, "createdAtMs": a.created_at_ms,
+    })
+}
+
+/// `current%/target%`, `<unknown>/70%` without metrics, `-` when the metric is not used.
+fn metric(current: f64, target: u32, has: bool) -> String {
+    match (target, has) {
+        (0, _) => "-".into(),
+        (t, true) => format!("{current:.0}%/{t}%"),
+        (t, false) => format!("<unknown>/{t}%"),
+    }
+}
+
+fn autoscalers_table(items: &[pb::AutoScalePolicy], wide: bool, now: i64) -> Table {
+    let mut headers = vec![
+        "NAME", "WORKLOAD", "CPU", "MEMORY", "MIN", "MAX", "REPLICAS", "DESIRED", "AGE",
+    ];
+    if wide {
+        headers.push("LAST-SCALE");
+    }
+    let mut t = Table::new(&headers);
+    for a in items {
+        let mut row = vec![
+            a.name.clone(),
+            a.workload.clone(),
+            metric(a.current_cpu_percent, a.cpu_percent, a.has_metrics),
+            metric(a.current_memory_percent, a.memory_percent, a.has_metrics),
+            a.min_replicas.to_string(),
+            a.max_replicas.to_string(),
+            a.current_replicas.to_string(),
+            a.desired_replicas.to_string(),
+            age(a.created_at_ms, now),
+        ];
+        if wide {
+            row.push(if a.last_scale_at_ms > 0 {
+                format!("{} ago", human_duration(now - a.last_scale_at_ms))
+            } else {
+                "<never>".into()
+            });
+        }
+        t.row(row);
+    }
+    t
+}

@@ -1,0 +1,177 @@
+//! `pss-controller`: the control plane's gRPC server and control loops.
+//!
+//! - `operator.rs`: the `Operator` service pssctl talks to (apply, get, scale, autoscale,
+//!   delete, logs).
+//! - `registry.rs`: the `NodeRegistry` service agents talk to (register, heartbeat, pod status
+//!   pushes), and how a pod report updates the controller's record.
+//! - `endpoints.rs`: the `EndpointWatch` service proxies subscribe to.
+//! - `reconcile.rs`: the event-driven reconcile loop: gathers state, asks
+//!   [`pss_core::reconciler::plan`], and executes the actions on agents.
+//! - `nodes.rs`: node liveness (heartbeat timeout → NotReady, pods Lost).
+//! - `autoscale.rs`: the autoscaler loop around [`pss_core::autoscaler`].
+//! - `agents.rs`: gRPC clients for dialing agents back.
+//!
+//! [`serve`] runs all of it until a [`CancellationToken`] fires; the binary only parses flags.
+
+mod agents;
+mod autoscale;
+mod endpoints;
+mod error;
+mod nodes;
+mod operator;
+mod reconcile;
+mod registry;
+pub mod services;
+
+pub use error::{Error, Result};
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pss_proto::v1::endpoint_watch_server::EndpointWatchServer;
+use pss_proto::v1::node_registry_server::NodeRegistryServer;
+use pss_proto::v1::operator_server::OperatorServer;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::services::ServiceManager;
+use pss_core::model::EventRecord;
+use pss_plumbing::clock::now_ms;
+use pss_proto::auth::TokenCheck;
+use pss_store::StateStore;
+
+pub use registry::apply_report;
+
+/// Tunables of the controller (flags of `pss-controller`).
+#[derive(Debug, Clone)]
+pub struct ControllerConfig {
+    /// Shared token every RPC must carry; also sent when dialing agents.
+    pub token: String,
+    /// Periodic resync on top of the event-driven triggers.
+    pub reconcile_interval: Duration,
+    /// How often the autoscaler evaluates (and the interval agents are expected to report at).
+    pub metrics_interval: Duration,
+    /// A node whose last heartbeat is older than this becomes NotReady and its pods Lost.
+    pub node_timeout: Duration,
+    /// How long a pod stays out of the endpoints before it is stopped (scale-down, delete).
+    pub drain_period: Duration,
+    /// Grace period the agent gives a pod's containers before SIGKILL.
+    pub stop_grace: Duration,
+    /// Minimum time between two autoscaling actions on a workload.
+    pub autoscale_cooldown: Duration,
+    /// Scale-down uses the highest recommendation over this window.
+    pub stabilization_window: Duration,
+}
+
+impl ControllerConfig {
+    /// Defaults of the seed README, with `token`.
+    pub fn new(token: impl Into<String>) -> Self {
+        ControllerConfig {
+            token: token.into(),
+            reconcile_interval: Duration::from_secs(10),
+            metrics_interval: Duration::from_secs(15),
+            node_timeout: Duration::from_secs(45),
+            drain_period: Duration::from_secs(3),
+            stop_grace: Duration::from_secs(5),
+            autoscale_cooldown: Duration::from_secs(60),
+            stabilization_window: Duration::from_secs(300),
+        }
+    }
+}
+
+/// State shared by every service and loop of one controller.
+pub(crate) struct Shared {
+    /// Desired and observed state.
+    pub store: Arc<dyn StateStore>,
+    pub config: ControllerConfig,
+    /// Endpoint snapshots per service, fanned out to proxies.
+    pub services: ServiceManager,
+    /// Wakes the reconcile loop at once (apply, scale, delete, status change).
+    pub trigger: Notify,
+    /// Cached gRPC clients to agents.
+    pub agents: agents::AgentPool,
+    /// Autoscaler memory (recommendation history per policy) between evaluations.
+    pub autoscale: autoscale::AutoscaleMemory,
+    /// Cancelled on shutdown; background tasks (drains, restarts) watch it.
+    pub shutdown: CancellationToken,
+    /// Pods with a start or stop task under way, so a pass never starts a second one.
+    pub inflight: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+impl Shared {
+    /// Records an event (and logs it).
+    pub fn event(&self, mut e: EventRecord) {
+        if e.time_ms == 0 {
+            e.time_ms = now_ms();
+        }
+        tracing::info!(object = %e.object, reason = %e.reason, "{}", e.message);
+        if let Err(err) = self.store.add_event(&e) {
+            tracing::warn!(error = %err, "could not record event");
+        }
+    }
+
+    /// Asks the reconcile loop to run now.
+    pub fn kick(&self) {
+        self.trigger.notify_one();
+    }
+
+    /// Republishes endpoint snapshots after pod changes.
+    pub fn refresh_endpoints(&self) {
+        if let Err(e) = self.services.refresh(self.store.as_ref()) {
+            tracing::warn!(error = %e, "endpoint refresh failed");
+        }
+    }
+}
+
+/// Runs the controller on `listener` until `shutdown` is cancelled.
+pub async fn serve(
+    listener: TcpListener,
+    store: Arc<dyn StateStore>,
+    config: ControllerConfig,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let check = TokenCheck::new(&config.token);
+    let shared = Arc::new(Shared {
+        agents: agents::AgentPool::new(&config.token)?,
+        store,
+        config,
+        services: ServiceManager::new(),
+        trigger: Notify::new(),
+        autoscale: autoscale::AutoscaleMemory::default(),
+        shutdown: shutdown.clone(),
+        inflight: Default::default(),
+    });
+    shared.services.refresh(shared.store.as_ref())?;
+
+    let loops = [
+        tokio::spawn(reconcile::run(shared.clone())),
+        tokio::spawn(nodes::run(shared.clone())),
+        tokio::spawn(autoscale::run(shared.clone())),
+    ];
+
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "controller listening");
+    let incoming = pss_plumbing::addr::nodelay_incoming(listener);
+    let result = tonic::transport::Server::builder()
+        .add_service(OperatorServer::with_interceptor(
+            operator::OperatorApi::new(shared.clone()),
+            check.clone(),
+        ))
+        .add_service(NodeRegistryServer::with_interceptor(
+            registry::RegistryApi::new(shared.clone()),
+            check.clone(),
+        ))
+        .add_service(EndpointWatchServer::with_interceptor(
+            endpoints::EndpointApi::new(shared.clone()),
+            check,
+        ))
+        .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned())
+        .await;
+    shutdown.cancel();
+    for l in loops {
+        let _ = l.await;
+    }
+    tracing::info!("controller stopped");
+    Ok(result?)
+}

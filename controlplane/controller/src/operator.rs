@@ -1,0 +1,443 @@
+//! The `Operator` service pssctl talks to: apply, get, scale, autoscale, delete, logs.
+//! Every change triggers a reconcile pass at once.
+
+use crate::error::to_status;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+use pss_proto::v1 as pb;
+use tonic::{Request, Response, Status};
+
+use crate::Shared;
+use pss_core::model::{self, AutoScalePolicy, EventRecord, PodPhase, Resources};
+use pss_plumbing::clock::now_ms;
+use pss_store::ApplyAction;
+
+pub(crate) struct OperatorApi {
+    shared: Arc<Shared>,
+}
+
+impl OperatorApi {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        OperatorApi { shared }
+    }
+}
+
+/// Events listed when the request gives no limit.
+const DEFAULT_EVENT_LIMIT: usize = 200;
+
+type LogStream = Pin<Box<dyn Stream<Item = Result<pb::LogChunk, Status>> + Send>>;
+
+/// Validates the numbers of an autoscaling request like the manifest validation does.
+fn validate_autoscale(req: &pb::AutoscaleRequest) -> Result<(), Status> {
+    let bad = |m: String| Err(Status::invalid_argument(m));
+    if req.min_replicas < 1 {
+        return bad(format!("--min must be >= 1, got {}", req.min_replicas));
+    }
+    if req.min_replicas > req.max_replicas {
+        return bad(format!(
+            "--min ({}) must be <= --max ({})",
+            req.min_replicas, req.max_replicas
+        ));
+    }
+    for (flag, v) in [("--cpu", req.cpu_percent), ("--mem", req.memory_percent)] {
+        if v > 100 {
+            return bad(format!("{flag} must be a percentage in 1..100, got {v}"));
+        }
+    }
+    if req.cpu_percent == 0 && req.memory_percent == 0 {
+        return bad("set at least one of --cpu and --mem (1..100)".into());
+    }
+    Ok(())
+}
+
+impl OperatorApi {
+    /// A workload has at most one autoscaling policy: two would fight over its replicas.
+    fn check_one_autoscaler_per_workload(
+        &self,
+        objects: &[model::Object],
+        source: &str,
+    ) -> Result<(), Status> {
+        let existing = self.shared.store.list_autoscalers().map_err(to_status)?;
+        let mut seen: std::collections::HashMap<&str, &str> = existing
+            .iter()
+            .map(|a| (a.policy.workload.as_str(), a.policy.name.as_str()))
+            .collect();
+        for obj in objects {
+            let model::Object::AutoScalePolicy(p) = obj else {
+                continue;
+            };
+            match seen.insert(p.workload.as_str(), p.name.as_str()) {
+                Some(other) if other != p.name => {
+                    return Err(Status::invalid_argument(format!(
+                    "{source}: AutoScalePolicy {}: workload {} already has the autoscaler {other} \
+                         (delete it first, or apply the change to {other})",
+                    p.name, p.workload
+                )))
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+#[tonic::async_trait]
+impl pb::operator_server::Operator for OperatorApi {
+    async fn apply(
+        &self,
+        request: Request<pb::ApplyRequest>,
+    ) -> Result<Response<pb::ApplyResponse>, Status> {
+        let req = request.into_inner();
+        let source = if req.source.is_empty() {
+            "<request>"
+        } else {
+            req.source.as_str()
+        };
+        let objects = model::parse_manifests(&req.manifest, source)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        self.check_one_autoscaler_per_workload(&objects, source)?;
+        let actions = self.shared.store.apply(&objects).map_err(to_status)?;
+        let mut out = Vec::with_capacity(objects.len());
+        for (obj, action) in objects.iter().zip(actions) {
+            if action != ApplyAction::Unchanged {
+                self.shared.event(EventRecord::normal(
+                    if action == ApplyAction::Created {
+                        "Created"
+                    } else {
+                        "Configured"
+                    },
+                    format!("{}/{}", obj.kind().to_lowercase(), obj.name()),
+                    format!(
+                        "{} {} {} from {source}",
+                        obj.kind(),
+                        obj.name(),
+                        action.as_str()
+                    ),
+                ));
+            }
+            out.push(pb::AppliedObject {
+                kind: obj.kind().into(),
+                name: obj.name().into(),
+                action: action.as_str().into(),
+            });
+        }
+        self.shared.refresh_endpoints();
+        self.shared.kick();
+        Ok(Response::new(pb::ApplyResponse { objects: out }))
+    }
+
+    async fn list_pods(
+        &self,
+        request: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::ListPodsResponse>, Status> {
+        let filter = request.into_inner().filter;
+        let pods = self
+            .shared
+            .store
+            .list_pods((!filter.is_empty()).then_some(filter.as_str()))
+            .map_err(to_status)?;
+        Ok(Response::new(pb::ListPodsResponse {
+            pods: pods.iter().map(pb::Pod::from).collect(),
+        }))
+    }
+
+    async fn list_workloads(
+        &self,
+        _request: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::ListWorkloadsResponse>, Status> {
+        let store = &self.shared.store;
+        let pods = store.list_pods(None).map_err(to_status)?;
+        let workloads = store
+            .list_workloads()
+            .map_err(to_status)?
+            .into_iter()
+            .map(|w| {
+                let mine = pods.iter().filter(|p| p.workload == w.workload.name);
+                let current = mine
+                    .clone()
+                    .filter(|p| !matches!(p.phase, PodPhase::Terminating | PodPhase::Lost))
+                    .count();
+                let ready = mine
+                    .filter(|p| p.ready && p.phase == PodPhase::Running)
+                    .count();
+                let mut out = pb::Workload::from(&w.workload);
+                out.current_replicas = current as u32;
+                out.ready_replicas = ready as u32;
+                out.created_at_ms = w.created_at_ms;
+                out.generation = w.generation;
+                out
+            })
+            .collect();
+        Ok(Response::new(pb::ListWorkloadsResponse { workloads }))
+    }
+
+    async fn list_services(
+        &self,
+        _request: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::ListServicesResponse>, Status> {
+        let services = self
+            .shared
+            .store
+            .list_services()
+            .map_err(to_status)?
+            .into_iter()
+            .map(|s| {
+                let mut out = pb::Service::from(&s.service);
+                out.created_at_ms = s.created_at_ms;
+                if let Some(snap) = self.shared.services.current(&s.service.name) {
+                    out.endpoints = snap.endpoints.clone();
+                    out.snapshot_version = snap.version;
+                }
+                out
+            })
+            .collect();
+        Ok(Response::new(pb::ListServicesResponse { services }))
+    }
+
+    async fn list_nodes(
+        &self,
+        _request: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::ListNodesResponse>, Status> {
+        let store = &self.shared.store;
+        let pods = store.list_pods(None).map_err(to_status)?;
+        let workloads = store.list_workloads().map_err(to_status)?;
+        let nodes = store
+            .list_nodes()
+            .map_err(to_status)?
+            .iter()
+            .map(|n| {
+                let here: Vec<_> = pods
+                    .iter()
+                    .filter(|p| {
+                        p.node.as_deref() == Some(n.name.as_str())
+                            && !matches!(p.phase, PodPhase::Lost)
+                    })
+                    .collect();
+                let allocated = here
+                    .iter()
+                    .filter_map(|p| workloads.iter().find(|w| w.workload.name == p.workload))
+                    .map(|w| w.workload.pod_spec.requests())
+                    .fold(Resources::default(), Resources::plus);
+                model::node_to_proto(n, allocated, here.len() as u32)
+            })
+            .collect();
+        Ok(Response::new(pb::ListNodesResponse { nodes }))
+    }
+
+    async fn list_events(
+        &self,
+        request: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::ListEventsResponse>, Status> {
+        let req = request.into_inner();
+        let limit = if req.limit == 0 {
+            DEFAULT_EVENT_LIMIT
+        } else {
+            req.limit as usize
+        };
+        let events = self
+            .shared
+            .store
+            .list_events(limit)
+            .map_err(to_status)?
+            .iter()
+            .filter(|e| req.filter.is_empty() || e.object.starts_with(&req.filter))
+            .map(pb::Event::from)
+            .collect();
+        Ok(Response::new(pb::ListEventsResponse { events }))
+    }
+
+    async fn list_autoscalers(
+        &self,
+        request: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::ListAutoscalersResponse>, Status> {
+        let filter = request.into_inner().filter;
+        let autoscalers = self
+            .shared
+            .store
+            .list_autoscalers()
+            .map_err(to_status)?
+            .into_iter()
+            .filter(|a| filter.is_empty() || a.policy.workload == filter)
+            .map(|a| {
+                let mut out = pb::AutoScalePolicy::from(&a.policy);
+                out.created_at_ms = a.created_at_ms;
+                out.has_metrics = a.status.current_cpu_percent.is_some()
+                    || a.status.current_memory_percent.is_some();
+                out.current_cpu_percent = a.status.current_cpu_percent.unwrap_or_default();
+                out.current_memory_percent = a.status.current_memory_percent.unwrap_or_default();
+                out.current_replicas = a.status.current_replicas;
+                out.desired_replicas = a.status.desired_replicas;
+                out.last_scale_at_ms = a.status.last_scale_at_ms;
+                out
+            })
+            .collect();
+        Ok(Response::new(pb::ListAutoscalersResponse { autoscalers }))
+    }
+
+    async fn scale(
+        &self,
+        request: Request<pb::ScaleRequest>,
+    ) -> Result<Response<pb::ScaleResponse>, Status> {
+        let req = request.into_inner();
+        let previous = self
+            .shared
+            .store
+            .set_replicas(&req.workload, req.replicas)
+            .map_err(to_status)?;
+        if previous != req.replicas {
+            self.shared.event(EventRecord::normal(
+                "Scaled",
+                format!("workload/{}", req.workload),
+                format!(
+                    "scaled workload {} from {previous} to {} replicas",
+                    req.workload, req.replicas
+                ),
+            ));
+        }
+        self.shared.kick();
+        Ok(Response::new(pb::ScaleResponse {
+            previous_replicas: previous,
+            replicas: req.replicas,
+        }))
+    }
+
+    async fn autoscale(
+        &self,
+        request: Request<pb::AutoscaleRequest>,
+    ) -> Result<Response<pb::AutoscaleResponse>, Status> {
+        let req = request.into_inner();
+        validate_autoscale(&req)?;
+        if self
+            .shared
+            .store
+            .get_workload(&req.workload)
+            .map_err(to_status)?
+            .is_none()
+        {
+            return Err(Status::not_found(format!(
+                "workload \"{}\" not found",
+                req.workload
+            )));
+        }
+        // `pssctl autoscale` and an AutoScalePolicy manifest set the same thing: the workload's
+        // one policy, whatever it was named.
+        let existing = self
+            .shared
+            .store
+            .list_autoscalers()
+            .map_err(to_status)?
+            .into_iter()
+            .find(|a| a.policy.workload == req.workload);
+        let name = if !req.name.is_empty() {
+            req.name.clone()
+        } else if let Some(a) = existing {
+            a.policy.name
+        } else {
+            req.workload.clone()
+        };
+        model::validate_dns1123(&name)
+            .map_err(|e| Status::invalid_argument(format!("autoscaler name {name:?}: {e}")))?;
+        let policy = AutoScalePolicy {
+            name: name.clone(),
+            workload: req.workload.clone(),
+            min_replicas: req.min_replicas,
+            max_replicas: req.max_replicas,
+            cpu_percent: (req.cpu_percent > 0).then_some(req.cpu_percent),
+            memory_percent: (req.memory_percent > 0).then_some(req.memory_percent),
+        };
+        let action = self
+            .shared
+            .store
+            .upsert_autoscaler(&policy)
+            .map_err(to_status)?;
+        if action != ApplyAction::Unchanged {
+            self.shared.event(EventRecord::normal(
+                "Configured",
+                format!("autoscalepolicy/{name}"),
+                format!(
+                    "autoscaler {name} for workload {}: {}..{} replicas, cpu {}%, memory {}%",
+                    req.workload,
+                    req.min_replicas,
+                    req.max_replicas,
+                    req.cpu_percent,
+                    req.memory_percent
+                ),
+            ));
+        }
+        self.shared.kick();
+        let mut out = pb::AutoScalePolicy::from(&policy);
+        out.created_at_ms = now_ms();
+        Ok(Response::new(pb::AutoscaleResponse {
+            policy: Some(out),
+            action: action.as_str().into(),
+        }))
+    }
+
+    async fn delete(
+        &self,
+        request: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
+        let req = request.into_inner();
+        let store = &self.shared.store;
+        let (kind, existed) = match req.kind.as_str() {
+            "workload" | "workloads" => ("workload", store.delete_workload(&req.name)),
+            "service" | "services" | "svc" => ("service", store.delete_service(&req.name)),
+            "autoscaler" | "autoscalers" | "autoscalepolicy" | "hpa" => {
+                ("autoscaler", store.delete_autoscaler(&req.name))
+            }
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "cannot delete kind {other:?}: use workload, service or autoscaler"
+                )))
+            }
+        };
+        if !existed.map_err(to_status)? {
+            return Err(Status::not_found(format!(
+                "{kind} \"{}\" not found",
+                req.name
+            )));
+        }
+        self.shared.event(EventRecord::normal(
+            "Deleted",
+            format!("{kind}/{}", req.name),
+            format!("{kind} {} deleted", req.name),
+        ));
+        self.shared.refresh_endpoints();
+        self.shared.kick();
+        Ok(Response::new(pb::DeleteResponse {}))
+    }
+
+    type PodLogsStream = LogStream;
+
+    async fn pod_logs(
+        &self,
+        request: Request<pb::PodLogsRequest>,
+    ) -> Result<Response<Self::PodLogsStream>, Status> {
+        let req = request.into_inner();
+        let store = &self.shared.store;
+        let pod = store
+            .get_pod(&req.pod)
+            .map_err(to_status)?
+            .ok_or_else(|| Status::not_found(format!("pod \"{}\" not found", req.pod)))?;
+        let node_name = pod.node.ok_or_else(|| {
+            Status::failed_precondition(format!("pod {} is not placed on a node yet", req.pod))
+        })?;
+        let node = store
+            .get_node(&node_name)
+            .map_err(to_status)?
+            .ok_or_else(|| {
+                Status::unavailable(format!("node {node_name} of pod {} is unknown", req.pod))
+            })?;
+        let mut client = self
+            .shared
+            .agents
+            .client(&node.agent_address)
+            .map_err(to_status)?;
+        let upstream = client.pod_logs(req).await?.into_inner();
+        let shutdown = self.shared.shutdown.clone();
+        let stream = upstream.take_until(shutdown.cancelled_owned());
+        Ok(Response::new(Box::pin(stream)))
+    }
+}

@@ -1,0 +1,387 @@
+//! The reconcile loop: runs at once when something changes (apply, scale, delete, a pod's
+//! status, a node's liveness) and every `--reconcile-interval`. Each pass gathers desired and
+//! observed state from the store, asks the pure [`plan`] what to do, and executes the actions:
+//! records are updated in the store first (so the next pass sees the intent), then the slow
+//! part — RunPod/StopPod on an agent, the drain before a stop — runs in a task of its own.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use pss_proto::v1 as pb;
+
+use crate::registry::apply_report;
+use crate::Result;
+use crate::Shared;
+use pss_core::model::{EventRecord, NodeStatus, PodPhase, PodRecord};
+use pss_core::reconciler::{
+    node_states, observed_from_records, plan, Action, DesiredWorkload, StopReason,
+};
+use pss_plumbing::clock::now_ms;
+
+/// Runs passes until shutdown.
+pub(crate) async fn run(shared: Arc<Shared>) {
+    let mut interval = tokio::time::interval(shared.config.reconcile_interval);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            _ = shared.trigger.notified() => {}
+            _ = interval.tick() => {}
+        }
+        if let Err(e) = pass(&shared) {
+            tracing::warn!(error = %e, "reconcile pass failed");
+        }
+    }
+}
+
+/// One reconcile pass.
+pub(crate) fn pass(shared: &Arc<Shared>) -> Result<()> {
+    let store = &shared.store;
+    let workloads = store.list_workloads()?;
+    let pods = store.list_pods(None)?;
+    let nodes = store.list_nodes()?;
+    let now = now_ms();
+
+    let desired: Vec<DesiredWorkload> = workloads
+        .iter()
+        .map(|w| DesiredWorkload {
+            name: w.workload.name.clone(),
+            replicas: w.workload.replicas,
+            placement: w.workload.placement,
+            request: w.workload.pod_spec.requests(),
+            spec_hash: w.workload.pod_spec.spec_hash(),
+        })
+        .collect();
+    let observed = observed_from_records(&pods);
+    let node_states = node_states(&nodes, &pods, |name| {
+        workloads
+            .iter()
+            .find(|w| w.workload.name == name)
+            .map(|w| w.workload.pod_spec.requests())
+    });
+
+    let actions = plan(&desired, &observed, &node_states, now);
+    let by_id: HashMap<&str, &PodRecord> = pods.iter().map(|p| (p.id.as_str(), p)).collect();
+    // IDs in use, including those of pods created earlier in this pass.
+    let mut taken: HashSet<String> = by_id.keys().map(|id| id.to_string()).collect();
+    // A fresh, unplaced record for a new pod of `workload` (None if it was deleted meanwhile).
+    let mut new_pod = |workload: &str| {
+        let w = workloads.iter().find(|w| w.workload.name == workload)?;
+        let id = unique_pod_id(workload, &mut taken);
+        Some(PodRecord::new(
+            id,
+            workload,
+            w.workload.pod_spec.spec_hash(),
+            now,
+        ))
+    };
+    let mut endpoints_changed = false;
+    for action in actions {
+        tracing::debug!(?action, "reconcile");
+        match action {
+            Action::Create { workload, node } => {
+                let Some(mut pod) = new_pod(&workload) else {
+                    continue;
+                };
+                pod.node = Some(node.clone());
+                pod.phase = PodPhase::Starting;
+                store.put_pod(&pod)?;
+                shared.event(EventRecord::normal(
+                    "Scheduled",
+                    format!("pod/{}", pod.id),
+                    format!("assigned pod {} to node {node}", pod.id),
+                ));
+                spawn_start(shared, pod.id);
+            }
+            Action::CreateUnschedulable { workload, reason } => {
+                let Some(mut pod) = new_pod(&workload) else {
+                    continue;
+                };
+                pod.reason = "Unschedulable".into();
+                pod.message = reason.clone();
+                store.put_pod(&pod)?;
+                shared.event(EventRecord::warning(
+                    "FailedScheduling",
+                    format!("pod/{}", pod.id),
+                    reason,
+                ));
+            }
+            Action::Place { pod, node } => {
+                let Some(mut rec) = by_id.get(pod.as_str()).map(|p| (*p).clone()) else {
+                    continue;
+                };
+                rec.node = Some(node.clone());
+                rec.phase = PodPhase::Starting;
+                rec.reason.clear();
+                rec.message.clear();
+                rec.updated_at_ms = now;
+                store.put_pod(&rec)?;
+                shared.event(EventRecord::normal(
+                    "Scheduled",
+                    format!("pod/{pod}"),
+                    format!("assigned pod {pod} to node {node}"),
+                ));
+                spawn_start(shared, pod);
+            }
+            Action::Restart { pod, node: _ } => {
+                let Some(mut rec) = by_id.get(pod.as_str()).map(|p| (*p).clone()) else {
+                    continue;
+                };
+                if rec.phase != PodPhase::Failed && rec.phase != PodPhase::Succeeded {
+                    continue;
+                }
+                rec.phase = PodPhase::Starting;
+                rec.restart_count += 1;
+                rec.updated_at_ms = now;
+                store.put_pod(&rec)?;
+                shared.event(EventRecord::normal(
+                    "Restarting",
+                    format!("pod/{pod}"),
+                    format!(
+                        "restarting pod {pod} (restart {}, after {})",
+                        rec.restart_count, rec.reason
+                    ),
+                ));
+                spawn_start(shared, pod);
+            }
+            Action::Stop {
+                pod,
+                node: _,
+                reason,
+            } => {
+                let Some(mut rec) = by_id.get(pod.as_str()).map(|p| (*p).clone()) else {
+                    continue;
+                };
+                if rec.phase == PodPhase::Terminating {
+                    continue;
+                }
+                let was_ready = rec.ready;
+                rec.phase = PodPhase::Terminating;
+                rec.ready = false;
+                rec.updated_at_ms = now;
+                store.put_pod(&rec)?;
+                endpoints_changed |= was_ready;
+                let why = match reason {
+                    StopReason::ScaledDown => "scaled down",
+                    StopReason::WorkloadDeleted => "workload deleted",
+                    StopReason::Replaced => "replaced by a pod of the new spec",
+                };
+                shared.event(EventRecord::normal(
+                    "Killing",
+                    format!("pod/{pod}"),
+                    format!("stopping pod {pod}: {why}"),
+                ));
+                spawn_stop(shared, pod, was_ready);
+            }
+            Action::Forget { pod } => {
+                store.delete_pod(&pod)?;
+                shared.event(EventRecord::normal(
+                    "Replaced",
+                    format!("pod/{pod}"),
+                    format!("pod {pod} was lost with its node; a replacement is scheduled"),
+                ));
+                endpoints_changed = true;
+            }
+        }
+    }
+    if endpoints_changed {
+        shared.refresh_endpoints();
+    }
+    // Work left over by a previous controller run or a failed call: pods stuck mid-way.
+    for p in store.list_pods(None)? {
+        match p.phase {
+            PodPhase::Terminating => spawn_stop(shared, p.id, false),
+            PodPhase::Starting if p.node.is_some() => spawn_start(shared, p.id),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// A fresh pod id for `workload` that is not `taken`; records it as taken.
+fn unique_pod_id(workload: &str, taken: &mut HashSet<String>) -> String {
+    loop {
+        let id = pss_core::model::pod_id(workload, rand::random());
+        if taken.insert(id.clone()) {
+            return id;
+        }
+    }
+}
+
+/// Claims `pod` for one task; false when a task already works on it.
+fn claim(shared: &Shared, pod: &str) -> bool {
+    shared
+        .inflight
+        .lock()
+        .expect("inflight poisoned")
+        .insert(pod.to_string())
+}
+
+fn release(shared: &Shared, pod: &str) {
+    shared
+        .inflight
+        .lock()
+        .expect("inflight poisoned")
+        .remove(pod);
+}
+
+/// Runs `work` on `pod` in a task of its own, unless a task already works on that pod.
+fn spawn_claimed<Fut>(
+    shared: &Arc<Shared>,
+    pod: String,
+    what: &'static str,
+    work: impl FnOnce(Arc<Shared>, String) -> Fut,
+) where
+    Fut: std::future::Future<Output = Result<()>> + Send + 'static,
+{
+    if !claim(shared, &pod) {
+        return;
+    }
+    let fut = work(shared.clone(), pod.clone());
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        if let Err(e) = fut.await {
+            tracing::warn!(pod = %pod, error = %e, "{what} failed; a later pass retries");
+        }
+        release(&shared, &pod);
+    });
+}
+
+/// Starts (or restarts) `pod` on its node in a task of its own.
+fn spawn_start(shared: &Arc<Shared>, pod: String) {
+    spawn_claimed(shared, pod, "starting pod", |shared, pod| async move {
+        start(&shared, &pod).await
+    });
+}
+
+async fn start(shared: &Arc<Shared>, pod_id: &str) -> Result<()> {
+    let store = &shared.store;
+    let Some(rec) = store.get_pod(pod_id)? else {
+        return Ok(());
+    };
+    let Some(node_name) = rec.node.clone() else {
+        return Ok(());
+    };
+    let Some(workload) = store.get_workload(&rec.workload)? else {
+        return Ok(());
+    };
+    let Some(node) = store.get_node(&node_name)? else {
+        return Ok(());
+    };
+    let spec = &workload.workload.pod_spec;
+    let hash = spec.spec_hash();
+    let mut client = shared.agents.client(&node.agent_address)?;
+    // A restart is a RunPod too: the agent starts the ended containers of an existing pod in
+    // place (same address), or creates the pod if it is gone.
+    let call = async {
+        let req = pb::RunPodRequest {
+            id: pod_id.to_string(),
+            workload: rec.workload.clone(),
+            spec: Some(spec.into()),
+            spec_hash: hash,
+        };
+        client.run_pod(req).await.map(|r| r.into_inner())
+    };
+    let result = tokio::select! {
+        _ = shared.shutdown.cancelled() => return Ok(()),
+        r = call => r,
+    };
+    // The record may have moved on (scaled down, deleted) while the agent worked.
+    let Some(mut rec) = store.get_pod(pod_id)? else {
+        return Ok(());
+    };
+    if rec.phase != PodPhase::Starting {
+        return Ok(());
+    }
+    rec.spec_hash = hash;
+    let report = match result {
+        Ok(resp) => resp.pod.unwrap_or_default(),
+        Err(status) => pb::PodReport {
+            id: pod_id.to_string(),
+            phase: pb::PodPhase::Failed as i32,
+            reason: if status.code() == tonic::Code::Unavailable {
+                "AgentUnreachable".into()
+            } else {
+                "RunPodFailed".into()
+            },
+            message: status.message().to_string(),
+            ..Default::default()
+        },
+    };
+    let now = now_ms();
+    let outcome = apply_report(&mut rec, &report, now);
+    store.put_pod(&rec)?;
+    let obj = format!("pod/{pod_id}");
+    if outcome.started {
+        shared.event(EventRecord::normal(
+            "Started",
+            obj,
+            format!("pod {pod_id} is running on {node_name}"),
+        ));
+    } else if outcome.failed {
+        let wait = Duration::from_millis((rec.backoff_until_ms - now).max(0) as u64);
+        shared.event(EventRecord::warning(
+            "Failed",
+            obj,
+            format!(
+                "pod {pod_id} failed to start on {node_name}: {}: {}; retry in {}",
+                rec.reason,
+                rec.message,
+                humantime::format_duration(Duration::from_secs(wait.as_secs()))
+            ),
+        ));
+        crate::registry::schedule_kick(shared, wait);
+        shared.kick();
+    }
+    if outcome.changed {
+        shared.refresh_endpoints();
+    }
+    Ok(())
+}
+
+/// Drains `pod` (if it was serving), stops it on its node and forgets it, in a task.
+fn spawn_stop(shared: &Arc<Shared>, pod: String, drain: bool) {
+    spawn_claimed(shared, pod, "stopping pod", move |shared, pod| async move {
+        if drain {
+            tokio::select! {
+                _ = shared.shutdown.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(shared.config.drain_period) => {}
+            }
+        }
+        stop(&shared, &pod).await
+    });
+}
+
+async fn stop(shared: &Arc<Shared>, pod_id: &str) -> Result<()> {
+    let store = &shared.store;
+    let Some(rec) = store.get_pod(pod_id)? else {
+        return Ok(());
+    };
+    if let Some(node_name) = &rec.node {
+        if let Some(node) = store.get_node(node_name)? {
+            if node.status == NodeStatus::Ready {
+                let mut client = shared.agents.client(&node.agent_address)?;
+                let req = pb::StopPodRequest {
+                    id: pod_id.to_string(),
+                    grace_period_ms: shared.config.stop_grace.as_millis() as u64,
+                };
+                tokio::select! {
+                    _ = shared.shutdown.cancelled() => return Ok(()),
+                    r = client.stop_pod(req) => { r?; }
+                }
+            }
+            // A NotReady node's agent stops the pod itself when it comes back: the controller
+            // will no longer know it.
+        }
+    }
+    store.delete_pod(pod_id)?;
+    shared.event(EventRecord::normal(
+        "Stopped",
+        format!("pod/{pod_id}"),
+        format!("pod {pod_id} stopped and removed"),
+    ));
+    shared.refresh_endpoints();
+    shared.kick();
+    Ok(())
+}

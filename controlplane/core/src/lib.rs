@@ -1,0 +1,22 @@
+//! The pure core of PSS: the object model, its validation (one definition of every rule and
+//! default), and every decision the control plane takes. No I/O, no tokio, no SQLite, no
+//! clock and no randomness: time, IDs and random draws are arguments, so each decision is a
+//! function a test (or a proptest) can call with any world it likes.
+//!
+//! - [`model`]: the YAML objects users write (Workload, Service, AutoScalePolicy), their
+//!   validation, and the records kept about pods, nodes and events.
+//! - [`scheduler`]: where a pod goes (spread or binpack).
+//! - [`reconciler`]: the diff between desired and observed state, as actions.
+//! - [`autoscaler`]: the replica count a policy recommends.
+//! - [`crashloop`]: when a failing pod may restart.
+//! - [`endpoints`]: which pods are a service's endpoints.
+
+pub mod autoscaler;
+pub mod crashloop;
+pub mod endpoints;
+mod error;
+pub mod model;
+pub mod reconciler;
+pub mod scheduler;
+
+pub use error::{Error, Result};

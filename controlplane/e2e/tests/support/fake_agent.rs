@@ -1,0 +1,206 @@
+//! A stand-in agent for tests that exercise the controller ↔ proxy path without Podman: it
+//! registers a node, and each RunPod starts a real TCP "pod" on 127.0.0.1:0 that answers every
+//! connection with its own pod id, then reports it Running and ready. The Podman path is covered
+//! by the real agent's tests (`agent_podman.rs`, `cluster_podman.rs`).
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use pss_proto::auth::BearerToken;
+use pss_proto::v1 as pb;
+use tokio::io::AsyncWriteExt;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+use super::TOKEN;
+
+#[derive(Clone, Default)]
+pub struct FakeAgent {
+    /// pod id → (address, stop signal)
+    pods: Arc<Mutex<HashMap<String, (SocketAddr, CancellationToken)>>>,
+}
+
+impl FakeAgent {
+    /// Starts the agent's gRPC server, registers `node` with the controller at `controller`,
+    /// and heartbeats every 500 ms until `shutdown`.
+    pub async fn start(
+        node: &str,
+        controller: SocketAddr,
+        shutdown: CancellationToken,
+    ) -> FakeAgent {
+        let agent = FakeAgent::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let check = pss_proto::auth::TokenCheck::new(TOKEN);
+        let svc = pb::agent_server::AgentServer::with_interceptor(agent.clone(), check);
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(svc)
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    stop.cancelled_owned(),
+                )
+                .await
+                .unwrap();
+        });
+        let node = node.to_string();
+        let me = agent.clone();
+        tokio::spawn(async move {
+            loop {
+                let mut registered = false;
+                let channel = match tonic::transport::Endpoint::from_shared(format!(
+                    "http://{controller}"
+                ))
+                .unwrap()
+                .connect()
+                .await
+                {
+                    Ok(c) => c,
+                    Err(_) => {
+                        tokio::select! { _ = shutdown.cancelled() => return, _ = tokio::time::sleep(Duration::from_millis(200)) => continue }
+                    }
+                };
+                let mut reg = pb::node_registry_client::NodeRegistryClient::with_interceptor(
+                    channel,
+                    BearerToken::new(TOKEN).unwrap(),
+                );
+                loop {
+                    if !registered {
+                        let req = pb::RegisterNodeRequest {
+                            name: node.clone(),
+                            cpu_millis: 8000,
+                            memory_bytes: 8 << 30,
+                            agent_address: addr.to_string(),
+                            pods: me.reports(),
+                        };
+                        if reg.register(req).await.is_err() {
+                            break;
+                        }
+                    }
+                    let hb = pb::HeartbeatRequest {
+                        node: node.clone(),
+                        metrics: Some(pb::NodeMetrics::default()),
+                        pods: me.reports(),
+                    };
+                    match reg.heartbeat(hb).await {
+                        Ok(r) => {
+                            let r = r.into_inner();
+                            registered = r.known;
+                            for id in r.stop_pods {
+                                me.stop(&id);
+                            }
+                        }
+                        Err(_) => break,
+                    }
+                    tokio::select! { _ = shutdown.cancelled() => return, _ = tokio::time::sleep(Duration::from_millis(500)) => {} }
+                }
+                tokio::select! { _ = shutdown.cancelled() => return, _ = tokio::time::sleep(Duration::from_millis(200)) => {} }
+            }
+        });
+        agent
+    }
+
+    fn report(id: &str, addr: SocketAddr) -> pb::PodReport {
+        pb::PodReport {
+            id: id.to_string(),
+            workload: id
+                .rsplit_once('-')
+                .map(|(w, _)| w.to_string())
+                .unwrap_or_default(),
+            phase: pb::PodPhase::Running as i32,
+            ready: true,
+            addresses: vec![pb::PortAddress {
+                container_port: 80,
+                address: addr.to_string(),
+            }],
+            memory_bytes: 1 << 20,
+            ..Default::default()
+        }
+    }
+
+    fn reports(&self) -> Vec<pb::PodReport> {
+        self.pods
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(id, (addr, _))| Self::report(id, *addr))
+            .collect()
+    }
+
+    fn stop(&self, id: &str) -> bool {
+        match self.pods.lock().unwrap().remove(id) {
+            Some((_, stop)) => {
+                stop.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Number of pods running.
+    pub fn pod_count(&self) -> usize {
+        self.pods.lock().unwrap().len()
+    }
+}
+
+#[tonic::async_trait]
+impl pb::agent_server::Agent for FakeAgent {
+    async fn run_pod(
+        &self,
+        request: Request<pb::RunPodRequest>,
+    ) -> Result<Response<pb::RunPodResponse>, Status> {
+        let req = request.into_inner();
+        if let Some((addr, _)) = self.pods.lock().unwrap().get(&req.id) {
+            return Ok(Response::new(pb::RunPodResponse {
+                pod: Some(Self::report(&req.id, *addr)),
+            }));
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let id = req.id.clone();
+        let token = stop.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = token.cancelled() => return,
+                    conn = listener.accept() => {
+                        if let Ok((mut s, _)) = conn {
+                            let id = id.clone();
+                            tokio::spawn(async move { let _ = s.write_all(format!("{id}\n").as_bytes()).await; });
+                        }
+                    }
+                }
+            }
+        });
+        self.pods
+            .lock()
+            .unwrap()
+            .insert(req.id.clone(), (addr, stop));
+        Ok(Response::new(pb::RunPodResponse {
+            pod: Some(Self::report(&req.id, addr)),
+        }))
+    }
+
+    async fn stop_pod(
+        &self,
+        request: Request<pb::StopPodRequest>,
+    ) -> Result<Response<pb::StopPodResponse>, Status> {
+        let existed = self.stop(&request.into_inner().id);
+        Ok(Response::new(pb::StopPodResponse { existed }))
+    }
+
+    type PodLogsStream =
+        std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::LogChunk, Status>> + Send>>;
+
+    async fn pod_logs(
+        &self,
+        _request: Request<pb::PodLogsRequest>,
+    ) -> Result<Response<Self::PodLogsStream>, Status> {
+        Err(Status::unimplemented("the fake agent keeps no logs"))
+    }
+}

@@ -1,0 +1,127 @@
+//! Desired and observed state: the [`StateStore`] trait and its SQLite implementation
+//! ([`SqliteStore`], in `sqlite.rs`).
+//!
+//! Every method that changes more than one row does it in one transaction, so a crash or a
+//! rejected input never leaves half a change behind. Methods are synchronous: SQLite in WAL mode
+//! answers in microseconds, and the controller calls them from its async tasks directly.
+
+mod error;
+mod sqlite;
+
+pub use error::{Error, Result};
+pub use sqlite::SqliteStore;
+
+use pss_core::model::{
+    AutoScalePolicy, AutoscalerStatus, EventRecord, NodeRecord, NodeStatus, Object, PodRecord,
+    Service, Workload,
+};
+
+/// A workload as stored, with bookkeeping.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredWorkload {
+    pub workload: Workload,
+    pub created_at_ms: i64,
+    /// Bumped on every change of the workload's spec or replicas.
+    pub generation: u64,
+}
+
+/// A service as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredService {
+    pub service: Service,
+    pub created_at_ms: i64,
+}
+
+/// An autoscaling policy as stored, with what the autoscaler last saw.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredAutoscaler {
+    pub policy: AutoScalePolicy,
+    pub created_at_ms: i64,
+    pub status: AutoscalerStatus,
+}
+
+/// What `apply` did to one object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApplyAction {
+    Created,
+    Configured,
+    Unchanged,
+}
+
+impl ApplyAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApplyAction::Created => "created",
+            ApplyAction::Configured => "configured",
+            ApplyAction::Unchanged => "unchanged",
+        }
+    }
+}
+
+/// The controller's persistent state.
+pub trait StateStore: Send + Sync + 'static {
+    // ----- desired state
+
+    /// Creates or updates every object in one transaction: all or nothing.
+    /// Returns one action per object, in order.
+    fn apply(&self, objects: &[Object]) -> Result<Vec<ApplyAction>>;
+    fn get_workload(&self, name: &str) -> Result<Option<StoredWorkload>>;
+    fn list_workloads(&self) -> Result<Vec<StoredWorkload>>;
+    /// Sets a workload's replica count; returns the previous count. `NotFound` if absent.
+    fn set_replicas(&self, name: &str, replicas: u32) -> Result<u32>;
+    /// Removes a workload (its pods stay until the reconciler has stopped them).
+    /// Returns false when there was none.
+    fn delete_workload(&self, name: &str) -> Result<bool>;
+
+    fn get_service(&self, name: &str) -> Result<Option<StoredService>>;
+    fn list_services(&self) -> Result<Vec<StoredService>>;
+    fn delete_service(&self, name: &str) -> Result<bool>;
+
+    /// Creates or replaces the policy named `policy.name` (keeps its status).
+    fn upsert_autoscaler(&self, policy: &AutoScalePolicy) -> Result<ApplyAction>;
+    fn get_autoscaler(&self, name: &str) -> Result<Option<StoredAutoscaler>>;
+    fn list_autoscalers(&self) -> Result<Vec<StoredAutoscaler>>;
+    fn set_autoscaler_status(&self, name: &str, status: &AutoscalerStatus) -> Result<()>;
+    fn delete_autoscaler(&self, name: &str) -> Result<bool>;
+
+    // ----- nodes
+
+    /// Inserts or updates a node (registration); keeps `registered_at_ms` of an existing one.
+    fn upsert_node(&self, node: &NodeRecord) -> Result<()>;
+    fn get_node(&self, name: &str) -> Result<Option<NodeRecord>>;
+    fn list_nodes(&self) -> Result<Vec<NodeRecord>>;
+    /// Records a heartbeat: metrics, time, and status Ready.
+    fn record_heartbeat(
+        &self,
+        name: &str,
+        cpu_usage_percent: f64,
+        memory_used_bytes: u64,
+        now_ms: i64,
+    ) -> Result<()>;
+    fn set_node_status(&self, name: &str, status: NodeStatus) -> Result<()>;
+
+    // ----- pods
+
+    /// Inserts or replaces a pod record.
+    fn put_pod(&self, pod: &PodRecord) -> Result<()>;
+    /// Inserts or replaces several pod records in one transaction.
+    fn put_pods(&self, pods: &[PodRecord]) -> Result<()>;
+    fn get_pod(&self, id: &str) -> Result<Option<PodRecord>>;
+    /// All pods, ordered by workload then id; `workload` filters when given.
+    fn list_pods(&self, workload: Option<&str>) -> Result<Vec<PodRecord>>;
+    fn delete_pod(&self, id: &str) -> Result<bool>;
+
+    // ----- events
+
+    /// Appends an event (assigning id and, when 0, time) and trims to the retention bound,
+    /// newest kept. Returns the id.
+    fn add_event(&self, event: &EventRecord) -> Result<u64>;
+    /// The newest `limit` events, oldest first.
+    fn list_events(&self, limit: usize) -> Result<Vec<EventRecord>>;
+
+    // ----- endpoint snapshot versions
+
+    /// Returns a new snapshot version for `service`, strictly greater than any returned before,
+    /// also across restarts.
+    fn next_snapshot_version(&self, service: &str) -> Result<u64>;
+}

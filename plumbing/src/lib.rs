@@ -1,0 +1,21 @@
+//! Process plumbing shared by every PSS binary, control plane and data plane alike, so that a
+//! listen address, a duration flag, a retry loop or a SIGTERM behaves the same in all of them:
+//!
+//! - [`addr`]: listen addresses as users write them (`:50051`), the URI a client dials, and the
+//!   `TCP_NODELAY` accept stream of the gRPC servers.
+//! - [`clock`]: the wall clock in unix milliseconds.
+//! - [`duration`]: `10s`, `500ms`, `2m` on every command line.
+//! - [`backoff`]: exponential retry back-off with jitter.
+//! - [`shutdown`]: SIGINT/SIGTERM into one `CancellationToken`.
+//! - [`logging`]: tracing set-up (text or JSON, `RUST_LOG`).
+//! - [`token`]: the shared token every binary starts with.
+
+pub mod addr;
+pub mod backoff;
+pub mod clock;
+pub mod duration;
+pub mod logging;
+pub mod shutdown;
+pub mod token;
+
+pub use backoff::{Backoff, Retry};
