@@ -54,6 +54,19 @@ use pss_proto::auth::TokenCheck;
 pub use runtime::Runtime;
 pub use server::AgentService;
 
+/// The default of every tunable of [`AgentConfig`], defined once: `pss-agent`'s flags show and
+/// use these.
+pub mod defaults {
+    use std::time::Duration;
+
+    /// Memory capacity offered to the scheduler, in MiB.
+    pub const MEMORY_MIB: u64 = 4096;
+    /// Heartbeat and metrics interval.
+    pub const METRICS_INTERVAL: Duration = Duration::from_secs(15);
+    /// Address the controller dials back and pods' ports are reached on.
+    pub const ADVERTISE_ADDRESS: &str = "127.0.0.1";
+}
+
 /// Everything an agent needs to know; the flags of `pss-agent`.
 #[derive(Clone)]
 pub struct AgentConfig {
@@ -89,11 +102,11 @@ impl AgentConfig {
             controller: controller.into(),
             token: token.into(),
             node_name: node_name.into(),
-            advertise_address: "127.0.0.1".into(),
+            advertise_address: defaults::ADVERTISE_ADDRESS.into(),
             socket: None,
             cpu_millis: default_cpu_millis(),
-            memory_bytes: 4096 * 1024 * 1024,
-            metrics_interval: Duration::from_secs(15),
+            memory_bytes: defaults::MEMORY_MIB * 1024 * 1024,
+            metrics_interval: defaults::METRICS_INTERVAL,
             backoff: Backoff::default(),
         }
     }

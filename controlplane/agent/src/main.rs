@@ -1,13 +1,12 @@
 //! `pss-agent`: flags, logging and signals; the work is in the `pss_agent` library.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use pss_agent::{default_cpu_millis, hostname, run, AgentConfig};
+use pss_agent::{default_cpu_millis, defaults, hostname, run, AgentConfig};
 use pss_plumbing::addr::parse_listen;
-use pss_plumbing::duration::parse_duration;
+use pss_plumbing::duration::HumanDuration;
 use tokio_util::sync::CancellationToken;
 
 /// PSS node agent: runs the controller's pods on Podman (libpod REST API over its unix
@@ -33,16 +32,16 @@ struct Args {
     #[arg(long)]
     cpu: Option<u64>,
     /// Memory capacity in MiB.
-    #[arg(long, default_value_t = 4096)]
+    #[arg(long, default_value_t = defaults::MEMORY_MIB)]
     mem: u64,
     /// Heartbeat / metrics interval.
-    #[arg(long, default_value = "15s", value_parser = parse_duration)]
-    metrics_interval: Duration,
+    #[arg(long, default_value_t = HumanDuration(defaults::METRICS_INTERVAL))]
+    metrics_interval: HumanDuration,
     /// Node name (default: the hostname).
     #[arg(long, env = "PSS_NODE_NAME")]
     node_name: Option<String>,
     /// Address the controller dials back and pods' ports are reached on.
-    #[arg(long, env = "PSS_ADVERTISE_ADDRESS", default_value = "127.0.0.1")]
+    #[arg(long, env = "PSS_ADVERTISE_ADDRESS", default_value = defaults::ADVERTISE_ADDRESS)]
     advertise_address: String,
     /// Log format: text or json.
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
@@ -68,7 +67,7 @@ async fn main() -> anyhow::Result<()> {
     config.socket = args.socket;
     config.cpu_millis = args.cpu.unwrap_or_else(default_cpu_millis);
     config.memory_bytes = args.mem * 1024 * 1024;
-    config.metrics_interval = args.metrics_interval;
+    config.metrics_interval = args.metrics_interval.into();
 
     let shutdown = CancellationToken::new();
     pss_plumbing::shutdown::cancel_on_signals(shutdown.clone());

@@ -4,24 +4,28 @@
 //!   delete, logs).
 //! - `registry.rs`: the `NodeRegistry` service agents talk to (register, heartbeat, pod status
 //!   pushes), and how a pod report updates the controller's record.
-//! - `endpoints.rs`: the `EndpointWatch` service proxies subscribe to.
-//! - `reconcile.rs`: the event-driven reconcile loop: gathers state, asks
-//!   [`pss_core::reconciler::plan`], and executes the actions on agents.
-//! - `nodes.rs`: node liveness (heartbeat timeout → NotReady, pods Lost).
-//! - `autoscale.rs`: the autoscaler loop around [`pss_core::autoscaler`].
-//! - `agents.rs`: gRPC clients for dialing agents back.
+//! - `endpoint_watch.rs`: the `EndpointWatch` service proxies subscribe to, fed by
+//!   [`service_manager`] (one versioned endpoint snapshot per service).
+//! - `executor.rs`: the reconciler's executor: gathers state, asks
+//!   [`pss_core::reconciler::reconcile`], and executes the actions on agents.
+//! - `liveness.rs`: the node liveness loop around [`pss_core::liveness`].
+//! - `autoscale_loop.rs`: the autoscaler loop around [`pss_core::autoscaler`].
+//! - `agent_clients.rs`: gRPC clients for dialing agents back.
+//!
+//! Every decision is a pure function of `pss-core`; the modules here read the store, call it,
+//! and write or send what it decided.
 //!
 //! [`serve`] runs all of it until a [`CancellationToken`] fires; the binary only parses flags.
 
-mod agents;
-mod autoscale;
-mod endpoints;
+mod agent_clients;
+mod autoscale_loop;
+mod endpoint_watch;
 mod error;
-mod nodes;
+mod executor;
+mod liveness;
 mod operator;
-mod reconcile;
 mod registry;
-pub mod services;
+pub mod service_manager;
 
 pub use error::{Error, Result};
 
@@ -35,13 +39,32 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::services::ServiceManager;
+use crate::service_manager::ServiceManager;
 use pss_core::model::EventRecord;
 use pss_plumbing::clock::now_ms;
 use pss_proto::auth::TokenCheck;
 use pss_store::StateStore;
 
-pub use registry::apply_report;
+/// The default of every tunable of [`ControllerConfig`], defined once: `pss-controller`'s
+/// flags show and use these.
+pub mod defaults {
+    use std::time::Duration;
+
+    pub use pss_core::autoscaler::{
+        DEFAULT_COOLDOWN as AUTOSCALE_COOLDOWN,
+        DEFAULT_STABILIZATION_WINDOW as STABILIZATION_WINDOW,
+    };
+    /// Periodic resync on top of the event-driven passes.
+    pub const RECONCILE_INTERVAL: Duration = Duration::from_secs(10);
+    /// Autoscaler evaluation interval, and the agents' expected heartbeat interval.
+    pub const METRICS_INTERVAL: Duration = Duration::from_secs(15);
+    /// Heartbeats missed before a node is NotReady: the timeout is this many intervals.
+    pub const NODE_TIMEOUT_INTERVALS: u32 = 3;
+    /// Time a pod spends out of the endpoints before it is stopped.
+    pub const DRAIN_PERIOD: Duration = Duration::from_secs(3);
+    /// Grace period containers get before SIGKILL.
+    pub const STOP_GRACE: Duration = Duration::from_secs(5);
+}
 
 /// Tunables of the controller (flags of `pss-controller`).
 #[derive(Debug, Clone)]
@@ -69,12 +92,12 @@ impl ControllerConfig {
     pub fn new(token: impl Into<String>) -> Self {
         ControllerConfig {
             token: token.into(),
-            reconcile_interval: Duration::from_secs(10),
-            metrics_interval: Duration::from_secs(15),
-            node_timeout: Duration::from_secs(45),
-            drain_period: Duration::from_secs(3),
-            stop_grace: Duration::from_secs(5),
-            autoscale_cooldown: Duration::from_secs(60),
+            reconcile_interval: defaults::RECONCILE_INTERVAL,
+            metrics_interval: defaults::METRICS_INTERVAL,
+            node_timeout: defaults::METRICS_INTERVAL * defaults::NODE_TIMEOUT_INTERVALS,
+            drain_period: defaults::DRAIN_PERIOD,
+            stop_grace: defaults::STOP_GRACE,
+            autoscale_cooldown: defaults::AUTOSCALE_COOLDOWN,
             stabilization_window: Duration::from_secs(300),
         }
     }
@@ -90,9 +113,9 @@ pub(crate) struct Shared {
     /// Wakes the reconcile loop at once (apply, scale, delete, status change).
     pub trigger: Notify,
     /// Cached gRPC clients to agents.
-    pub agents: agents::AgentPool,
+    pub agents: agent_clients::AgentPool,
     /// Autoscaler memory (recommendation history per policy) between evaluations.
-    pub autoscale: autoscale::AutoscaleMemory,
+    pub autoscale: autoscale_loop::AutoscaleMemory,
     /// Cancelled on shutdown; background tasks (drains, restarts) watch it.
     pub shutdown: CancellationToken,
     /// Pods with a start or stop task under way, so a pass never starts a second one.
@@ -133,21 +156,21 @@ pub async fn serve(
 ) -> Result<()> {
     let check = TokenCheck::new(&config.token);
     let shared = Arc::new(Shared {
-        agents: agents::AgentPool::new(&config.token)?,
+        agents: agent_clients::AgentPool::new(&config.token)?,
         store,
         config,
         services: ServiceManager::new(),
         trigger: Notify::new(),
-        autoscale: autoscale::AutoscaleMemory::default(),
+        autoscale: autoscale_loop::AutoscaleMemory::default(),
         shutdown: shutdown.clone(),
         inflight: Default::default(),
     });
     shared.services.refresh(shared.store.as_ref())?;
 
     let loops = [
-        tokio::spawn(reconcile::run(shared.clone())),
-        tokio::spawn(nodes::run(shared.clone())),
-        tokio::spawn(autoscale::run(shared.clone())),
+        tokio::spawn(executor::run(shared.clone())),
+        tokio::spawn(liveness::run(shared.clone())),
+        tokio::spawn(autoscale_loop::run(shared.clone())),
     ];
 
     let addr = listener.local_addr()?;
@@ -163,7 +186,7 @@ pub async fn serve(
             check.clone(),
         ))
         .add_service(EndpointWatchServer::with_interceptor(
-            endpoints::EndpointApi::new(shared.clone()),
+            endpoint_watch::EndpointApi::new(shared.clone()),
             check,
         ))
         .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned())

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use pss_controller::{serve, ControllerConfig};
+use pss_controller::{defaults, serve, ControllerConfig};
 use pss_plumbing::addr::parse_listen;
-use pss_plumbing::duration::parse_duration;
+use pss_plumbing::duration::{parse_duration, HumanDuration};
 use pss_store::SqliteStore;
 use tokio_util::sync::CancellationToken;
 
@@ -27,27 +27,27 @@ struct Args {
     #[arg(long, env = "PSS_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// Periodic reconcile interval (changes also reconcile at once).
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
-    reconcile_interval: Duration,
+    #[arg(long, default_value_t = HumanDuration(defaults::RECONCILE_INTERVAL))]
+    reconcile_interval: HumanDuration,
     /// Autoscaler evaluation interval (and the agents' expected metrics interval).
-    #[arg(long, default_value = "15s", value_parser = parse_duration)]
-    metrics_interval: Duration,
+    #[arg(long, default_value_t = HumanDuration(defaults::METRICS_INTERVAL))]
+    metrics_interval: HumanDuration,
     /// A node silent for this long becomes NotReady and its pods are replaced
     /// (default: 3 x --metrics-interval).
     #[arg(long, value_parser = parse_duration)]
     node_timeout: Option<Duration>,
     /// Time a pod spends out of the endpoints before it is stopped.
-    #[arg(long, default_value = "3s", value_parser = parse_duration)]
-    drain_period: Duration,
+    #[arg(long, default_value_t = HumanDuration(defaults::DRAIN_PERIOD))]
+    drain_period: HumanDuration,
     /// Grace period containers get before SIGKILL when a pod is stopped.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
-    stop_grace: Duration,
+    #[arg(long, default_value_t = HumanDuration(defaults::STOP_GRACE))]
+    stop_grace: HumanDuration,
     /// Minimum time between two autoscaling actions on a workload.
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
-    autoscale_cooldown: Duration,
+    #[arg(long, default_value_t = HumanDuration(defaults::AUTOSCALE_COOLDOWN))]
+    autoscale_cooldown: HumanDuration,
     /// Scale-down uses the highest recommendation over this window.
-    #[arg(long, default_value = "5m", value_parser = parse_duration)]
-    stabilization_window: Duration,
+    #[arg(long, default_value_t = HumanDuration(defaults::STABILIZATION_WINDOW))]
+    stabilization_window: HumanDuration,
     /// Log format: text or json.
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
@@ -65,13 +65,15 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {addr}"))?;
     let mut config = ControllerConfig::new(token);
-    config.reconcile_interval = args.reconcile_interval;
-    config.metrics_interval = args.metrics_interval;
-    config.node_timeout = args.node_timeout.unwrap_or(args.metrics_interval * 3);
-    config.drain_period = args.drain_period;
-    config.stop_grace = args.stop_grace;
-    config.autoscale_cooldown = args.autoscale_cooldown;
-    config.stabilization_window = args.stabilization_window;
+    config.reconcile_interval = args.reconcile_interval.into();
+    config.metrics_interval = args.metrics_interval.into();
+    config.node_timeout = args
+        .node_timeout
+        .unwrap_or(config.metrics_interval * defaults::NODE_TIMEOUT_INTERVALS);
+    config.drain_period = args.drain_period.into();
+    config.stop_grace = args.stop_grace.into();
+    config.autoscale_cooldown = args.autoscale_cooldown.into();
+    config.stabilization_window = args.stabilization_window.into();
     tracing::info!(db = %args.db.display(), "state store opened");
 
     let shutdown = CancellationToken::new();

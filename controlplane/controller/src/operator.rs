@@ -11,7 +11,7 @@ use tonic::{Request, Response, Status};
 
 use crate::Shared;
 use pss_core::model::{self, AutoScalePolicy, EventRecord, PodPhase, Resources};
-use pss_plumbing::clock::now_ms;
+use pss_core::reconciler::{holds_resources, node_states};
 use pss_store::ApplyAction;
 
 pub(crate) struct OperatorApi {
@@ -202,25 +202,30 @@ impl pb::operator_server::Operator for OperatorApi {
     ) -> Result<Response<pb::ListNodesResponse>, Status> {
         let store = &self.shared.store;
         let pods = store.list_pods(None).map_err(to_status)?;
-        let workloads = store.list_workloads().map_err(to_status)?;
-        let nodes = store
-            .list_nodes()
+        let requests: std::collections::HashMap<String, Resources> = store
+            .list_workloads()
             .map_err(to_status)?
+            .into_iter()
+            .map(|w| (w.workload.name.clone(), w.workload.pod_spec.requests()))
+            .collect();
+        let records = store.list_nodes().map_err(to_status)?;
+        // The scheduler's own view: allocation is what the reconciler places against.
+        let states = node_states(&records, &pods, |w| requests.get(w).copied());
+        let mut counts: std::collections::HashMap<&str, u32> = std::collections::HashMap::new();
+        for p in pods.iter().filter(|p| holds_resources(p.phase)) {
+            if let Some(n) = p.node.as_deref() {
+                *counts.entry(n).or_default() += 1;
+            }
+        }
+        let nodes = records
             .iter()
-            .map(|n| {
-                let here: Vec<_> = pods
-                    .iter()
-                    .filter(|p| {
-                        p.node.as_deref() == Some(n.name.as_str())
-                            && !matches!(p.phase, PodPhase::Lost)
-                    })
-                    .collect();
-                let allocated = here
-                    .iter()
-                    .filter_map(|p| workloads.iter().find(|w| w.workload.name == p.workload))
-                    .map(|w| w.workload.pod_spec.requests())
-                    .fold(Resources::default(), Resources::plus);
-                model::node_to_proto(n, allocated, here.len() as u32)
+            .zip(&states)
+            .map(|(n, state)| {
+                model::node_to_proto(
+                    n,
+                    state.allocated,
+                    counts.get(n.name.as_str()).copied().unwrap_or(0),
+                )
             })
             .collect();
         Ok(Response::new(pb::ListNodesResponse { nodes }))
@@ -368,7 +373,12 @@ impl pb::operator_server::Operator for OperatorApi {
         }
         self.shared.kick();
         let mut out = pb::AutoScalePolicy::from(&policy);
-        out.created_at_ms = now_ms();
+        out.created_at_ms = self
+            .shared
+            .store
+            .get_autoscaler(&name)
+            .map_err(to_status)?
+            .map_or(0, |a| a.created_at_ms);
         Ok(Response::new(pb::AutoscaleResponse {
             policy: Some(out),
             action: action.as_str().into(),

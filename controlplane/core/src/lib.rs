@@ -8,14 +8,18 @@
 //! - [`scheduler`]: where a pod goes (spread or binpack).
 //! - [`reconciler`]: the diff between desired and observed state, as actions.
 //! - [`autoscaler`]: the replica count a policy recommends.
+//! - [`podstate`]: the pod state machine (an agent's report applied to a pod record).
 //! - [`crashloop`]: when a failing pod may restart.
+//! - [`liveness`]: which nodes went silent, and what becomes of their pods.
 //! - [`endpoints`]: which pods are a service's endpoints.
 
 pub mod autoscaler;
 pub mod crashloop;
 pub mod endpoints;
 mod error;
+pub mod liveness;
 pub mod model;
+pub mod podstate;
 pub mod reconciler;
 pub mod scheduler;
 

@@ -1,7 +1,9 @@
 //! The reconciler's decision: `plan(desired, observed) -> Vec<Action>`, a pure diff in the style
-//! of sozu's state diff. The controller's loop (in `controller/`) gathers the inputs from the
-//! store, calls [`plan`], and executes the actions (RunPod/StopPod on agents, store updates,
-//! events). [`observed_from_records`] and [`node_states`] build the inputs from store records.
+//! of sozu's state diff, and [`reconcile`], which adds when the next pass is due for time alone
+//! (a crash-loop back-off ending). The controller's executor (`pss-controller`'s
+//! `executor.rs`) gathers the inputs from the store, calls [`reconcile`], and executes the
+//! actions (RunPod/StopPod on agents, store updates, events). [`observed_from_records`] and
+//! [`node_states`] build the inputs from store records.
 //!
 //! Per workload, in this order:
 //! - Pods whose node is gone or that are `Lost` get [`Action::Forget`]: they are replaced.
@@ -88,6 +90,43 @@ pub enum Action {
     },
     /// Replace a Lost pod: forget the record (its node's agent stops it if it comes back).
     Forget { pod: String },
+}
+
+/// The reconciler's whole answer for one pass: what to do now, and when it next needs to run
+/// even if nothing changes (kube-runtime's `Action::requeue_after`), so the executor sets one
+/// timer instead of spawning a sleep per back-off.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub actions: Vec<Action>,
+    /// The earliest crash-loop back-off still running (unix ms), if any.
+    pub requeue_at_ms: Option<i64>,
+}
+
+/// [`plan`] and [`requeue_at`] together: one reconcile decision.
+pub fn reconcile(
+    desired: &[DesiredWorkload],
+    observed: &[ObservedPod],
+    nodes: &[NodeState],
+    now_ms: i64,
+) -> Plan {
+    Plan {
+        actions: plan(desired, observed, nodes, now_ms),
+        requeue_at_ms: requeue_at(observed, now_ms),
+    }
+}
+
+/// When a pass must run again for time alone: the earliest back-off of a crashed, placed pod
+/// that has not elapsed at `now_ms` (its restart is due then).
+pub fn requeue_at(observed: &[ObservedPod], now_ms: i64) -> Option<i64> {
+    observed
+        .iter()
+        .filter(|p| {
+            matches!(p.phase, PodPhase::Failed | PodPhase::Succeeded)
+                && p.node.is_some()
+                && p.backoff_until_ms > now_ms
+        })
+        .map(|p| p.backoff_until_ms)
+        .min()
 }
 
 /// The diff between desired and observed state. `nodes` is the cluster's current allocation,
@@ -1072,5 +1111,28 @@ mod tests {
                 prop_assert!(old_active.len() - replaced >= keep.min(old_active.len()));
             }
         }
+    }
+
+    #[test]
+    fn requeue_is_the_earliest_running_back_off_of_a_placed_crashed_pod() {
+        let pod = |id: &str, phase: PodPhase, node: Option<&str>, until: i64| ObservedPod {
+            id: id.into(),
+            workload: "w".into(),
+            node: node.map(Into::into),
+            phase,
+            ready: false,
+            spec_hash: 1,
+            restart_count: 0,
+            backoff_until_ms: until,
+        };
+        let observed = [
+            pod("w-a", PodPhase::Failed, Some("n"), 5_000),
+            pod("w-b", PodPhase::Failed, Some("n"), 3_000),
+            pod("w-c", PodPhase::Failed, Some("n"), 500),
+            pod("w-d", PodPhase::Running, Some("n"), 2_000),
+            pod("w-e", PodPhase::Failed, None, 2_000),
+        ];
+        assert_eq!(requeue_at(&observed, 1_000), Some(3_000));
+        assert_eq!(requeue_at(&observed, 6_000), None);
     }
 }

@@ -6,6 +6,7 @@ mod support;
 use std::time::Duration;
 
 use support::cluster::{examples, http_get, podman, Cluster};
+use support::eventually;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workload_runs_spreads_scales_logs_and_deletes_on_podman() {
@@ -181,6 +182,21 @@ async fn a_restarted_agent_adopts_its_running_pods() {
 
     let node = cluster.agents[0].node.clone();
     let port = cluster.agents[0].port;
+    // Registrations of this node so far; the restarted agent must add one.
+    let registrations = |events: &str| -> Vec<u64> {
+        let events: serde_json::Value = serde_json::from_str(events).unwrap();
+        events["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["reason"] == "Registered" && e["object"] == format!("node/{node}"))
+            .map(|e| e["id"].as_u64().unwrap())
+            .collect()
+    };
+    let last_registration = registrations(&c.ctl(&["get", "events", "-o", "json"]).await.unwrap())
+        .into_iter()
+        .max()
+        .expect("the agent registered at start");
     cluster.agents[0].kill();
     // Pods keep running without their agent.
     for p in &before {
@@ -191,8 +207,19 @@ async fn a_restarted_agent_adopts_its_running_pods() {
         );
     }
     cluster.agents[0] = support::cluster::AgentProcess::start(&node, port, &c.addr.to_string());
-    // Give the new agent time to register and report.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Adoption is only shown once the new agent has registered (with its running pods).
+    eventually(
+        Duration::from_secs(30),
+        "the restarted agent registers again",
+        || async {
+            let events = c.ctl(&["get", "events", "-o", "json"]).await.ok()?;
+            registrations(&events)
+                .into_iter()
+                .any(|id| id > last_registration)
+                .then_some(())
+        },
+    )
+    .await;
     let after = cluster
         .wait_running("adopt", 2, Duration::from_secs(60))
         .await;

@@ -1,6 +1,7 @@
-//! The reconcile loop: runs at once when something changes (apply, scale, delete, a pod's
-//! status, a node's liveness) and every `--reconcile-interval`. Each pass gathers desired and
-//! observed state from the store, asks the pure [`plan`] what to do, and executes the actions:
+//! The reconciler's executor: runs a pass at once when something changes (apply, scale, delete,
+//! a pod's status, a node's liveness), every `--reconcile-interval`, and when the last plan
+//! asked to be requeued. Each pass gathers desired and observed state from the store, asks the
+//! pure [`reconcile`] what to do, and executes the actions:
 //! records are updated in the store first (so the next pass sees the intent), then the slow
 //! part — RunPod/StopPod on an agent, the drain before a stop — runs in a task of its own.
 
@@ -10,33 +11,46 @@ use std::time::Duration;
 
 use pss_proto::v1 as pb;
 
-use crate::registry::apply_report;
 use crate::Result;
 use crate::Shared;
 use pss_core::model::{EventRecord, NodeStatus, PodPhase, PodRecord};
+use pss_core::podstate::apply_report;
 use pss_core::reconciler::{
-    node_states, observed_from_records, plan, Action, DesiredWorkload, StopReason,
+    node_states, observed_from_records, reconcile, Action, DesiredWorkload, Plan, StopReason,
 };
 use pss_plumbing::clock::now_ms;
 
-/// Runs passes until shutdown.
+/// Runs passes until shutdown: at once on a kick, every `--reconcile-interval`, and when the
+/// last plan asked to be requeued (a crash-loop back-off ending).
 pub(crate) async fn run(shared: Arc<Shared>) {
     let mut interval = tokio::time::interval(shared.config.reconcile_interval);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut requeue: Option<tokio::time::Instant> = None;
     loop {
+        let requeued = async {
+            match requeue {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = shared.shutdown.cancelled() => return,
             _ = shared.trigger.notified() => {}
             _ = interval.tick() => {}
+            _ = requeued => {}
         }
-        if let Err(e) = pass(&shared) {
-            tracing::warn!(error = %e, "reconcile pass failed");
-        }
+        requeue = match pass(&shared) {
+            Ok(after) => after.map(|d| tokio::time::Instant::now() + d),
+            Err(e) => {
+                tracing::warn!(error = %e, "reconcile pass failed");
+                requeue
+            }
+        };
     }
 }
 
-/// One reconcile pass.
-pub(crate) fn pass(shared: &Arc<Shared>) -> Result<()> {
+/// One reconcile pass; returns how long until the plan wants the next pass for time alone.
+pub(crate) fn pass(shared: &Arc<Shared>) -> Result<Option<Duration>> {
     let store = &shared.store;
     let workloads = store.list_workloads()?;
     let pods = store.list_pods(None)?;
@@ -54,14 +68,16 @@ pub(crate) fn pass(shared: &Arc<Shared>) -> Result<()> {
         })
         .collect();
     let observed = observed_from_records(&pods);
-    let node_states = node_states(&nodes, &pods, |name| {
-        workloads
-            .iter()
-            .find(|w| w.workload.name == name)
-            .map(|w| w.workload.pod_spec.requests())
-    });
+    let requests: HashMap<&str, pss_core::model::Resources> = workloads
+        .iter()
+        .map(|w| (w.workload.name.as_str(), w.workload.pod_spec.requests()))
+        .collect();
+    let node_states = node_states(&nodes, &pods, |name| requests.get(name).copied());
 
-    let actions = plan(&desired, &observed, &node_states, now);
+    let Plan {
+        actions,
+        requeue_at_ms,
+    } = reconcile(&desired, &observed, &node_states, now);
     let by_id: HashMap<&str, &PodRecord> = pods.iter().map(|p| (p.id.as_str(), p)).collect();
     // IDs in use, including those of pods created earlier in this pass.
     let mut taken: HashSet<String> = by_id.keys().map(|id| id.to_string()).collect();
@@ -196,7 +212,7 @@ pub(crate) fn pass(shared: &Arc<Shared>) -> Result<()> {
             _ => {}
         }
     }
-    Ok(())
+    Ok(requeue_at_ms.map(|at| Duration::from_millis(u64::try_from(at - now).unwrap_or(0))))
 }
 
 /// A fresh pod id for `workload` that is not `taken`; records it as taken.
@@ -331,7 +347,7 @@ async fn start(shared: &Arc<Shared>, pod_id: &str) -> Result<()> {
                 humantime::format_duration(Duration::from_secs(wait.as_secs()))
             ),
         ));
-        crate::registry::schedule_kick(shared, wait);
+        // The pass requeues itself for when this back-off ends.
         shared.kick();
     }
     if outcome.changed {
