@@ -16,7 +16,7 @@ cargo build --release --bins -q
 eval "$(bash scripts/podman-setup.sh | tail -n 2)"
 export CONTAINERS_CONF PSS_PODMAN_SOCK
 W=$(mktemp -d)
-export PSS_TOKEN=bench-$$ PSS_CONTROLLER=127.0.0.1:50151
+export PSS_TOKEN=pss-bench-token-$$-$RANDOM$RANDOM PSS_CONTROLLER=127.0.0.1:50151
 PIDS=()
 cleanup() {
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done

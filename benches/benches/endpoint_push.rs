@@ -18,7 +18,7 @@ use pss_proto::auth::BearerToken;
 use pss_proto::v1 as pb;
 use pss_store::{SqliteStore, StateStore};
 
-const TOKEN: &str = "bench";
+const TOKEN: &str = "pss-bench-token-0123456";
 
 fn seed(store: &SqliteStore) {
     let spec = PodSpec {

@@ -17,9 +17,13 @@ struct Args {
     /// Controller gRPC address.
     #[arg(long, env = "PSS_CONTROLLER", default_value = "localhost:50051")]
     controller: String,
-    /// Shared auth token (required).
+    /// Shared auth token (required; at least 16 bytes). Prefer --token-file or the PSS_TOKEN
+    /// environment variable: a value given here is visible to every user in `ps`.
     #[arg(long, env = "PSS_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// File holding the shared auth token (its trailing newline is ignored).
+    #[arg(long, env = "PSS_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
     /// Agent gRPC listen address (the controller dials back here).
     #[arg(long, env = "PSS_AGENT_LISTEN", default_value = ":50052")]
     listen: String,
@@ -52,7 +56,8 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     pss_plumbing::logging::init(&args.log_format);
-    let token = pss_plumbing::token::require_token(args.token).map_err(anyhow::Error::msg)?;
+    let token = pss_plumbing::token::load(args.token, args.token_file.as_deref())
+        .map_err(anyhow::Error::msg)?;
     let addr = parse_listen(&args.listen).map_err(anyhow::Error::msg)?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await

@@ -832,13 +832,19 @@ fn the_binary_needs_a_token_and_a_podman_socket() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("token"));
+    let out = std::process::Command::new(agent)
+        .args(["--listen", "127.0.0.1:0", "--token", "weak"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "a 4-byte token is refused");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at least 16"));
 
     let out = std::process::Command::new(agent)
         .args([
             "--listen",
             "127.0.0.1:0",
             "--token",
-            "t",
+            TOKEN,
             "--socket",
             "/nonexistent/p.sock",
         ])

@@ -31,15 +31,13 @@ pub struct Cli {
         default_value = "localhost:50051"
     )]
     pub controller: String,
-    /// Shared auth token.
-    #[arg(
-        long,
-        global = true,
-        env = "PSS_TOKEN",
-        hide_env_values = true,
-        default_value = ""
-    )]
-    pub token: String,
+    /// Shared auth token. Prefer --token-file or the PSS_TOKEN environment variable: a value
+    /// given here is visible to every user in `ps`.
+    #[arg(long, global = true, env = "PSS_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// File holding the shared auth token (its trailing newline is ignored).
+    #[arg(long, global = true, env = "PSS_TOKEN_FILE")]
+    pub token_file: Option<std::path::PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -189,7 +187,9 @@ pub async fn execute(cli: Cli, out: &mut (dyn Write + Send)) -> Result<(), CliEr
         }
         _ => None,
     };
-    let mut client = Client::connect(&cli.controller, &cli.token).await?;
+    let token = pss_plumbing::token::load(cli.token.clone(), cli.token_file.as_deref())
+        .map_err(CliError::Usage)?;
+    let mut client = Client::connect(&cli.controller, &token).await?;
     match cli.command {
         Command::Apply { .. } => {
             let (text, source) = manifest.expect("read above");

@@ -23,9 +23,13 @@ struct Args {
     /// SQLite database path.
     #[arg(long, env = "PSS_DB", default_value = "pss.db")]
     db: PathBuf,
-    /// Shared auth token (required).
+    /// Shared auth token (required; at least 16 bytes). Prefer --token-file or the PSS_TOKEN
+    /// environment variable: a value given here is visible to every user in `ps`.
     #[arg(long, env = "PSS_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// File holding the shared auth token (its trailing newline is ignored).
+    #[arg(long, env = "PSS_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
     /// Periodic reconcile interval (changes also reconcile at once).
     #[arg(long, default_value_t = HumanDuration(defaults::RECONCILE_INTERVAL))]
     reconcile_interval: HumanDuration,
@@ -57,7 +61,8 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     pss_plumbing::logging::init(&args.log_format);
-    let token = pss_plumbing::token::require_token(args.token).map_err(anyhow::Error::msg)?;
+    let token = pss_plumbing::token::load(args.token, args.token_file.as_deref())
+        .map_err(anyhow::Error::msg)?;
     let addr = parse_listen(&args.listen).map_err(anyhow::Error::msg)?;
     let store = SqliteStore::open(&args.db)
         .with_context(|| format!("opening database {}", args.db.display()))?;

@@ -17,7 +17,7 @@ use pssctl::{execute, Cli, CliError};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub const TOKEN: &str = "test-token";
+pub const TOKEN: &str = "pss-e2e-test-token-0123";
 
 /// The path of a workspace binary (`pss-agent`, `pss-controller`, `pssctl`, `pss-proxy`) of the
 /// profile these tests were built with. Cargo only exposes `CARGO_BIN_EXE_*` for binaries of
