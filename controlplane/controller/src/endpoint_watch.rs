@@ -31,41 +31,61 @@ impl pb::endpoint_watch_server::EndpointWatch for EndpointApi {
         request: Request<pb::WatchEndpointsRequest>,
     ) -> Result<Response<Self::WatchEndpointsStream>, Status> {
         let req = request.into_inner();
-        let mut rx = self
+        let rx = self
             .shared
             .services
             .subscribe(&req.service)
             .ok_or_else(|| Status::not_found(format!("service \"{}\" not found", req.service)))?;
         let shutdown = self.shared.shutdown.clone();
         tracing::info!(service = %req.service, known_version = req.known_version, "proxy subscribed");
-        let stream = async_stream(move |tx| async move {
-            loop {
-                let snapshot = rx.borrow_and_update().clone();
-                if tx.send(Ok((*snapshot).clone())).await.is_err() {
-                    return;
-                }
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    changed = rx.changed() => if changed.is_err() {
-                        // The service was deleted (its channel dropped) after its final
-                        // empty snapshot: tell the proxy.
-                        let _ = tx.send(Err(Status::not_found("service deleted"))).await;
-                        return;
-                    },
-                }
-            }
-        });
-        Ok(Response::new(stream))
+        Ok(Response::new(snapshots(rx, shutdown)))
     }
 }
 
-/// A stream fed by a task through a small channel (the task ends when the client goes away).
-fn async_stream<F, Fut>(f: F) -> SnapshotStream
-where
-    F: FnOnce(tokio::sync::mpsc::Sender<Result<pb::EndpointSnapshot, Status>>) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    tokio::spawn(f(tx));
-    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+/// What a subscription still has to do.
+enum Next {
+    /// Send the current snapshot (the first one, or after a change).
+    Send,
+    /// Wait for the next change.
+    Wait,
+    /// Over.
+    Done,
+}
+
+/// The stream of a subscription: the current snapshot, then each newer one. It owns its watch
+/// receiver and nothing else — no task behind it — so when tonic drops it (the proxy went
+/// away, or cancelled), everything it holds is freed at once.
+fn snapshots(
+    rx: tokio::sync::watch::Receiver<Arc<pb::EndpointSnapshot>>,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> SnapshotStream {
+    Box::pin(futures::stream::unfold(
+        (rx, shutdown, Next::Send),
+        |(mut rx, shutdown, next)| async move {
+            let mut next = next;
+            loop {
+                match next {
+                    Next::Done => return None,
+                    Next::Send => {
+                        let snapshot = rx.borrow_and_update().clone();
+                        return Some((Ok((*snapshot).clone()), (rx, shutdown, Next::Wait)));
+                    }
+                    Next::Wait => {
+                        tokio::select! {
+                            _ = shutdown.cancelled() => return None,
+                            changed = rx.changed() => {
+                                if changed.is_err() {
+                                    // The service was deleted (its channel dropped) after its
+                                    // final empty snapshot: tell the proxy.
+                                    let end = Err(Status::not_found("service deleted"));
+                                    return Some((end, (rx, shutdown, Next::Done)));
+                                }
+                                next = Next::Send;
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    ))
 }

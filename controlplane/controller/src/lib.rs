@@ -41,6 +41,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::service_manager::ServiceManager;
 use pss_core::model::EventRecord;
+use pss_core::text::cut_short;
 use pss_plumbing::clock::now_ms;
 use pss_proto::auth::TokenCheck;
 use pss_store::StateStore;
@@ -104,6 +105,14 @@ impl ControllerConfig {
 }
 
 /// State shared by every service and loop of one controller.
+/// Longest event object name kept (`kind/name`).
+const MAX_EVENT_OBJECT_BYTES: usize = 256;
+/// Longest event message kept.
+const MAX_EVENT_MESSAGE_BYTES: usize = 1024;
+/// Manifests parsed at the same time; more wait their turn (parsing runs on blocking threads,
+/// never on the runtime's).
+pub(crate) const PARSE_SLOTS: usize = 2;
+
 pub(crate) struct Shared {
     /// Desired and observed state.
     pub store: Arc<dyn StateStore>,
@@ -120,13 +129,22 @@ pub(crate) struct Shared {
     pub shutdown: CancellationToken,
     /// Pods with a start or stop task under way, so a pass never starts a second one.
     pub inflight: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Bounds the manifests being parsed at once (see [`PARSE_SLOTS`]).
+    pub parse_slots: tokio::sync::Semaphore,
 }
 
 impl Shared {
-    /// Records an event (and logs it).
+    /// Records an event (and logs it). Its object and message are cut short: they may echo
+    /// input (a source name, an address), and one event must never be large.
     pub fn event(&self, mut e: EventRecord) {
         if e.time_ms == 0 {
             e.time_ms = now_ms();
+        }
+        if e.object.len() > MAX_EVENT_OBJECT_BYTES {
+            e.object = cut_short(&e.object, MAX_EVENT_OBJECT_BYTES).into_owned();
+        }
+        if e.message.len() > MAX_EVENT_MESSAGE_BYTES {
+            e.message = cut_short(&e.message, MAX_EVENT_MESSAGE_BYTES).into_owned();
         }
         tracing::info!(object = %e.object, reason = %e.reason, "{}", e.message);
         if let Err(err) = self.store.add_event(&e) {
@@ -163,6 +181,7 @@ pub async fn serve(
         trigger: Notify::new(),
         autoscale: autoscale_loop::AutoscaleMemory::default(),
         shutdown: shutdown.clone(),
+        parse_slots: tokio::sync::Semaphore::new(PARSE_SLOTS),
         inflight: Default::default(),
     });
     shared.services.refresh(shared.store.as_ref())?;

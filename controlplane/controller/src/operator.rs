@@ -12,6 +12,7 @@ use tonic::{Request, Response, Status};
 use crate::Shared;
 use pss_core::model::{self, AutoScalePolicy, EventRecord, PodPhase, Resources};
 use pss_core::reconciler::{holds_resources, node_states};
+use pss_core::text::cut_short;
 use pss_store::ApplyAction;
 
 pub(crate) struct OperatorApi {
@@ -23,6 +24,9 @@ impl OperatorApi {
         OperatorApi { shared }
     }
 }
+
+/// Longest manifest source name kept (it is echoed in events and errors).
+const MAX_SOURCE_BYTES: usize = 256;
 
 /// Events listed when the request gives no limit.
 const DEFAULT_EVENT_LIMIT: usize = 200;
@@ -53,6 +57,54 @@ fn validate_autoscale(req: &pb::AutoscaleRequest) -> Result<(), Status> {
 }
 
 impl OperatorApi {
+    /// Parses and validates a manifest on a blocking thread, at most [`crate::PARSE_SLOTS`] at
+    /// a time: the runtime threads keep answering heartbeats and reads meanwhile, and no lock
+    /// or store handle is held while a large or hostile manifest is being rejected.
+    async fn parse(&self, manifest: String, source: &str) -> Result<Vec<model::Object>, Status> {
+        let _slot = self
+            .shared
+            .parse_slots
+            .acquire()
+            .await
+            .map_err(|_| Status::unavailable("the controller is shutting down"))?;
+        let source = source.to_string();
+        tokio::task::spawn_blocking(move || model::parse_manifests(&manifest, &source))
+            .await
+            .map_err(|e| Status::internal(format!("manifest parser failed: {e}")))?
+            .map_err(|e| Status::invalid_argument(e.to_string()))
+    }
+
+    /// An autoscaling policy needs its workload, in the store or in the same apply, as
+    /// `pssctl autoscale` does.
+    fn check_autoscaled_workloads_exist(
+        &self,
+        objects: &[model::Object],
+        source: &str,
+    ) -> Result<(), Status> {
+        for obj in objects {
+            let model::Object::AutoScalePolicy(p) = obj else {
+                continue;
+            };
+            let in_apply = objects
+                .iter()
+                .any(|o| matches!(o, model::Object::Workload(w) if w.name == p.workload));
+            if !in_apply
+                && self
+                    .shared
+                    .store
+                    .get_workload(&p.workload)
+                    .map_err(to_status)?
+                    .is_none()
+            {
+                return Err(Status::invalid_argument(format!(
+                    "{source}: AutoScalePolicy {}: workload {} not found (apply the workload first, or in the same file)",
+                    p.name, p.workload
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// A workload has at most one autoscaling policy: two would fight over its replicas.
     fn check_one_autoscaler_per_workload(
         &self,
@@ -90,14 +142,16 @@ impl pb::operator_server::Operator for OperatorApi {
         request: Request<pb::ApplyRequest>,
     ) -> Result<Response<pb::ApplyResponse>, Status> {
         let req = request.into_inner();
+        // The source is a file name for messages: never let it make them large.
         let source = if req.source.is_empty() {
-            "<request>"
+            "<request>".to_string()
         } else {
-            req.source.as_str()
+            cut_short(&req.source, MAX_SOURCE_BYTES).into_owned()
         };
-        let objects = model::parse_manifests(&req.manifest, source)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let source = source.as_str();
+        let objects = self.parse(req.manifest, source).await?;
         self.check_one_autoscaler_per_workload(&objects, source)?;
+        self.check_autoscaled_workloads_exist(&objects, source)?;
         let actions = self.shared.store.apply(&objects).map_err(to_status)?;
         let mut out = Vec::with_capacity(objects.len());
         for (obj, action) in objects.iter().zip(actions) {

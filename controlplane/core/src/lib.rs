@@ -12,6 +12,7 @@
 //! - [`crashloop`]: when a failing pod may restart.
 //! - [`liveness`]: which nodes went silent, and what becomes of their pods.
 //! - [`endpoints`]: which pods are a service's endpoints.
+//! - [`text`]: echoed input cut short.
 
 pub mod autoscaler;
 pub mod crashloop;
@@ -22,5 +23,6 @@ pub mod model;
 pub mod podstate;
 pub mod reconciler;
 pub mod scheduler;
+pub mod text;
 
 pub use error::{Error, Result};

@@ -4,6 +4,7 @@
 
 pub mod cluster;
 pub mod fake_agent;
+pub mod process;
 
 use std::net::SocketAddr;
 use std::path::Path;

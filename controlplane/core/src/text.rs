@@ -1,0 +1,41 @@
+//! Text that crosses a process boundary and comes back out (in errors, events, logs) is cut
+//! short, so one huge field can never make an event, a log line or a gRPC error huge.
+
+use std::borrow::Cow;
+
+/// `s` if it is at most `max` bytes, else its longest prefix of at most `max` bytes that ends
+/// on a character boundary, followed by `…(N bytes)` giving the full length.
+pub fn cut_short(s: &str, max: usize) -> Cow<'_, str> {
+    if s.len() <= max {
+        return Cow::Borrowed(s);
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    Cow::Owned(format!("{}…({} bytes)", &s[..end], s.len()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn short_text_is_untouched_and_long_text_says_its_length() {
+        assert_eq!(cut_short("abc", 3), "abc");
+        assert_eq!(cut_short("abcdef", 3), "abc…(6 bytes)");
+        assert_eq!(cut_short("ééé", 3), "é…(6 bytes)");
+    }
+
+    proptest! {
+        #[test]
+        fn the_cut_is_bounded_and_a_prefix(s in ".{0,200}", max in 0usize..100) {
+            let cut = cut_short(&s, max);
+            let kept = cut.split("…(").next().unwrap();
+            prop_assert!(s.starts_with(kept));
+            prop_assert!(kept.len() <= max.max(s.len().min(max)));
+            prop_assert!(cut.len() <= max + 20 || cut == s);
+        }
+    }
+}
