@@ -92,15 +92,30 @@ impl Client {
         r.map(|r| r.into_inner()).map_err(|s| self.err(s))
     }
 
+    /// Every pod (of `workload`, when not empty), fetched page by page and ordered by
+    /// workload, then id.
     pub async fn list_pods(&mut self, workload: String) -> Result<Vec<pb::Pod>, CliError> {
-        let r = self
-            .inner
-            .list_pods(pb::ListRequest {
-                filter: workload,
-                limit: 0,
-            })
-            .await;
-        r.map(|r| r.into_inner().pods).map_err(|s| self.err(s))
+        let mut pods = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let r = self
+                .inner
+                .list_pods(pb::ListRequest {
+                    filter: workload.clone(),
+                    page_token,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|s| self.err(s))?
+                .into_inner();
+            pods.extend(r.pods);
+            if r.next_page_token.is_empty() {
+                break;
+            }
+            page_token = r.next_page_token;
+        }
+        pods.sort_by(|a, b| a.workload.cmp(&b.workload).then_with(|| a.id.cmp(&b.id)));
+        Ok(pods)
     }
 
     pub async fn list_workloads(&mut self) -> Result<Vec<pb::Workload>, CliError> {
@@ -118,15 +133,28 @@ impl Client {
         r.map(|r| r.into_inner().nodes).map_err(|s| self.err(s))
     }
 
+    /// The newest `limit` events (0 = the server's default), oldest first, page by page.
     pub async fn list_events(&mut self, limit: u32) -> Result<Vec<pb::Event>, CliError> {
-        let r = self
-            .inner
-            .list_events(pb::ListRequest {
-                filter: String::new(),
-                limit,
-            })
-            .await;
-        r.map(|r| r.into_inner().events).map_err(|s| self.err(s))
+        let mut events = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let r = self
+                .inner
+                .list_events(pb::ListRequest {
+                    limit,
+                    page_token,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|s| self.err(s))?
+                .into_inner();
+            events.extend(r.events);
+            if r.next_page_token.is_empty() {
+                break;
+            }
+            page_token = r.next_page_token;
+        }
+        Ok(events)
     }
 
     pub async fn list_autoscalers(
@@ -137,7 +165,7 @@ impl Client {
             .inner
             .list_autoscalers(pb::ListRequest {
                 filter: workload,
-                limit: 0,
+                ..Default::default()
             })
             .await;
         r.map(|r| r.into_inner().autoscalers)

@@ -11,6 +11,7 @@ use tonic::{Request, Response, Status};
 
 use crate::Shared;
 use pss_core::model::{self, AutoScalePolicy, EventRecord, PodPhase, Resources};
+use pss_core::paging;
 use pss_core::reconciler::{holds_resources, node_states};
 use pss_core::text::cut_short;
 use pss_store::ApplyAction;
@@ -186,14 +187,23 @@ impl pb::operator_server::Operator for OperatorApi {
         &self,
         request: Request<pb::ListRequest>,
     ) -> Result<Response<pb::ListPodsResponse>, Status> {
-        let filter = request.into_inner().filter;
-        let pods = self
+        let req = request.into_inner();
+        let size = paging::page_size(req.page_size);
+        let after = (!req.page_token.is_empty()).then_some(req.page_token.as_str());
+        // One row more than the page tells whether another page follows.
+        let batch = self
             .shared
             .store
-            .list_pods((!filter.is_empty()).then_some(filter.as_str()))
+            .list_pods_page(
+                (!req.filter.is_empty()).then_some(req.filter.as_str()),
+                after,
+                size + 1,
+            )
             .map_err(to_status)?;
+        let (page, next) = paging::page(&batch, |p| p.id.clone(), None, size);
         Ok(Response::new(pb::ListPodsResponse {
-            pods: pods.iter().map(pb::Pod::from).collect(),
+            pods: page.iter().map(pb::Pod::from).collect(),
+            next_page_token: next.unwrap_or_default(),
         }))
     }
 
@@ -295,16 +305,34 @@ impl pb::operator_server::Operator for OperatorApi {
         } else {
             req.limit as usize
         };
-        let events = self
+        let after = if req.page_token.is_empty() {
+            None
+        } else {
+            Some(req.page_token.parse::<u64>().map_err(|_| {
+                Status::invalid_argument(format!(
+                    "page_token {:?} is not an event id",
+                    cut_short(&req.page_token, 32)
+                ))
+            })?)
+        };
+        let events: Vec<_> = self
             .shared
             .store
             .list_events(limit)
             .map_err(to_status)?
-            .iter()
+            .into_iter()
             .filter(|e| req.filter.is_empty() || e.object.starts_with(&req.filter))
-            .map(pb::Event::from)
             .collect();
-        Ok(Response::new(pb::ListEventsResponse { events }))
+        let (page, next) = paging::page(
+            &events,
+            |e| e.id,
+            after.as_ref(),
+            paging::page_size(req.page_size),
+        );
+        Ok(Response::new(pb::ListEventsResponse {
+            events: page.iter().map(pb::Event::from).collect(),
+            next_page_token: next.map(|id| id.to_string()).unwrap_or_default(),
+        }))
     }
 
     async fn list_autoscalers(

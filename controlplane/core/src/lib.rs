@@ -12,6 +12,7 @@
 //! - [`crashloop`]: when a failing pod may restart.
 //! - [`liveness`]: which nodes went silent, and what becomes of their pods.
 //! - [`endpoints`]: which pods are a service's endpoints.
+//! - [`paging`]: keyset paging of lists that grow (pods, events).
 //! - [`text`]: echoed input cut short.
 
 pub mod autoscaler;
@@ -20,6 +21,7 @@ pub mod endpoints;
 mod error;
 pub mod liveness;
 pub mod model;
+pub mod paging;
 pub mod podstate;
 pub mod reconciler;
 pub mod scheduler;

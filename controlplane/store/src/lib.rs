@@ -109,6 +109,15 @@ pub trait StateStore: Send + Sync + 'static {
     fn get_pod(&self, id: &str) -> Result<Option<PodRecord>>;
     /// All pods, ordered by workload then id; `workload` filters when given.
     fn list_pods(&self, workload: Option<&str>) -> Result<Vec<PodRecord>>;
+    /// At most `limit` pods with an id greater than `after` (from the first when `None`),
+    /// ordered by id; `workload` filters when given. Lists that must not be read whole page
+    /// through this.
+    fn list_pods_page(
+        &self,
+        workload: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<PodRecord>>;
     fn delete_pod(&self, id: &str) -> Result<bool>;
 
     // ----- events

@@ -213,6 +213,15 @@ impl StateStore for SqliteStore {
         self.read(|conn| observed::list_pods(conn, workload))
     }
 
+    fn list_pods_page(
+        &self,
+        workload: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<PodRecord>> {
+        self.read(|conn| observed::list_pods_page(conn, workload, after, limit))
+    }
+
     fn delete_pod(&self, id: &str) -> Result<bool> {
         self.write(|tx| observed::delete_pod(tx, id))
     }

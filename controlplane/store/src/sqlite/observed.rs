@@ -201,6 +201,26 @@ pub(super) fn list_pods(conn: &Connection, workload: Option<&str>) -> Result<Vec
     }
 }
 
+/// At most `limit` pods with an id after `after` (all when `None`), by id; of `workload` only
+/// when given. Keyset paging on the primary key: each page costs its own rows only.
+pub(super) fn list_pods_page(
+    conn: &Connection,
+    workload: Option<&str>,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Vec<PodRecord>> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    query_all(
+        conn,
+        &format!(
+            "{SELECT_POD} WHERE (?1 IS NULL OR workload = ?1) AND (?2 IS NULL OR id > ?2) \
+             ORDER BY id LIMIT ?3"
+        ),
+        rusqlite::params![workload, after, limit],
+        decode_pod,
+    )
+}
+
 pub(super) fn delete_pod(conn: &Connection, id: &str) -> Result<bool> {
     execute(conn, "DELETE FROM pods WHERE id = ?1", [id])
 }

@@ -454,3 +454,29 @@ fn a_corrupt_json_column_is_a_decode_error() {
     let err = store.get_workload("web").unwrap_err();
     assert!(matches!(err, Error::Decode(_)), "{err:?}");
 }
+
+#[test]
+fn pod_pages_follow_ids_and_filter_by_workload() {
+    let store = SqliteStore::open_in_memory().unwrap();
+    let pods: Vec<PodRecord> = (0..25)
+        .map(|i| PodRecord::new(format!("w{}-{i:03}", i % 2), &format!("w{}", i % 2), 1, 0))
+        .collect();
+    store.put_pods(&pods).unwrap();
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = store.list_pods_page(None, after.as_deref(), 7).unwrap();
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.len() <= 7);
+        after = Some(page.last().unwrap().id.clone());
+        seen.extend(page.into_iter().map(|p| p.id));
+    }
+    let mut all: Vec<String> = pods.iter().map(|p| p.id.clone()).collect();
+    all.sort();
+    assert_eq!(seen, all);
+    let odd = store.list_pods_page(Some("w1"), None, 100).unwrap();
+    assert_eq!(odd.len(), 12);
+    assert!(odd.iter().all(|p| p.workload == "w1"));
+}
