@@ -302,7 +302,7 @@ struct ServiceFile {
     #[serde(deserialize_with = "de_listen")]
     listen: SocketAddr,
     #[serde(default)]
-    backends: Option<Vec<String>>,
+    backends: Option<Vec<BackendAddr>>,
     #[serde(default)]
     service: Option<String>,
     #[serde(default)]
@@ -348,12 +348,7 @@ impl<'de> Deserialize<'de> for ServiceConfig {
                     "needs `backends` (static list) or `service` (controller-fed)",
                 ))
             }
-            (Some(list), None) => Backends::Static(
-                list.iter()
-                    .map(|s| resolve(s))
-                    .collect::<Result<_, _>>()
-                    .map_err(D::Error::custom)?,
-            ),
+            (Some(list), None) => Backends::Static(list.into_iter().map(|a| a.0).collect()),
             (None, Some(svc)) => Backends::Controller(svc),
         };
         let mut s = ServiceConfig::with_backends(f.name, f.listen, backends);
@@ -390,6 +385,19 @@ impl<'de> Deserialize<'de> for ServiceConfig {
             s.health = v;
         }
         Ok(s)
+    }
+}
+
+/// A backend address in a file, resolved while parsing so an error names its list element
+/// (`services[0].backends[1]`), not the whole service.
+struct BackendAddr(SocketAddr);
+
+impl<'de> Deserialize<'de> for BackendAddr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        resolve(&s)
+            .map(BackendAddr)
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -443,37 +451,104 @@ fn de_opt_listen<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, 
         .transpose()
 }
 
-/// Parses a YAML configuration; errors name the field path and the reason.
+/// Parses a YAML configuration; errors name the field path, the line and the reason.
 pub fn from_yaml(text: &str) -> Result<ProxyConfig> {
-    let de = serde_yaml::Deserializer::from_str(text);
-    let config: ProxyConfig = serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner().to_string();
-        Error::Config {
-            path: if path == "." { "config".into() } else { path },
-            reason: inner,
+    let mut path = String::new();
+    serde_saphyr::with_deserializer_from_str(text, |de| {
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            path = e.path().to_string();
+            e.into_inner()
+        })
+    })
+    .map_err(|e| {
+        let loc = e.location().filter(|l| l.line() > 0);
+        let mut reason = e.without_snippet().to_string();
+        if let Some(l) = loc {
+            // The location goes in front with the file name, not twice.
+            let suffix = format!(" at line {}, column {}", l.line(), l.column());
+            if reason.ends_with(&suffix) {
+                reason.truncate(reason.len() - suffix.len());
+            }
         }
-    })?;
-    Ok(config)
+        Error::Config {
+            at: loc.map(|l| format!("line {}, column {}", l.line(), l.column())),
+            path: if path.is_empty() || path == "." {
+                "config".into()
+            } else {
+                path
+            },
+            reason,
+        }
+    })
 }
 
 /// Reads and parses a configuration file (not yet validated: see [`ProxyConfig::validate`]).
+/// Errors name the file and line.
 pub fn from_file(path: &Path) -> Result<ProxyConfig> {
+    read_file(path).map(|(_, c)| c)
+}
+
+fn read_file(path: &Path) -> Result<(String, ProxyConfig)> {
     let text = std::fs::read_to_string(path).map_err(|source| Error::ConfigRead {
         file: path.to_path_buf(),
         source,
     })?;
-    from_yaml(&text).map_err(|e| match e {
-        Error::Config { path: p, reason } => Error::Config {
-            path: format!("{}: {p}", path.display()),
-            reason,
-        },
+    let config = from_yaml(&text).map_err(|e| in_file(e, path, None))?;
+    Ok((text, config))
+}
+
+/// Puts the file (and, if the error has none yet, the line `line`) in front of a config error.
+fn in_file(e: Error, file: &Path, line: Option<u64>) -> Error {
+    match e {
+        Error::Config { at, path, reason } => {
+            let at = at.or_else(|| line.map(|l| format!("line {l}")));
+            Error::Config {
+                at: Some(match at {
+                    Some(at) => format!("{}: {at}", file.display()),
+                    None => file.display().to_string(),
+                }),
+                path,
+                reason,
+            }
+        }
         other => other,
-    })
+    }
+}
+
+/// Line of the YAML value a validation error's field path (`services[1].health.rise`)
+/// designates, as far as the file spells it: the top-level key, or the service's own key.
+fn line_of(text: &str, path: &str) -> Option<u64> {
+    use serde::de::IgnoredAny;
+    use serde_saphyr::Spanned;
+    use std::collections::HashMap;
+    type Keys = HashMap<String, Spanned<IgnoredAny>>;
+    #[derive(Deserialize)]
+    struct Services {
+        #[serde(default)]
+        services: Vec<Spanned<Keys>>,
+    }
+    let line = |s: &Spanned<IgnoredAny>| s.referenced.line();
+    if let Some(rest) = path.strip_prefix("services[") {
+        let (index, field) = rest.split_once(']')?;
+        let index: usize = index.parse().ok()?;
+        let field = field.trim_start_matches('.');
+        let field = field.split(['.', '[']).next().unwrap_or("");
+        let all: Services = serde_saphyr::from_str(text).ok()?;
+        let service = all.services.get(index)?;
+        return Some(match service.value.get(field) {
+            Some(v) => line(v),
+            None => service.referenced.line(),
+        })
+        .filter(|l| *l > 0);
+    }
+    let top: Keys = serde_saphyr::from_str(text).ok()?;
+    let key = path.split(['.', '[']).next()?;
+    top.get(key).map(line).filter(|l| *l > 0)
 }
 
 fn invalid(path: impl Into<String>, reason: impl Into<String>) -> Error {
     Error::Config {
+        at: None,
         path: path.into(),
         reason: reason.into(),
     }
@@ -482,8 +557,11 @@ fn invalid(path: impl Into<String>, reason: impl Into<String>) -> Error {
 impl ProxyConfig {
     /// Checks cross-field rules serde cannot express.
     pub fn validate(&self) -> Result<()> {
-        if self.workers == 0 {
-            return Err(invalid("workers", "must be at least 1"));
+        if !(1..=MAX_WORKERS).contains(&self.workers) {
+            return Err(invalid(
+                "workers",
+                format!("must be between 1 and {MAX_WORKERS}"),
+            ));
         }
         if self.services.is_empty() {
             return Err(invalid("services", "no service to proxy"));
@@ -499,13 +577,26 @@ impl ProxyConfig {
                     format!("`{}` is also services[{j}].name", s.name),
                 ));
             }
-            if s.listen.port() != 0 {
-                if let Some(j) = self.services[..i].iter().position(|o| o.listen == s.listen) {
-                    return Err(invalid(
-                        at("listen"),
-                        format!("{} is also services[{j}].listen", s.listen),
-                    ));
-                }
+            if let Some(j) = self.services[..i]
+                .iter()
+                .position(|o| overlaps(o.listen, s.listen))
+            {
+                return Err(invalid(
+                    at("listen"),
+                    format!(
+                        "{} overlaps services[{j}].listen ({}): both would take the same connections",
+                        s.listen, self.services[j].listen
+                    ),
+                ));
+            }
+            if let Some(admin) = self.admin.filter(|a| overlaps(*a, s.listen)) {
+                return Err(invalid(
+                    "admin",
+                    format!(
+                        "{admin} overlaps services[{i}].listen ({}): the admin server needs its own port",
+                        s.listen
+                    ),
+                ));
             }
             match &s.backends {
                 Backends::Static(list) if list.is_empty() => {
@@ -566,6 +657,22 @@ impl ProxyConfig {
     }
 }
 
+/// Most worker threads a configuration may ask for (each holds a runtime, a listener per
+/// service and its own buffers; far more threads than cores only costs).
+pub const MAX_WORKERS: usize = 1024;
+
+/// Whether two listen addresses would compete for the same connections: same port (not 0),
+/// and the same address or one of them a wildcard of a family that covers the other.
+pub fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
+    if a.port() == 0 || a.port() != b.port() {
+        return false;
+    }
+    let covers = |w: SocketAddr, o: SocketAddr| {
+        w.ip().is_unspecified() && (w.is_ipv6() || o.is_ipv4()) // [::] also takes IPv4
+    };
+    a.ip() == b.ip() || covers(a, b) || covers(b, a)
+}
+
 /// Command-line values that override (or, without a file, make up) the configuration.
 #[derive(Clone, Debug, Default)]
 pub struct Overrides {
@@ -595,9 +702,12 @@ pub const DEFAULT_LISTEN: SocketAddr =
 /// With a file, `--listen`/`--backend`/`--service` replace those of its only service (a file
 /// with several services refuses them), and tuning flags apply to every service.
 pub fn load(o: &Overrides) -> Result<ProxyConfig> {
-    let mut config = match &o.config_file {
-        Some(path) => from_file(path)?,
-        None => ProxyConfig::default(),
+    let (text, mut config) = match &o.config_file {
+        Some(path) => {
+            let (text, c) = read_file(path)?;
+            (Some(text), c)
+        }
+        None => (None, ProxyConfig::default()),
     };
     let defines_service = o.listen.is_some() || !o.backends.is_empty() || o.service.is_some();
     if o.config_file.is_none() {
@@ -685,7 +795,15 @@ pub fn load(o: &Overrides) -> Result<ProxyConfig> {
             s.health.interval = i;
         }
     }
-    config.validate()?;
+    if let Err(e) = config.validate() {
+        return Err(match (&o.config_file, &text, &e) {
+            (Some(file), Some(text), Error::Config { path, .. }) => {
+                let line = line_of(text, path);
+                in_file(e, file, line)
+            }
+            _ => e,
+        });
+    }
     Ok(config)
 }
 
@@ -843,5 +961,67 @@ services:
     fn listen_shorthand_means_all_interfaces() {
         assert_eq!(parse_listen(":8080").unwrap(), DEFAULT_LISTEN);
         assert!(parse_listen(":x").is_err());
+    }
+
+    #[test]
+    fn check_rejects_a_wildcard_listener_beside_a_specific_one_on_the_same_port() {
+        let e = err("services:\n  - {name: a, listen: ':7001', backends: [127.0.0.1:2]}\n  - {name: b, listen: '127.0.0.1:7001', backends: [127.0.0.1:2]}\n");
+        assert!(
+            e.contains("services[1].listen") && e.contains("overlaps"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn check_rejects_an_admin_address_equal_to_a_listener() {
+        let e = err("admin: 127.0.0.1:7002\nservices:\n  - {name: a, listen: ':7002', backends: [127.0.0.1:2]}\n");
+        assert!(e.contains("admin") && e.contains("overlaps"), "{e}");
+    }
+
+    #[test]
+    fn check_rejects_absurd_worker_counts() {
+        let e = err(
+            "workers: 100000\nservices:\n  - {name: a, listen: ':1', backends: [127.0.0.1:2]}\n",
+        );
+        assert!(e.contains("workers") && e.contains("1024"), "{e}");
+    }
+
+    #[test]
+    fn overlap_rules() {
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert!(overlaps(a("0.0.0.0:1"), a("127.0.0.1:1")));
+        assert!(overlaps(a("[::]:1"), a("127.0.0.1:1")));
+        assert!(!overlaps(a("0.0.0.0:1"), a("[::1]:1")));
+        assert!(!overlaps(a("127.0.0.1:1"), a("127.0.0.2:1")));
+        assert!(!overlaps(a("127.0.0.1:0"), a("127.0.0.1:0")));
+        assert!(!overlaps(a("0.0.0.0:1"), a("0.0.0.0:2")));
+    }
+
+    #[test]
+    fn a_bad_backend_address_names_its_list_element_and_line() {
+        let e = err("services:\n  - name: a\n    listen: ':1'\n    backends:\n      - 127.0.0.1:2\n      - nonsense\n");
+        assert!(e.contains("services[0].backends[1]"), "{e}");
+        assert!(e.contains("line 6"), "{e}");
+    }
+
+    #[test]
+    fn validation_errors_from_a_file_name_file_line_and_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.yaml");
+        std::fs::write(
+            &path,
+            "workers: 1\nservices:\n  - name: a\n    listen: ':1'\n    backends: [127.0.0.1:2]\n    connect_attempts: 0\n",
+        )
+        .unwrap();
+        let e = load(&Overrides {
+            config_file: Some(path),
+            ..Overrides::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("p.yaml: line 6: services[0].connect_attempts"),
+            "{e}"
+        );
     }
 }

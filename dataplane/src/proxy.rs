@@ -65,6 +65,7 @@ impl Proxy {
         for s in &config.services {
             let socks = listener::bind(s.listen, &s.tuning, config.workers).map_err(|source| {
                 Error::Bind {
+                    listener: format!("service {}", s.name),
                     addr: s.listen,
                     source,
                 }
@@ -85,7 +86,11 @@ impl Proxy {
         }
         let admin = match config.admin {
             Some(addr) => {
-                let l = TcpListener::bind(addr).map_err(|source| Error::Bind { addr, source })?;
+                let l = TcpListener::bind(addr).map_err(|source| Error::Bind {
+                    listener: "admin".into(),
+                    addr,
+                    source,
+                })?;
                 l.set_nonblocking(true)?;
                 Some(l)
             }
