@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::balancer::Balancer;
+use crate::balancer::{Backend, Balancer};
 use crate::config::{Backends, Engine, ProxyConfig, ServiceConfig};
 use crate::forward::{self, Conn, Ctx, Outcome};
 use crate::health;
@@ -540,7 +540,7 @@ async fn setup(ws: &WorkerService, client: TcpStream) -> Option<(Conn, Conn)> {
             return None;
         }
     };
-    let Some(server) = connect_backend(ws).await else {
+    let Some((server, _backend)) = connect_backend(ws).await else {
         ws.shard().no_backend();
         ws.warn_limited("no backend up or reachable");
         return None;
@@ -560,24 +560,72 @@ fn finish(ws: &WorkerService, r: std::io::Result<Outcome>) {
 
 /// Connects to the next healthy backend, retrying the following ones on failure (each failure
 /// counts toward that backend's `fall`). `None` when no backend is up or every attempt failed.
-async fn connect_backend(ws: &WorkerService) -> Option<Conn> {
+///
+/// Without active checks nothing but a client connect can show that an ejected backend is
+/// back, so when none is up every backend is tried anyway (a restarted single backend serves
+/// again at once), and a success clears the ejection.
+async fn connect_backend(ws: &WorkerService) -> Option<(Conn, Arc<Backend>)> {
     let svc = &ws.service;
     let cfg = &svc.config;
-    let (start, mut addr) = {
+    let passive = cfg.health.interval.is_zero();
+    let (start, any) = {
         let snap = svc.balancer.load();
-        let start = snap.start()?;
-        (start, snap.candidate(start, 0)?.addr)
+        match snap.start() {
+            Some(start) => (start, false),
+            None if passive => (snap.start_any()?, true),
+            None => return None,
+        }
     };
-    let mut attempt = 0usize;
-    loop {
+    // Each attempt looks at the current snapshot (a failure may just have changed it) and
+    // takes the next backend in it other than the one that just failed.
+    let pick = |attempt: usize, failed: Option<SocketAddr>| {
+        let snap = svc.balancer.load();
+        let n = if any {
+            snap.backends().len()
+        } else {
+            snap.healthy_count()
+        };
+        (0..n)
+            .filter_map(|i| {
+                let k = (attempt + i) % n;
+                if any {
+                    snap.candidate_any(start, k)
+                } else {
+                    snap.candidate(start, k)
+                }
+            })
+            .find(|b| Some(b.addr) != failed)
+            .cloned()
+    };
+    let mut failed: Option<SocketAddr> = None;
+    for attempt in 0..cfg.connect_attempts as usize {
+        let backend = pick(attempt, failed)?;
+        if attempt > 0 {
+            ws.shard().retry();
+        }
+        let addr = backend.addr;
         let err =
             match tokio::time::timeout(cfg.connect_timeout, listener::connect(addr, &cfg.tuning))
                 .await
             {
-                Ok(Ok(conn)) => return Some(conn),
+                Ok(Ok(conn)) => {
+                    if passive && (backend.on_probation() || !backend.is_up()) {
+                        health::report(
+                            &cfg.name,
+                            &svc.balancer,
+                            &svc.metrics,
+                            &cfg.health,
+                            addr,
+                            true,
+                            health::Source::ClientConnect,
+                        );
+                    }
+                    return Some((conn, backend));
+                }
                 Ok(Err(e)) => e,
                 Err(_) => std::io::ErrorKind::TimedOut.into(),
             };
+        failed = Some(addr);
         ws.shard().connect_error();
         tracing::debug!(service = %cfg.name, backend = %addr, error = %err, "backend connect failed");
         health::report(
@@ -589,19 +637,6 @@ async fn connect_backend(ws: &WorkerService) -> Option<Conn> {
             false,
             health::Source::ClientConnect,
         );
-        attempt += 1;
-        if attempt >= cfg.connect_attempts as usize {
-            return None;
-        }
-        let next = {
-            let snap = svc.balancer.load();
-            // The failed backend may just have left the healthy list; skip it either way.
-            (attempt..attempt + snap.healthy_count())
-                .filter_map(|i| snap.candidate(start, i % snap.healthy_count().max(1)))
-                .map(|b| b.addr)
-                .find(|a| *a != addr)
-        };
-        addr = next?;
-        ws.shard().retry();
     }
+    None
 }
