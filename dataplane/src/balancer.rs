@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
@@ -26,6 +26,40 @@ pub struct Backend {
     health: Mutex<HealthState>,
     /// Mirror of `health.on_probation()`, readable without the lock.
     probation: AtomicBool,
+    /// Traffic counters of this backend (shared by every worker: one atomic add per event).
+    pub stats: BackendStats,
+}
+
+/// Per-backend counters served on `/metrics` with a `backend` label.
+#[derive(Debug, Default)]
+pub struct BackendStats {
+    /// Connections forwarded to this backend.
+    pub connections: AtomicU64,
+    /// Connections to it open now.
+    pub active: AtomicU64,
+    /// Bytes client → backend of connections that ended.
+    pub bytes_up: AtomicU64,
+    /// Bytes backend → client of connections that ended.
+    pub bytes_down: AtomicU64,
+    /// Connects to it that failed.
+    pub connect_errors: AtomicU64,
+    /// Health verdict changes (checks, ejections, readmissions).
+    pub health_flips: AtomicU64,
+}
+
+impl BackendStats {
+    /// A connection to this backend opened.
+    pub fn opened(&self) {
+        self.connections.fetch_add(1, Ordering::Relaxed);
+        self.active.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A connection to this backend closed after moving `up` and `down` bytes.
+    pub fn closed(&self, up: u64, down: u64) {
+        self.active.fetch_sub(1, Ordering::Relaxed);
+        self.bytes_up.fetch_add(up, Ordering::Relaxed);
+        self.bytes_down.fetch_add(down, Ordering::Relaxed);
+    }
 }
 
 impl Backend {
@@ -36,6 +70,7 @@ impl Backend {
             addr,
             health: Mutex::new(HealthState::new(true)),
             probation: AtomicBool::new(false),
+            stats: BackendStats::default(),
         }
     }
 

@@ -18,6 +18,7 @@
 //! tested with proptest; the loops around them are thin.
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -177,7 +178,11 @@ pub fn report(
     } else {
         backend.record(ok, cfg.rise, cfg.fall)
     };
+    if !ok && matches!(source, Source::ClientConnect) {
+        backend.stats.connect_errors.fetch_add(1, Ordering::Relaxed);
+    }
     if let Some(up) = flipped {
+        backend.stats.health_flips.fetch_add(1, Ordering::Relaxed);
         balancer.refresh();
         metrics.health_flip();
         let healthy = balancer.load().healthy_count();
@@ -203,6 +208,7 @@ fn readmit_due(
     for b in snap.backends() {
         if b.readmit(now) {
             readmitted = true;
+            b.stats.health_flips.fetch_add(1, Ordering::Relaxed);
             metrics.health_flip();
             tracing::info!(service, backend = %b.addr, "ejection over: trying the backend again");
         } else if let Some(at) = b.readmit_at() {

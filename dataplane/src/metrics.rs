@@ -15,7 +15,7 @@ use http_body_util::Full;
 use hyper::{Request, Response, StatusCode};
 use tokio_util::sync::CancellationToken;
 
-use crate::balancer::Balancer;
+use crate::balancer::{Backend, Balancer};
 
 /// Counters of one service on one worker. Cache-line aligned so workers never share a line.
 #[derive(Debug, Default)]
@@ -262,14 +262,96 @@ impl Registry {
             ),
         ];
         let mut out = String::with_capacity(4096);
+        let names: Vec<String> = stats.iter().map(|(n, _)| escape_label(n)).collect();
         for (name, kind, help, get) in families {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for (service, s) in &stats {
+            for (service, (_, s)) in names.iter().zip(&stats) {
                 let _ = writeln!(out, "{name}{{service=\"{service}\"}} {}", get(s));
             }
         }
+        self.render_backends(&names, &mut out);
         out
     }
+
+    /// The per-backend families (`service` and `backend` labels).
+    fn render_backends(&self, names: &[String], out: &mut String) {
+        type Get = fn(&Backend) -> u64;
+        fn load(a: &AtomicU64) -> u64 {
+            a.load(Relaxed)
+        }
+        let families: [(&str, &str, &str, Get); 7] = [
+            (
+                "pss_proxy_backend_up",
+                "gauge",
+                "1 when the backend is in the pick (healthy), else 0.",
+                |b| u64::from(b.is_up()),
+            ),
+            (
+                "pss_proxy_backend_connections_total",
+                "counter",
+                "Connections forwarded to the backend.",
+                |b| load(&b.stats.connections),
+            ),
+            (
+                "pss_proxy_backend_connections_active",
+                "gauge",
+                "Connections to the backend open now.",
+                |b| load(&b.stats.active),
+            ),
+            (
+                "pss_proxy_backend_bytes_client_to_backend_total",
+                "counter",
+                "Bytes sent to the backend (counted when a connection ends).",
+                |b| load(&b.stats.bytes_up),
+            ),
+            (
+                "pss_proxy_backend_bytes_backend_to_client_total",
+                "counter",
+                "Bytes received from the backend (counted when a connection ends).",
+                |b| load(&b.stats.bytes_down),
+            ),
+            (
+                "pss_proxy_backend_connect_errors_total",
+                "counter",
+                "Client-driven connects to the backend that failed.",
+                |b| load(&b.stats.connect_errors),
+            ),
+            (
+                "pss_proxy_backend_health_flips_total",
+                "counter",
+                "Health verdict changes of the backend.",
+                |b| load(&b.stats.health_flips),
+            ),
+        ];
+        let snaps: Vec<_> = self.services.iter().map(|(_, b)| b.load_full()).collect();
+        for (name, kind, help, get) in families {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (service, snap) in names.iter().zip(&snaps) {
+                for b in snap.backends() {
+                    let _ = writeln!(
+                        out,
+                        "{name}{{service=\"{service}\",backend=\"{}\"}} {}",
+                        b.addr,
+                        get(b)
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Escapes a Prometheus label value: backslash, double quote and newline.
+pub fn escape_label(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Serves `GET /metrics` on `listener` until `shutdown`.
@@ -355,5 +437,27 @@ mod tests {
         assert!(text.contains("pss_proxy_bytes_client_to_backend_total{service=\"web\"} 15\n"));
         assert!(text.contains("pss_proxy_snapshot_version{service=\"web\"} 7\n"));
         assert!(text.contains("pss_proxy_backends_up{service=\"web\"} 1\n"));
+        assert!(text.contains("pss_proxy_backend_up{service=\"web\",backend=\"127.0.0.1:1\"} 1\n"));
+    }
+
+    /// Regression (adversarial test, issue 10): a service named `we"b` broke every scrape.
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape_label("we\"b\\x\ny"), "we\\\"b\\\\x\\ny");
+        let m = Arc::new(ServiceMetrics::new("we\"b", 1));
+        let b = Arc::new(Balancer::new(1, &["127.0.0.1:1".parse().unwrap()]));
+        let text = Registry {
+            services: vec![(m, b)],
+        }
+        .render();
+        assert!(
+            text.contains("pss_proxy_connections_total{service=\"we\\\"b\"} 0\n"),
+            "{text}"
+        );
+        // Every sample line has balanced, well-formed quoting: strip escapes, count quotes.
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let unescaped = line.replace("\\\\", "").replace("\\\"", "");
+            assert_eq!(unescaped.matches('"').count() % 2, 0, "{line}");
+        }
     }
 }

@@ -506,25 +506,25 @@ impl Drop for Open<'_> {
 
 async fn serve_connection(ws: Arc<WorkerService>, client: TcpStream, limited: bool) {
     let _open = Open { ws: &ws, limited };
-    let Some((client, server)) = setup(&ws, client).await else {
+    let Some((client, server, backend)) = setup(&ws, client).await else {
         return;
     };
     let cfg = &ws.service.config;
     let ctx = Ctx::new(ws.shard(), cfg.idle_timeout, cfg.splice_threshold);
     let r = forward::forward(cfg.engine, client, server, &ctx, cfg.idle_timeout).await;
-    finish(&ws, r);
+    finish(&ws, r, &backend, &ctx);
 }
 
 #[cfg(feature = "uring")]
 async fn serve_connection_uring(ws: Arc<WorkerService>, client: TcpStream, limited: bool) {
     let _open = Open { ws: &ws, limited };
-    let Some((client, server)) = setup(&ws, client).await else {
+    let Some((client, server, backend)) = setup(&ws, client).await else {
         return;
     };
     let cfg = &ws.service.config;
     let ctx = Ctx::new(ws.shard(), cfg.idle_timeout, cfg.splice_threshold);
     let r = forward::forward_uring(client, server, &ctx, cfg.idle_timeout).await;
-    finish(&ws, r);
+    finish(&ws, r, &backend, &ctx);
 }
 
 /// Connects a backend for `client` and registers both sockets; `None` (counted, logged) when
@@ -532,7 +532,7 @@ async fn serve_connection_uring(ws: Arc<WorkerService>, client: TcpStream, limit
 ///
 /// The client is registered first so the readiness of its first bytes arrives in the same
 /// reactor turn as the backend's connect completion, not one turn later.
-async fn setup(ws: &WorkerService, client: TcpStream) -> Option<(Conn, Conn)> {
+async fn setup(ws: &WorkerService, client: TcpStream) -> Option<(Conn, Conn, Arc<Backend>)> {
     let client = match listener::register(client) {
         Ok(c) => c,
         Err(e) => {
@@ -540,15 +540,18 @@ async fn setup(ws: &WorkerService, client: TcpStream) -> Option<(Conn, Conn)> {
             return None;
         }
     };
-    let Some((server, _backend)) = connect_backend(ws).await else {
+    let Some((server, backend)) = connect_backend(ws).await else {
         ws.shard().no_backend();
         ws.warn_limited("no backend up or reachable");
         return None;
     };
-    Some((client, server))
+    backend.stats.opened();
+    Some((client, server, backend))
 }
 
-fn finish(ws: &WorkerService, r: std::io::Result<Outcome>) {
+fn finish(ws: &WorkerService, r: std::io::Result<Outcome>, backend: &Backend, ctx: &Ctx<'_>) {
+    let (up, down) = ctx.totals();
+    backend.stats.closed(up, down);
     match r {
         Ok(Outcome::Done) => {}
         Ok(Outcome::Idle) => ws.shard().idle_closed(),

@@ -286,6 +286,21 @@ async fn admin_serves_prometheus_metrics() {
         resp.contains("pss_proxy_backends_up{service=\"svc\"} 1"),
         "{resp}"
     );
+    let labels = format!("{{service=\"svc\",backend=\"{}\"}}", backend.addr);
+    assert!(
+        resp.contains(&format!("pss_proxy_backend_up{labels} 1")),
+        "{resp}"
+    );
+    assert!(
+        resp.contains(&format!("pss_proxy_backend_connections_total{labels} 1")),
+        "{resp}"
+    );
+    // Byte totals per backend are added when the connection ends.
+    let want = format!("pss_proxy_backend_bytes_backend_to_client_total{labels} 5000");
+    eventually("per-backend bytes", || {
+        proxy.handle.metrics_text().contains(&want)
+    })
+    .await;
     proxy.stop().await;
 }
 
