@@ -22,6 +22,9 @@
 //!     idle_timeout: 5m             # 0s disables
 //!     max_connections: 10000       # omit for unlimited
 //!     splice_threshold: 4096       # a direction switches from copy to splice after a read this big
+//!     send_proxy: v2               # PROXY protocol header towards backends: v1 | v2; omit for none
+//!     defer_accept: false          # TCP_DEFER_ACCEPT: wake on the first data, not the handshake
+//!                                  # (client-first protocols only: HTTP, TLS; never SMTP/MySQL)
 //!     health: {interval: 2s, timeout: 1s, rise: 2, fall: 3}   # interval 0s disables checks
 //! ```
 //!
@@ -81,6 +84,30 @@ impl fmt::Display for Engine {
             Engine::Copy => "copy",
             Engine::Uring => "uring",
         })
+    }
+}
+
+/// PROXY protocol version sent to backends before the client's bytes (HAProxy's
+/// `send-proxy` / `send-proxy-v2`), so backends see the client's address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProxyProtocol {
+    /// The text header (`PROXY TCP4 src dst sport dport\r\n`).
+    V1,
+    /// The binary header.
+    V2,
+}
+
+impl FromStr for ProxyProtocol {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "v1" | "1" => Ok(ProxyProtocol::V1),
+            "v2" | "2" => Ok(ProxyProtocol::V2),
+            other => Err(format!(
+                "unknown PROXY protocol version `{other}` (expected v1 or v2)"
+            )),
+        }
     }
 }
 
@@ -189,6 +216,9 @@ pub struct ListenerTuning {
     pub send_buffer: Option<usize>,
     /// `SO_RCVBUF`; none keeps kernel autotuning.
     pub recv_buffer: Option<usize>,
+    /// `TCP_DEFER_ACCEPT` on the listener: a connection is accepted only once the client has
+    /// sent data, saving a wake-up per connection. Only for client-first protocols.
+    pub defer_accept: bool,
 }
 
 impl Default for ListenerTuning {
@@ -200,6 +230,7 @@ impl Default for ListenerTuning {
             keepalive: None,
             send_buffer: None,
             recv_buffer: None,
+            defer_accept: false,
         }
     }
 }
@@ -232,7 +263,7 @@ impl Default for HealthConfig {
 }
 
 /// One proxied service.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServiceConfig {
     /// Name used in logs and metrics (and, for controller-fed services, the default service).
     pub name: String,
@@ -256,6 +287,8 @@ pub struct ServiceConfig {
     pub splice_threshold: usize,
     /// Active health checks.
     pub health: HealthConfig,
+    /// PROXY protocol header to send to backends first, if any.
+    pub send_proxy: Option<ProxyProtocol>,
 }
 
 impl ServiceConfig {
@@ -290,6 +323,7 @@ impl ServiceConfig {
             max_connections: None,
             splice_threshold: 4096,
             health: HealthConfig::default(),
+            send_proxy: None,
         }
     }
 }
@@ -331,6 +365,10 @@ struct ServiceFile {
     splice_threshold: Option<usize>,
     #[serde(default)]
     health: Option<HealthConfig>,
+    #[serde(default)]
+    send_proxy: Option<ProxyProtocol>,
+    #[serde(default)]
+    defer_accept: Option<bool>,
 }
 
 impl<'de> Deserialize<'de> for ServiceConfig {
@@ -384,6 +422,8 @@ impl<'de> Deserialize<'de> for ServiceConfig {
         if let Some(v) = f.health {
             s.health = v;
         }
+        s.send_proxy = f.send_proxy;
+        s.tuning.defer_accept = f.defer_accept.unwrap_or(false);
         Ok(s)
     }
 }
@@ -690,6 +730,9 @@ pub struct Overrides {
     pub idle_timeout: Option<Duration>,
     pub max_connections: Option<usize>,
     pub health_interval: Option<Duration>,
+    pub reuseport: Option<bool>,
+    pub send_proxy: Option<ProxyProtocol>,
+    pub defer_accept: Option<bool>,
 }
 
 /// The default listen address of the seed and static forms.
@@ -793,6 +836,15 @@ pub fn load(o: &Overrides) -> Result<ProxyConfig> {
         }
         if let Some(i) = o.health_interval {
             s.health.interval = i;
+        }
+        if let Some(r) = o.reuseport {
+            s.tuning.reuseport = r;
+        }
+        if let Some(p) = o.send_proxy {
+            s.send_proxy = Some(p);
+        }
+        if let Some(d) = o.defer_accept {
+            s.tuning.defer_accept = d;
         }
     }
     if let Err(e) = config.validate() {

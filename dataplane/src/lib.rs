@@ -44,13 +44,16 @@ pub mod health;
 pub mod listener;
 pub mod metrics;
 mod proxy;
+pub mod proxy_protocol;
+pub mod reload;
 pub mod watch;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 pub use config::{
-    Backends, ControllerConfig, Engine, HealthConfig, ListenerTuning, ProxyConfig, ServiceConfig,
+    Backends, ControllerConfig, Engine, HealthConfig, ListenerTuning, ProxyConfig, ProxyProtocol,
+    ServiceConfig,
 };
 pub use metrics::ServiceStats;
 pub use proxy::{Proxy, ProxyHandle, ServiceHandle};

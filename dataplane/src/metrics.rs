@@ -354,10 +354,13 @@ pub fn escape_label(v: &str) -> String {
     out
 }
 
+/// What the admin server renders on each scrape (the services change with reloads).
+pub type Render = Arc<dyn Fn() -> String + Send + Sync>;
+
 /// Serves `GET /metrics` on `listener` until `shutdown`.
 pub async fn serve_admin(
     listener: tokio::net::TcpListener,
-    registry: Arc<Registry>,
+    render: Render,
     shutdown: CancellationToken,
 ) {
     use hyper::server::conn::http1;
@@ -376,12 +379,12 @@ pub async fn serve_admin(
                 }
             },
         };
-        let registry = Arc::clone(&registry);
+        let render = Arc::clone(&render);
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
-                let registry = Arc::clone(&registry);
-                async move { Ok::<_, Infallible>(respond(&req, &registry)) }
+                let render = Arc::clone(&render);
+                async move { Ok::<_, Infallible>(respond(&req, &*render)) }
             });
             let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
             tokio::select! {
@@ -392,11 +395,14 @@ pub async fn serve_admin(
     }
 }
 
-fn respond(req: &Request<hyper::body::Incoming>, registry: &Registry) -> Response<Full<Bytes>> {
+fn respond(
+    req: &Request<hyper::body::Incoming>,
+    render: &(dyn Fn() -> String + Send + Sync),
+) -> Response<Full<Bytes>> {
     let (status, body, ctype) = match (req.method(), req.uri().path()) {
         (&hyper::Method::GET, "/metrics") => (
             StatusCode::OK,
-            registry.render(),
+            render(),
             "text/plain; version=0.0.4; charset=utf-8",
         ),
         _ => (
