@@ -31,7 +31,7 @@
 //! Unknown fields are rejected; every error names the field path and the reason.
 
 use std::fmt;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -441,33 +441,8 @@ impl<'de> Deserialize<'de> for BackendAddr {
     }
 }
 
-/// Parses a listen address; `:PORT` means every IPv4 interface.
-pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
-    let s = s.trim();
-    if let Some(port) = s.strip_prefix(':') {
-        let port: u16 = port
-            .parse()
-            .map_err(|_| format!("`{s}`: bad port `{port}`"))?;
-        return Ok(SocketAddr::from(([0, 0, 0, 0], port)));
-    }
-    resolve(s)
-}
-
-/// Parses `ip:port`, or resolves `host:port` to its first address.
-pub fn resolve(s: &str) -> Result<SocketAddr, String> {
-    if let Ok(a) = s.parse() {
-        return Ok(a);
-    }
-    s.to_socket_addrs()
-        .map_err(|e| format!("`{s}` is not a host:port address ({e})"))?
-        .next()
-        .ok_or_else(|| format!("`{s}` resolves to no address"))
-}
-
-/// Parses a humantime duration (`10s`, `500ms`, `2m`).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim()).map_err(|e| format!("`{s}` is not a duration ({e})"))
-}
+pub use pss_plumbing::addr::{parse_listen, resolve};
+pub use pss_plumbing::duration::parse_duration;
 
 fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;

@@ -81,11 +81,7 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    pss_plumbing::logging::init("text");
     let args = Args::parse();
     // The default controller only matters for the seed form; an explicit flag or env always
     // wins over the file.
