@@ -221,9 +221,14 @@ fn readmit_due(
     next
 }
 
-/// One TCP check: can we connect within `limit`?
-pub async fn check(addr: SocketAddr, limit: Duration) -> bool {
-    matches!(timeout(limit, TcpStream::connect(addr)).await, Ok(Ok(_)))
+/// One TCP check: can we connect within `limit`? `None` when the proxy itself is out of
+/// resources (descriptors): that says nothing about the backend and is not counted.
+pub async fn check(addr: SocketAddr, limit: Duration) -> Option<bool> {
+    match timeout(limit, TcpStream::connect(addr)).await {
+        Ok(Ok(_)) => Some(true),
+        Ok(Err(e)) if crate::fds::is_local_exhaustion(&e) => None,
+        _ => Some(false),
+    }
 }
 
 /// Checks every backend of the current snapshot each `cfg.interval` until `shutdown`.
@@ -247,7 +252,12 @@ pub async fn run(
         let addrs: Vec<SocketAddr> = balancer.load().backends().iter().map(|b| b.addr).collect();
         let results = futures::future::join_all(addrs.iter().map(|a| check(*a, cfg.timeout))).await;
         for (addr, ok) in addrs.into_iter().zip(results) {
-            report(&service, &balancer, &metrics, &cfg, addr, ok, Source::Check);
+            match ok {
+                Some(ok) => report(&service, &balancer, &metrics, &cfg, addr, ok, Source::Check),
+                None => {
+                    tracing::warn!(service, backend = %addr, "health check skipped: the proxy is out of descriptors")
+                }
+            }
         }
     }
 }

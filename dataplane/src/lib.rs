@@ -39,6 +39,7 @@
 
 pub mod balancer;
 pub mod config;
+pub mod fds;
 pub mod forward;
 pub mod health;
 pub mod listener;

@@ -31,6 +31,7 @@ pub struct Shard {
     rejected: AtomicU64,
     no_backend: AtomicU64,
     idle_closed: AtomicU64,
+    no_descriptors: AtomicU64,
 }
 
 /// Adds to a counter whose only writer is the current thread: a load and a store, no locked
@@ -78,6 +79,9 @@ impl Shard {
     }
     pub fn idle_closed(&self) {
         bump(&self.idle_closed, 1);
+    }
+    pub fn no_descriptors(&self) {
+        bump(&self.no_descriptors, 1);
     }
 }
 
@@ -133,6 +137,7 @@ impl ServiceMetrics {
             rejected_max_connections: self.sum(|s| &s.rejected),
             no_backend_closes: self.sum(|s| &s.no_backend),
             idle_timeouts: self.sum(|s| &s.idle_closed),
+            no_descriptor_closes: self.sum(|s| &s.no_descriptors),
             health_flips: self.health_flips(),
             backends: snap.backends().len() as u64,
             backends_up: snap.healthy_count() as u64,
@@ -154,6 +159,7 @@ pub struct ServiceStats {
     pub rejected_max_connections: u64,
     pub no_backend_closes: u64,
     pub idle_timeouts: u64,
+    pub no_descriptor_closes: u64,
     pub health_flips: u64,
     pub backends: u64,
     pub backends_up: u64,
@@ -175,7 +181,7 @@ impl Registry {
             .map(|(m, b)| (m.name.as_str(), m.stats(b)))
             .collect();
         type Get = fn(&ServiceStats) -> u64;
-        let families: [(&str, &str, &str, Get); 14] = [
+        let families: [(&str, &str, &str, Get); 15] = [
             (
                 "pss_proxy_connections_total",
                 "counter",
@@ -255,6 +261,12 @@ impl Registry {
                 |s| s.no_backend_closes,
             ),
             (
+                "pss_proxy_no_descriptor_closes_total",
+                "counter",
+                "Connections closed at once because the descriptor budget was reached.",
+                |s| s.no_descriptor_closes,
+            ),
+            (
                 "pss_proxy_idle_timeouts_total",
                 "counter",
                 "Connections closed by the idle timeout.",
@@ -270,6 +282,19 @@ impl Registry {
             }
         }
         self.render_backends(&names, &mut out);
+        let budget = &crate::fds::BUDGET;
+        let _ = writeln!(
+            out,
+            "# HELP pss_proxy_fds_used Descriptors the workers hold (connections, pipes).\n# TYPE pss_proxy_fds_used gauge\npss_proxy_fds_used {}",
+            budget.used()
+        );
+        if budget.limit() != usize::MAX {
+            let _ = writeln!(
+                out,
+                "# HELP pss_proxy_fds_budget Descriptors the workers may hold.\n# TYPE pss_proxy_fds_budget gauge\npss_proxy_fds_budget {}",
+                budget.limit()
+            );
+        }
         out
     }
 

@@ -36,6 +36,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::balancer::{Backend, Balancer};
 use crate::config::{Backends, Engine, ProxyConfig, ServiceConfig};
+use crate::fds::BUDGET;
 use crate::forward::{self, Conn, Ctx, Outcome};
 use crate::health;
 use crate::metrics::{Registry, ServiceMetrics, ServiceStats};
@@ -202,6 +203,13 @@ impl Proxy {
             admin,
             mut reload_rx,
         } = self;
+        match crate::fds::configure() {
+            Some(budget) => tracing::info!(
+                budget,
+                "descriptor budget of the workers (RLIMIT_NOFILE minus those open and a reserve)"
+            ),
+            None => tracing::warn!("cannot read RLIMIT_NOFILE; descriptor budget unlimited"),
+        }
         // Stops accepting: the caller's shutdown, or a failing worker.
         let stop = shutdown.child_token();
         // Stops the control tasks (admin included) once the workers have drained.
@@ -555,6 +563,9 @@ impl ServiceHandle {
     }
 }
 
+/// How often a worker closes the pooled pipes it did not need.
+const POOL_TRIM_PERIOD: Duration = Duration::from_secs(1);
+
 /// What the control side asks of a worker.
 enum WorkerCmd {
     /// Start accepting on this worker's socket of a (new or re-bound) service.
@@ -604,13 +615,21 @@ impl Worker {
             .unwrap_or(Duration::from_secs(1));
         let beat = (min_connect / 2).clamp(Duration::from_millis(5), Duration::from_millis(250));
         let heartbeat_stop = self.stop.clone();
+        let trims = self.id == 0; // the pipe pool is shared: one worker trims it
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(beat);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // The same timer closes idle pooled pipes about once a second.
+            let mut next_trim = Instant::now() + POOL_TRIM_PERIOD;
             loop {
                 tokio::select! {
                     _ = heartbeat_stop.cancelled() => return,
                     _ = tick.tick() => {}
+                }
+                let now = Instant::now();
+                if trims && now >= next_trim {
+                    next_trim = now + POOL_TRIM_PERIOD;
+                    forward::splice::trim_pool();
                 }
             }
         });
@@ -737,8 +756,9 @@ async fn accept_loop(
             match guard.try_io(|l| l.get_ref().accept()) {
                 Ok(Ok((stream, peer))) => admit(&ws, stream, peer, &tracker),
                 Ok(Err(e)) => {
-                    // EMFILE/ENFILE/ENOBUFS: back off briefly instead of spinning.
-                    tracing::warn!(service = %ws.service.name(), error = %e, "accept failed");
+                    // EMFILE/ENFILE/ENOBUFS: back off briefly instead of spinning, and say so
+                    // at most once a second (not once per retry).
+                    ws.warn_limited(&format!("accept failed: {e}"));
                     drop(guard);
                     tokio::time::sleep(Duration::from_millis(10)).await;
                     break;
@@ -767,6 +787,18 @@ fn admit(
             return; // dropping the stream closes it at once
         }
     }
+    // The connection's two descriptors must fit the budget; idle pipes go first.
+    if !BUDGET.take_connection() {
+        forward::splice::drop_pool();
+        if !BUDGET.take_connection() {
+            if limited.is_some() {
+                ws.service.open.fetch_sub(1, Ordering::Relaxed);
+            }
+            ws.shard().no_descriptors();
+            ws.warn_limited("out of file descriptors (budget reached); raise `ulimit -n`");
+            return;
+        }
+    }
     ws.shard().connection_opened();
     let ws = Arc::clone(ws);
     let limited = limited.is_some();
@@ -786,6 +818,7 @@ struct Open<'a> {
 
 impl Drop for Open<'_> {
     fn drop(&mut self) {
+        BUDGET.release(crate::fds::PER_CONNECTION);
         self.ws.shard().connection_closed();
         if self.limited {
             self.ws.service.open.fetch_sub(1, Ordering::Relaxed);
@@ -959,6 +992,11 @@ async fn connect_backend(ws: &WorkerService, cfg: &ServiceConfig) -> Option<(Con
                 Ok(Err(e)) => e,
                 Err(_) => std::io::ErrorKind::TimedOut.into(),
             };
+        if crate::fds::is_local_exhaustion(&err) {
+            // Our own socket() failed: the backend is not to blame.
+            ws.warn_limited(&format!("cannot open a backend socket: {err}"));
+            return None;
+        }
         failed = Some(addr);
         ws.shard().connect_error();
         tracing::debug!(service = %cfg.name, backend = %addr, error = %err, "backend connect failed");

@@ -320,3 +320,106 @@ async fn metrics_serve_during_the_drain_and_a_second_sigterm_stops_at_once() {
     bin.signal(libc::SIGTERM);
     assert!(bin.exited().await, "a second SIGTERM stops at once");
 }
+
+/// Holds `n` connections through `addr` open at once, each after one echoed message; returns
+/// how many got their echo.
+async fn hold_echoing(addr: SocketAddr, n: usize, msg: &'static [u8]) -> (usize, Vec<TcpStream>) {
+    let tries = (0..n).map(|_| async move {
+        let mut s = TcpStream::connect(addr).await.ok()?;
+        s.write_all(msg).await.ok()?;
+        let mut got = vec![0; msg.len()];
+        tokio::time::timeout(PATIENCE, s.read_exact(&mut got))
+            .await
+            .ok()?
+            .ok()?;
+        (got == msg).then_some(s)
+    });
+    let held: Vec<TcpStream> = futures::future::join_all(tries)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    (held.len(), held)
+}
+
+/// Waits until the proxy has closed every connection (their descriptors are free again).
+async fn wait_idle(admin: SocketAddr) {
+    for _ in 0..(PATIENCE.as_millis() / 20) {
+        if let Some(text) = scrape(admin).await {
+            if metric(&text, "pss_proxy_connections_active") == 0 {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("connections never closed");
+}
+
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+}
+
+/// Regression (adversarial test, issue 10): after a soak the splice pipe pool kept its pipes
+/// and, under a low `ulimit -n`, later clients were refused while idle pipes held the
+/// descriptors; at saturation `/metrics` was unreachable. Now pipes give way to clients, and a
+/// reserve keeps the admin server answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_a_low_descriptor_limit_pipes_give_way_to_clients_and_metrics_stay_up() {
+    let echo = Backend::echo().await;
+    let (port, admin_port) = (free_port(), free_port());
+    let cmd = format!(
+        "ulimit -n 256 && exec {} --listen 127.0.0.1:{port} --backend {} --admin 127.0.0.1:{admin_port} --workers 2 --engine splice",
+        env!("CARGO_BIN_EXE_pss-proxy"),
+        echo.addr
+    );
+    let child = Command::new("sh")
+        .args(["-c", &cmd])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _bin = Bin { child };
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let admin: SocketAddr = ([127, 0, 0, 1], admin_port).into();
+    wait_listening(addr).await;
+    wait_listening(admin).await;
+    let text = scrape(admin).await.unwrap();
+    let budget = metric(&text, "pss_proxy_fds_budget") as usize;
+    assert!(budget > 100 && budget < 256, "{text}");
+
+    // Soak: bulk transfers make the splice engine take pipes.
+    let bulk = payload(512 * 1024, 9);
+    let soak = (0..40).map(|_| echo_roundtrip(addr, &bulk));
+    for got in futures::future::join_all(soak).await {
+        assert!(got == bulk, "bulk transfer intact");
+    }
+
+    wait_idle(admin).await;
+    // Then as many clients as the budget has room for (minus a margin) are all served, pooled
+    // pipes or not.
+    let want = budget / 2 - 10;
+    let (served, held) = hold_echoing(addr, want, b"ping").await;
+    assert_eq!(served, want, "every client that fits the budget is served");
+    drop(held);
+    wait_idle(admin).await;
+
+    // Saturation: more clients than fit. The excess is refused at once, counted, and the admin
+    // server still answers.
+    let (served, _held) = hold_echoing(addr, budget, b"ping").await;
+    assert!(served < budget && served >= want, "{served} of {budget}");
+    let text = scrape(admin)
+        .await
+        .expect("/metrics answers while saturated");
+    assert!(
+        metric(&text, "pss_proxy_no_descriptor_closes_total") > 0,
+        "{text}"
+    );
+    assert!(
+        metric(&text, "pss_proxy_backend_up") == 1,
+        "the backend is not blamed: {text}"
+    );
+}
