@@ -9,10 +9,11 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
+use tokio::time::Instant;
 
 use crate::health::HealthState;
 
@@ -23,6 +24,42 @@ pub struct Backend {
     pub addr: SocketAddr,
     /// Consecutive results and the current verdict; touched by checks and failed connects only.
     health: Mutex<HealthState>,
+    /// Mirror of `health.on_probation()`, readable without the lock.
+    probation: AtomicBool,
+    /// Traffic counters of this backend (shared by every worker: one atomic add per event).
+    pub stats: BackendStats,
+}
+
+/// Per-backend counters served on `/metrics` with a `backend` label.
+#[derive(Debug, Default)]
+pub struct BackendStats {
+    /// Connections forwarded to this backend.
+    pub connections: AtomicU64,
+    /// Connections to it open now.
+    pub active: AtomicU64,
+    /// Bytes client → backend of connections that ended.
+    pub bytes_up: AtomicU64,
+    /// Bytes backend → client of connections that ended.
+    pub bytes_down: AtomicU64,
+    /// Connects to it that failed.
+    pub connect_errors: AtomicU64,
+    /// Health verdict changes (checks, ejections, readmissions).
+    pub health_flips: AtomicU64,
+}
+
+impl BackendStats {
+    /// A connection to this backend opened.
+    pub fn opened(&self) {
+        self.connections.fetch_add(1, Ordering::Relaxed);
+        self.active.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A connection to this backend closed after moving `up` and `down` bytes.
+    pub fn closed(&self, up: u64, down: u64) {
+        self.active.fetch_sub(1, Ordering::Relaxed);
+        self.bytes_up.fetch_add(up, Ordering::Relaxed);
+        self.bytes_down.fetch_add(down, Ordering::Relaxed);
+    }
 }
 
 impl Backend {
@@ -32,20 +69,50 @@ impl Backend {
         Backend {
             addr,
             health: Mutex::new(HealthState::new(true)),
+            probation: AtomicBool::new(false),
+            stats: BackendStats::default(),
         }
     }
 
     /// Current verdict.
     pub fn is_up(&self) -> bool {
-        self.health.lock().unwrap_or_else(|p| p.into_inner()).up()
+        self.health().up()
+    }
+
+    fn health(&self) -> std::sync::MutexGuard<'_, HealthState> {
+        self.health.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Records one check or connect result; returns the new verdict if it flipped.
     pub fn record(&self, ok: bool, rise: u32, fall: u32) -> Option<bool> {
-        self.health
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .record(ok, rise, fall)
+        self.health().record(ok, rise, fall)
+    }
+
+    /// Records one client-connect result without active checks (passive ejection).
+    pub fn record_passive(&self, ok: bool, fall: u32, now: Instant) -> Option<bool> {
+        let mut h = self.health();
+        let r = h.record_passive(ok, fall, now);
+        self.probation.store(h.on_probation(), Ordering::Relaxed);
+        r
+    }
+
+    /// Readmits an ejected backend whose back-off expired (passive mode).
+    pub fn readmit(&self, now: Instant) -> bool {
+        let mut h = self.health();
+        let r = h.readmit(now);
+        self.probation.store(h.on_probation(), Ordering::Relaxed);
+        r
+    }
+
+    /// When an ejected backend becomes eligible again (passive mode).
+    pub fn readmit_at(&self) -> Option<Instant> {
+        self.health().readmit_at()
+    }
+
+    /// Readmitted and not yet proven: the connect path reports its next success (a cheap
+    /// flag, so healthy backends cost no lock per connection).
+    pub fn on_probation(&self) -> bool {
+        self.probation.load(Ordering::Relaxed)
     }
 }
 
@@ -114,6 +181,24 @@ impl Snapshot {
         Some(&self.backends[i as usize])
     }
 
+    /// Starts a pick over *every* backend, up or not (the fallback when none is up and no
+    /// active check could bring one back); `None` only for an empty set.
+    pub fn start_any(&self) -> Option<usize> {
+        if self.backends.is_empty() {
+            return None;
+        }
+        Some(self.cursor.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// The `attempt`-th backend of a [`Snapshot::start_any`] pick.
+    pub fn candidate_any(&self, start: usize, attempt: usize) -> Option<&Arc<Backend>> {
+        let n = self.backends.len();
+        if attempt >= n {
+            return None;
+        }
+        Some(&self.backends[start.wrapping_add(attempt) % n])
+    }
+
     /// Next backend by round robin over the healthy ones.
     pub fn pick(&self) -> Option<&Arc<Backend>> {
         self.start().and_then(|s| self.candidate(s, 0))
@@ -178,6 +263,11 @@ impl Balancer {
     /// The current snapshot, for a short-lived look (do not hold it across `.await`).
     pub fn load(&self) -> arc_swap::Guard<Arc<Snapshot>> {
         self.current.load()
+    }
+
+    /// The current snapshot, owned (may be held across `.await`).
+    pub fn load_full(&self) -> Arc<Snapshot> {
+        self.current.load_full()
     }
 
     /// Installs a new endpoint set if `version` is newer than the one held; returns whether it

@@ -22,13 +22,16 @@
 //!     idle_timeout: 5m             # 0s disables
 //!     max_connections: 10000       # omit for unlimited
 //!     splice_threshold: 4096       # a direction switches from copy to splice after a read this big
+//!     send_proxy: v2               # PROXY protocol header towards backends: v1 | v2; omit for none
+//!     defer_accept: false          # TCP_DEFER_ACCEPT: wake on the first data, not the handshake
+//!                                  # (client-first protocols only: HTTP, TLS; never SMTP/MySQL)
 //!     health: {interval: 2s, timeout: 1s, rise: 2, fall: 3}   # interval 0s disables checks
 //! ```
 //!
 //! Unknown fields are rejected; every error names the field path and the reason.
 
 use std::fmt;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -81,6 +84,30 @@ impl fmt::Display for Engine {
             Engine::Copy => "copy",
             Engine::Uring => "uring",
         })
+    }
+}
+
+/// PROXY protocol version sent to backends before the client's bytes (HAProxy's
+/// `send-proxy` / `send-proxy-v2`), so backends see the client's address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProxyProtocol {
+    /// The text header (`PROXY TCP4 src dst sport dport\r\n`).
+    V1,
+    /// The binary header.
+    V2,
+}
+
+impl FromStr for ProxyProtocol {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "v1" | "1" => Ok(ProxyProtocol::V1),
+            "v2" | "2" => Ok(ProxyProtocol::V2),
+            other => Err(format!(
+                "unknown PROXY protocol version `{other}` (expected v1 or v2)"
+            )),
+        }
     }
 }
 
@@ -189,6 +216,9 @@ pub struct ListenerTuning {
     pub send_buffer: Option<usize>,
     /// `SO_RCVBUF`; none keeps kernel autotuning.
     pub recv_buffer: Option<usize>,
+    /// `TCP_DEFER_ACCEPT` on the listener: a connection is accepted only once the client has
+    /// sent data, saving a wake-up per connection. Only for client-first protocols.
+    pub defer_accept: bool,
 }
 
 impl Default for ListenerTuning {
@@ -200,6 +230,7 @@ impl Default for ListenerTuning {
             keepalive: None,
             send_buffer: None,
             recv_buffer: None,
+            defer_accept: false,
         }
     }
 }
@@ -232,7 +263,7 @@ impl Default for HealthConfig {
 }
 
 /// One proxied service.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServiceConfig {
     /// Name used in logs and metrics (and, for controller-fed services, the default service).
     pub name: String,
@@ -256,6 +287,8 @@ pub struct ServiceConfig {
     pub splice_threshold: usize,
     /// Active health checks.
     pub health: HealthConfig,
+    /// PROXY protocol header to send to backends first, if any.
+    pub send_proxy: Option<ProxyProtocol>,
 }
 
 impl ServiceConfig {
@@ -290,6 +323,7 @@ impl ServiceConfig {
             max_connections: None,
             splice_threshold: 4096,
             health: HealthConfig::default(),
+            send_proxy: None,
         }
     }
 }
@@ -302,7 +336,7 @@ struct ServiceFile {
     #[serde(deserialize_with = "de_listen")]
     listen: SocketAddr,
     #[serde(default)]
-    backends: Option<Vec<String>>,
+    backends: Option<Vec<BackendAddr>>,
     #[serde(default)]
     service: Option<String>,
     #[serde(default)]
@@ -331,6 +365,10 @@ struct ServiceFile {
     splice_threshold: Option<usize>,
     #[serde(default)]
     health: Option<HealthConfig>,
+    #[serde(default)]
+    send_proxy: Option<ProxyProtocol>,
+    #[serde(default)]
+    defer_accept: Option<bool>,
 }
 
 impl<'de> Deserialize<'de> for ServiceConfig {
@@ -348,12 +386,7 @@ impl<'de> Deserialize<'de> for ServiceConfig {
                     "needs `backends` (static list) or `service` (controller-fed)",
                 ))
             }
-            (Some(list), None) => Backends::Static(
-                list.iter()
-                    .map(|s| resolve(s))
-                    .collect::<Result<_, _>>()
-                    .map_err(D::Error::custom)?,
-            ),
+            (Some(list), None) => Backends::Static(list.into_iter().map(|a| a.0).collect()),
             (None, Some(svc)) => Backends::Controller(svc),
         };
         let mut s = ServiceConfig::with_backends(f.name, f.listen, backends);
@@ -389,37 +422,27 @@ impl<'de> Deserialize<'de> for ServiceConfig {
         if let Some(v) = f.health {
             s.health = v;
         }
+        s.send_proxy = f.send_proxy;
+        s.tuning.defer_accept = f.defer_accept.unwrap_or(false);
         Ok(s)
     }
 }
 
-/// Parses a listen address; `:PORT` means every IPv4 interface.
-pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
-    let s = s.trim();
-    if let Some(port) = s.strip_prefix(':') {
-        let port: u16 = port
-            .parse()
-            .map_err(|_| format!("`{s}`: bad port `{port}`"))?;
-        return Ok(SocketAddr::from(([0, 0, 0, 0], port)));
+/// A backend address in a file, resolved while parsing so an error names its list element
+/// (`services[0].backends[1]`), not the whole service.
+struct BackendAddr(SocketAddr);
+
+impl<'de> Deserialize<'de> for BackendAddr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        resolve(&s)
+            .map(BackendAddr)
+            .map_err(serde::de::Error::custom)
     }
-    resolve(s)
 }
 
-/// Parses `ip:port`, or resolves `host:port` to its first address.
-pub fn resolve(s: &str) -> Result<SocketAddr, String> {
-    if let Ok(a) = s.parse() {
-        return Ok(a);
-    }
-    s.to_socket_addrs()
-        .map_err(|e| format!("`{s}` is not a host:port address ({e})"))?
-        .next()
-        .ok_or_else(|| format!("`{s}` resolves to no address"))
-}
-
-/// Parses a humantime duration (`10s`, `500ms`, `2m`).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim()).map_err(|e| format!("`{s}` is not a duration ({e})"))
-}
+pub use pss_plumbing::addr::{parse_listen, resolve};
+pub use pss_plumbing::duration::parse_duration;
 
 fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
@@ -443,37 +466,104 @@ fn de_opt_listen<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, 
         .transpose()
 }
 
-/// Parses a YAML configuration; errors name the field path and the reason.
+/// Parses a YAML configuration; errors name the field path, the line and the reason.
 pub fn from_yaml(text: &str) -> Result<ProxyConfig> {
-    let de = serde_yaml::Deserializer::from_str(text);
-    let config: ProxyConfig = serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner().to_string();
-        Error::Config {
-            path: if path == "." { "config".into() } else { path },
-            reason: inner,
+    let mut path = String::new();
+    serde_saphyr::with_deserializer_from_str(text, |de| {
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            path = e.path().to_string();
+            e.into_inner()
+        })
+    })
+    .map_err(|e| {
+        let loc = e.location().filter(|l| l.line() > 0);
+        let mut reason = e.without_snippet().to_string();
+        if let Some(l) = loc {
+            // The location goes in front with the file name, not twice.
+            let suffix = format!(" at line {}, column {}", l.line(), l.column());
+            if reason.ends_with(&suffix) {
+                reason.truncate(reason.len() - suffix.len());
+            }
         }
-    })?;
-    Ok(config)
+        Error::Config {
+            at: loc.map(|l| format!("line {}, column {}", l.line(), l.column())),
+            path: if path.is_empty() || path == "." {
+                "config".into()
+            } else {
+                path
+            },
+            reason,
+        }
+    })
 }
 
 /// Reads and parses a configuration file (not yet validated: see [`ProxyConfig::validate`]).
+/// Errors name the file and line.
 pub fn from_file(path: &Path) -> Result<ProxyConfig> {
+    read_file(path).map(|(_, c)| c)
+}
+
+fn read_file(path: &Path) -> Result<(String, ProxyConfig)> {
     let text = std::fs::read_to_string(path).map_err(|source| Error::ConfigRead {
         file: path.to_path_buf(),
         source,
     })?;
-    from_yaml(&text).map_err(|e| match e {
-        Error::Config { path: p, reason } => Error::Config {
-            path: format!("{}: {p}", path.display()),
-            reason,
-        },
+    let config = from_yaml(&text).map_err(|e| in_file(e, path, None))?;
+    Ok((text, config))
+}
+
+/// Puts the file (and, if the error has none yet, the line `line`) in front of a config error.
+fn in_file(e: Error, file: &Path, line: Option<u64>) -> Error {
+    match e {
+        Error::Config { at, path, reason } => {
+            let at = at.or_else(|| line.map(|l| format!("line {l}")));
+            Error::Config {
+                at: Some(match at {
+                    Some(at) => format!("{}: {at}", file.display()),
+                    None => file.display().to_string(),
+                }),
+                path,
+                reason,
+            }
+        }
         other => other,
-    })
+    }
+}
+
+/// Line of the YAML value a validation error's field path (`services[1].health.rise`)
+/// designates, as far as the file spells it: the top-level key, or the service's own key.
+fn line_of(text: &str, path: &str) -> Option<u64> {
+    use serde::de::IgnoredAny;
+    use serde_saphyr::Spanned;
+    use std::collections::HashMap;
+    type Keys = HashMap<String, Spanned<IgnoredAny>>;
+    #[derive(Deserialize)]
+    struct Services {
+        #[serde(default)]
+        services: Vec<Spanned<Keys>>,
+    }
+    let line = |s: &Spanned<IgnoredAny>| s.referenced.line();
+    if let Some(rest) = path.strip_prefix("services[") {
+        let (index, field) = rest.split_once(']')?;
+        let index: usize = index.parse().ok()?;
+        let field = field.trim_start_matches('.');
+        let field = field.split(['.', '[']).next().unwrap_or("");
+        let all: Services = serde_saphyr::from_str(text).ok()?;
+        let service = all.services.get(index)?;
+        return Some(match service.value.get(field) {
+            Some(v) => line(v),
+            None => service.referenced.line(),
+        })
+        .filter(|l| *l > 0);
+    }
+    let top: Keys = serde_saphyr::from_str(text).ok()?;
+    let key = path.split(['.', '[']).next()?;
+    top.get(key).map(line).filter(|l| *l > 0)
 }
 
 fn invalid(path: impl Into<String>, reason: impl Into<String>) -> Error {
     Error::Config {
+        at: None,
         path: path.into(),
         reason: reason.into(),
     }
@@ -482,8 +572,11 @@ fn invalid(path: impl Into<String>, reason: impl Into<String>) -> Error {
 impl ProxyConfig {
     /// Checks cross-field rules serde cannot express.
     pub fn validate(&self) -> Result<()> {
-        if self.workers == 0 {
-            return Err(invalid("workers", "must be at least 1"));
+        if !(1..=MAX_WORKERS).contains(&self.workers) {
+            return Err(invalid(
+                "workers",
+                format!("must be between 1 and {MAX_WORKERS}"),
+            ));
         }
         if self.services.is_empty() {
             return Err(invalid("services", "no service to proxy"));
@@ -499,13 +592,26 @@ impl ProxyConfig {
                     format!("`{}` is also services[{j}].name", s.name),
                 ));
             }
-            if s.listen.port() != 0 {
-                if let Some(j) = self.services[..i].iter().position(|o| o.listen == s.listen) {
-                    return Err(invalid(
-                        at("listen"),
-                        format!("{} is also services[{j}].listen", s.listen),
-                    ));
-                }
+            if let Some(j) = self.services[..i]
+                .iter()
+                .position(|o| overlaps(o.listen, s.listen))
+            {
+                return Err(invalid(
+                    at("listen"),
+                    format!(
+                        "{} overlaps services[{j}].listen ({}): both would take the same connections",
+                        s.listen, self.services[j].listen
+                    ),
+                ));
+            }
+            if let Some(admin) = self.admin.filter(|a| overlaps(*a, s.listen)) {
+                return Err(invalid(
+                    "admin",
+                    format!(
+                        "{admin} overlaps services[{i}].listen ({}): the admin server needs its own port",
+                        s.listen
+                    ),
+                ));
             }
             match &s.backends {
                 Backends::Static(list) if list.is_empty() => {
@@ -566,6 +672,22 @@ impl ProxyConfig {
     }
 }
 
+/// Most worker threads a configuration may ask for (each holds a runtime, a listener per
+/// service and its own buffers; far more threads than cores only costs).
+pub const MAX_WORKERS: usize = 1024;
+
+/// Whether two listen addresses would compete for the same connections: same port (not 0),
+/// and the same address or one of them a wildcard of a family that covers the other.
+pub fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
+    if a.port() == 0 || a.port() != b.port() {
+        return false;
+    }
+    let covers = |w: SocketAddr, o: SocketAddr| {
+        w.ip().is_unspecified() && (w.is_ipv6() || o.is_ipv4()) // [::] also takes IPv4
+    };
+    a.ip() == b.ip() || covers(a, b) || covers(b, a)
+}
+
 /// Command-line values that override (or, without a file, make up) the configuration.
 #[derive(Clone, Debug, Default)]
 pub struct Overrides {
@@ -583,6 +705,9 @@ pub struct Overrides {
     pub idle_timeout: Option<Duration>,
     pub max_connections: Option<usize>,
     pub health_interval: Option<Duration>,
+    pub reuseport: Option<bool>,
+    pub send_proxy: Option<ProxyProtocol>,
+    pub defer_accept: Option<bool>,
 }
 
 /// The default listen address of the seed and static forms.
@@ -595,9 +720,12 @@ pub const DEFAULT_LISTEN: SocketAddr =
 /// With a file, `--listen`/`--backend`/`--service` replace those of its only service (a file
 /// with several services refuses them), and tuning flags apply to every service.
 pub fn load(o: &Overrides) -> Result<ProxyConfig> {
-    let mut config = match &o.config_file {
-        Some(path) => from_file(path)?,
-        None => ProxyConfig::default(),
+    let (text, mut config) = match &o.config_file {
+        Some(path) => {
+            let (text, c) = read_file(path)?;
+            (Some(text), c)
+        }
+        None => (None, ProxyConfig::default()),
     };
     let defines_service = o.listen.is_some() || !o.backends.is_empty() || o.service.is_some();
     if o.config_file.is_none() {
@@ -684,8 +812,25 @@ pub fn load(o: &Overrides) -> Result<ProxyConfig> {
         if let Some(i) = o.health_interval {
             s.health.interval = i;
         }
+        if let Some(r) = o.reuseport {
+            s.tuning.reuseport = r;
+        }
+        if let Some(p) = o.send_proxy {
+            s.send_proxy = Some(p);
+        }
+        if let Some(d) = o.defer_accept {
+            s.tuning.defer_accept = d;
+        }
     }
-    config.validate()?;
+    if let Err(e) = config.validate() {
+        return Err(match (&o.config_file, &text, &e) {
+            (Some(file), Some(text), Error::Config { path, .. }) => {
+                let line = line_of(text, path);
+                in_file(e, file, line)
+            }
+            _ => e,
+        });
+    }
     Ok(config)
 }
 
@@ -843,5 +988,67 @@ services:
     fn listen_shorthand_means_all_interfaces() {
         assert_eq!(parse_listen(":8080").unwrap(), DEFAULT_LISTEN);
         assert!(parse_listen(":x").is_err());
+    }
+
+    #[test]
+    fn check_rejects_a_wildcard_listener_beside_a_specific_one_on_the_same_port() {
+        let e = err("services:\n  - {name: a, listen: ':7001', backends: [127.0.0.1:2]}\n  - {name: b, listen: '127.0.0.1:7001', backends: [127.0.0.1:2]}\n");
+        assert!(
+            e.contains("services[1].listen") && e.contains("overlaps"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn check_rejects_an_admin_address_equal_to_a_listener() {
+        let e = err("admin: 127.0.0.1:7002\nservices:\n  - {name: a, listen: ':7002', backends: [127.0.0.1:2]}\n");
+        assert!(e.contains("admin") && e.contains("overlaps"), "{e}");
+    }
+
+    #[test]
+    fn check_rejects_absurd_worker_counts() {
+        let e = err(
+            "workers: 100000\nservices:\n  - {name: a, listen: ':1', backends: [127.0.0.1:2]}\n",
+        );
+        assert!(e.contains("workers") && e.contains("1024"), "{e}");
+    }
+
+    #[test]
+    fn overlap_rules() {
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert!(overlaps(a("0.0.0.0:1"), a("127.0.0.1:1")));
+        assert!(overlaps(a("[::]:1"), a("127.0.0.1:1")));
+        assert!(!overlaps(a("0.0.0.0:1"), a("[::1]:1")));
+        assert!(!overlaps(a("127.0.0.1:1"), a("127.0.0.2:1")));
+        assert!(!overlaps(a("127.0.0.1:0"), a("127.0.0.1:0")));
+        assert!(!overlaps(a("0.0.0.0:1"), a("0.0.0.0:2")));
+    }
+
+    #[test]
+    fn a_bad_backend_address_names_its_list_element_and_line() {
+        let e = err("services:\n  - name: a\n    listen: ':1'\n    backends:\n      - 127.0.0.1:2\n      - nonsense\n");
+        assert!(e.contains("services[0].backends[1]"), "{e}");
+        assert!(e.contains("line 6"), "{e}");
+    }
+
+    #[test]
+    fn validation_errors_from_a_file_name_file_line_and_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.yaml");
+        std::fs::write(
+            &path,
+            "workers: 1\nservices:\n  - name: a\n    listen: ':1'\n    backends: [127.0.0.1:2]\n    connect_attempts: 0\n",
+        )
+        .unwrap();
+        let e = load(&Overrides {
+            config_file: Some(path),
+            ..Overrides::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("p.yaml: line 6: services[0].connect_attempts"),
+            "{e}"
+        );
     }
 }

@@ -39,18 +39,22 @@
 
 pub mod balancer;
 pub mod config;
+pub mod fds;
 pub mod forward;
 pub mod health;
 pub mod listener;
 pub mod metrics;
 mod proxy;
+pub mod proxy_protocol;
+pub mod reload;
 pub mod watch;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 pub use config::{
-    Backends, ControllerConfig, Engine, HealthConfig, ListenerTuning, ProxyConfig, ServiceConfig,
+    Backends, ControllerConfig, Engine, HealthConfig, ListenerTuning, ProxyConfig, ProxyProtocol,
+    ServiceConfig,
 };
 pub use metrics::ServiceStats;
 pub use proxy::{Proxy, ProxyHandle, ServiceHandle};
@@ -60,18 +64,24 @@ pub use tokio_util::sync::CancellationToken;
 /// errors of the proxy: they are counted in the metrics and the connection is closed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// A configuration value is wrong; `path` names the field (`services[0].health.rise`).
-    #[error("{path}: {reason}")]
-    Config { path: String, reason: String },
+    /// A configuration value is wrong; `path` names the field (`services[0].health.rise`),
+    /// `at` where it is written when it comes from a file (`proxy.yaml: line 7`).
+    #[error("{}{path}: {reason}", at.as_ref().map(|a| format!("{a}: ")).unwrap_or_default())]
+    Config {
+        at: Option<String>,
+        path: String,
+        reason: String,
+    },
     /// The configuration file could not be read.
     #[error("cannot read {}: {source}", file.display())]
     ConfigRead {
         file: PathBuf,
         source: std::io::Error,
     },
-    /// A listener could not be bound or tuned.
-    #[error("cannot listen on {addr}: {source}")]
+    /// A listener could not be bound or tuned; `listener` says which (`service web`, `admin`).
+    #[error("{listener}: cannot listen on {addr}: {source}")]
     Bind {
+        listener: String,
         addr: SocketAddr,
         source: std::io::Error,
     },

@@ -37,6 +37,9 @@ fn bind_one(addr: SocketAddr, t: &ListenerTuning) -> io::Result<TcpListener> {
         sock.set_reuse_port(true)?;
     }
     tune(SockRef::from(&sock), t)?;
+    if t.defer_accept {
+        set_defer_accept(&sock, 1)?;
+    }
     sock.set_nonblocking(true)?;
     sock.bind(&addr.into())?;
     sock.listen(t.backlog.min(i32::MAX as u32) as i32)?;
@@ -64,21 +67,52 @@ pub fn bind(addr: SocketAddr, t: &ListenerTuning, workers: usize) -> io::Result<
 
 /// Registers a connected socket with the current runtime's reactor (read and write interest).
 ///
-/// `AsyncFd::new` is deprecated because an arbitrary `T: AsRawFd` may close or swap its
-/// descriptor while registered. A `TcpStream` owns its descriptor for its whole life and this
-/// crate never replaces the inner value, so the safe constructor is sound here; keeping it
-/// avoids `unsafe` outside the engine modules.
-#[allow(deprecated)]
+/// `AsyncFd::new` is deprecated (unsound for lack of I/O safety: an arbitrary `T: AsRawFd`
+/// may close or swap its descriptor while registered); `AsyncFd::register` states that
+/// contract as `unsafe`, and we uphold it here.
+#[allow(unsafe_code)]
 pub fn register(stream: TcpStream) -> io::Result<AsyncFd<TcpStream>> {
-    AsyncFd::new(stream)
+    // SAFETY: a `TcpStream` owns its descriptor (an `OwnedFd` inside) from creation to drop
+    // and always reports that one; nothing in this crate replaces the value inside an
+    // `AsyncFd` (no writes through `get_mut`), so the descriptor stays open and the same
+    // until the `AsyncFd` is dropped or `into_inner` is called.
+    unsafe { AsyncFd::register(stream) }.map_err(io::Error::from)
 }
 
 /// Registers a listening socket for read readiness (see [`register`] on soundness).
-#[allow(deprecated)]
+#[allow(unsafe_code)]
 pub fn register_listener(
     listener: mio::net::TcpListener,
 ) -> io::Result<AsyncFd<mio::net::TcpListener>> {
-    AsyncFd::with_interest(listener, tokio::io::Interest::READABLE)
+    // SAFETY: as in `register`: a mio `TcpListener` owns its descriptor for its whole life
+    // and the registered value is never replaced.
+    unsafe { AsyncFd::register_with_interest(listener, tokio::io::Interest::READABLE) }
+        .map_err(io::Error::from)
+}
+
+/// `TCP_DEFER_ACCEPT` on a listening socket: the kernel completes the handshake but queues
+/// the connection for `accept` only once data arrived, so the proxy wakes once per connection
+/// instead of twice. A client that stays silent past `secs` is still accepted, at the
+/// kernel's next SYN-ACK retransmission (a second or more later): server-first protocols are
+/// slowed, never lost — keep the option off for them.
+#[allow(unsafe_code)]
+fn set_defer_accept(sock: &Socket, secs: libc::c_int) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the descriptor is open (borrowed from `sock` for the call); the option value is
+    // a live c_int and its exact size is passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            (&secs as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Connects to a backend without blocking, with the service's socket options, and registers

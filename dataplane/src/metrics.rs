@@ -15,7 +15,7 @@ use http_body_util::Full;
 use hyper::{Request, Response, StatusCode};
 use tokio_util::sync::CancellationToken;
 
-use crate::balancer::Balancer;
+use crate::balancer::{Backend, Balancer};
 
 /// Counters of one service on one worker. Cache-line aligned so workers never share a line.
 #[derive(Debug, Default)]
@@ -31,6 +31,7 @@ pub struct Shard {
     rejected: AtomicU64,
     no_backend: AtomicU64,
     idle_closed: AtomicU64,
+    no_descriptors: AtomicU64,
 }
 
 /// Adds to a counter whose only writer is the current thread: a load and a store, no locked
@@ -78,6 +79,9 @@ impl Shard {
     }
     pub fn idle_closed(&self) {
         bump(&self.idle_closed, 1);
+    }
+    pub fn no_descriptors(&self) {
+        bump(&self.no_descriptors, 1);
     }
 }
 
@@ -133,6 +137,7 @@ impl ServiceMetrics {
             rejected_max_connections: self.sum(|s| &s.rejected),
             no_backend_closes: self.sum(|s| &s.no_backend),
             idle_timeouts: self.sum(|s| &s.idle_closed),
+            no_descriptor_closes: self.sum(|s| &s.no_descriptors),
             health_flips: self.health_flips(),
             backends: snap.backends().len() as u64,
             backends_up: snap.healthy_count() as u64,
@@ -154,6 +159,7 @@ pub struct ServiceStats {
     pub rejected_max_connections: u64,
     pub no_backend_closes: u64,
     pub idle_timeouts: u64,
+    pub no_descriptor_closes: u64,
     pub health_flips: u64,
     pub backends: u64,
     pub backends_up: u64,
@@ -175,7 +181,7 @@ impl Registry {
             .map(|(m, b)| (m.name.as_str(), m.stats(b)))
             .collect();
         type Get = fn(&ServiceStats) -> u64;
-        let families: [(&str, &str, &str, Get); 14] = [
+        let families: [(&str, &str, &str, Get); 15] = [
             (
                 "pss_proxy_connections_total",
                 "counter",
@@ -255,6 +261,12 @@ impl Registry {
                 |s| s.no_backend_closes,
             ),
             (
+                "pss_proxy_no_descriptor_closes_total",
+                "counter",
+                "Connections closed at once because the descriptor budget was reached.",
+                |s| s.no_descriptor_closes,
+            ),
+            (
                 "pss_proxy_idle_timeouts_total",
                 "counter",
                 "Connections closed by the idle timeout.",
@@ -262,20 +274,118 @@ impl Registry {
             ),
         ];
         let mut out = String::with_capacity(4096);
+        let names: Vec<String> = stats.iter().map(|(n, _)| escape_label(n)).collect();
         for (name, kind, help, get) in families {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for (service, s) in &stats {
+            for (service, (_, s)) in names.iter().zip(&stats) {
                 let _ = writeln!(out, "{name}{{service=\"{service}\"}} {}", get(s));
             }
         }
+        self.render_backends(&names, &mut out);
+        let budget = &crate::fds::BUDGET;
+        let _ = writeln!(
+            out,
+            "# HELP pss_proxy_fds_used Descriptors the workers hold (connections, pipes).\n# TYPE pss_proxy_fds_used gauge\npss_proxy_fds_used {}",
+            budget.used()
+        );
+        if budget.limit() != usize::MAX {
+            let _ = writeln!(
+                out,
+                "# HELP pss_proxy_fds_budget Descriptors the workers may hold.\n# TYPE pss_proxy_fds_budget gauge\npss_proxy_fds_budget {}",
+                budget.limit()
+            );
+        }
         out
     }
+
+    /// The per-backend families (`service` and `backend` labels).
+    fn render_backends(&self, names: &[String], out: &mut String) {
+        type Get = fn(&Backend) -> u64;
+        fn load(a: &AtomicU64) -> u64 {
+            a.load(Relaxed)
+        }
+        let families: [(&str, &str, &str, Get); 7] = [
+            (
+                "pss_proxy_backend_up",
+                "gauge",
+                "1 when the backend is in the pick (healthy), else 0.",
+                |b| u64::from(b.is_up()),
+            ),
+            (
+                "pss_proxy_backend_connections_total",
+                "counter",
+                "Connections forwarded to the backend.",
+                |b| load(&b.stats.connections),
+            ),
+            (
+                "pss_proxy_backend_connections_active",
+                "gauge",
+                "Connections to the backend open now.",
+                |b| load(&b.stats.active),
+            ),
+            (
+                "pss_proxy_backend_bytes_client_to_backend_total",
+                "counter",
+                "Bytes sent to the backend (counted when a connection ends).",
+                |b| load(&b.stats.bytes_up),
+            ),
+            (
+                "pss_proxy_backend_bytes_backend_to_client_total",
+                "counter",
+                "Bytes received from the backend (counted when a connection ends).",
+                |b| load(&b.stats.bytes_down),
+            ),
+            (
+                "pss_proxy_backend_connect_errors_total",
+                "counter",
+                "Client-driven connects to the backend that failed.",
+                |b| load(&b.stats.connect_errors),
+            ),
+            (
+                "pss_proxy_backend_health_flips_total",
+                "counter",
+                "Health verdict changes of the backend.",
+                |b| load(&b.stats.health_flips),
+            ),
+        ];
+        let snaps: Vec<_> = self.services.iter().map(|(_, b)| b.load_full()).collect();
+        for (name, kind, help, get) in families {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (service, snap) in names.iter().zip(&snaps) {
+                for b in snap.backends() {
+                    let _ = writeln!(
+                        out,
+                        "{name}{{service=\"{service}\",backend=\"{}\"}} {}",
+                        b.addr,
+                        get(b)
+                    );
+                }
+            }
+        }
+    }
 }
+
+/// Escapes a Prometheus label value: backslash, double quote and newline.
+pub fn escape_label(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// What the admin server renders on each scrape (the services change with reloads).
+pub type Render = Arc<dyn Fn() -> String + Send + Sync>;
 
 /// Serves `GET /metrics` on `listener` until `shutdown`.
 pub async fn serve_admin(
     listener: tokio::net::TcpListener,
-    registry: Arc<Registry>,
+    render: Render,
     shutdown: CancellationToken,
 ) {
     use hyper::server::conn::http1;
@@ -294,12 +404,12 @@ pub async fn serve_admin(
                 }
             },
         };
-        let registry = Arc::clone(&registry);
+        let render = Arc::clone(&render);
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
-                let registry = Arc::clone(&registry);
-                async move { Ok::<_, Infallible>(respond(&req, &registry)) }
+                let render = Arc::clone(&render);
+                async move { Ok::<_, Infallible>(respond(&req, &*render)) }
             });
             let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
             tokio::select! {
@@ -310,11 +420,14 @@ pub async fn serve_admin(
     }
 }
 
-fn respond(req: &Request<hyper::body::Incoming>, registry: &Registry) -> Response<Full<Bytes>> {
+fn respond(
+    req: &Request<hyper::body::Incoming>,
+    render: &(dyn Fn() -> String + Send + Sync),
+) -> Response<Full<Bytes>> {
     let (status, body, ctype) = match (req.method(), req.uri().path()) {
         (&hyper::Method::GET, "/metrics") => (
             StatusCode::OK,
-            registry.render(),
+            render(),
             "text/plain; version=0.0.4; charset=utf-8",
         ),
         _ => (
@@ -355,5 +468,27 @@ mod tests {
         assert!(text.contains("pss_proxy_bytes_client_to_backend_total{service=\"web\"} 15\n"));
         assert!(text.contains("pss_proxy_snapshot_version{service=\"web\"} 7\n"));
         assert!(text.contains("pss_proxy_backends_up{service=\"web\"} 1\n"));
+        assert!(text.contains("pss_proxy_backend_up{service=\"web\",backend=\"127.0.0.1:1\"} 1\n"));
+    }
+
+    /// Regression (adversarial test, issue 10): a service named `we"b` broke every scrape.
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape_label("we\"b\\x\ny"), "we\\\"b\\\\x\\ny");
+        let m = Arc::new(ServiceMetrics::new("we\"b", 1));
+        let b = Arc::new(Balancer::new(1, &["127.0.0.1:1".parse().unwrap()]));
+        let text = Registry {
+            services: vec![(m, b)],
+        }
+        .render();
+        assert!(
+            text.contains("pss_proxy_connections_total{service=\"we\\\"b\"} 0\n"),
+            "{text}"
+        );
+        // Every sample line has balanced, well-formed quoting: strip escapes, count quotes.
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let unescaped = line.replace("\\\\", "").replace("\\\"", "");
+            assert_eq!(unescaped.matches('"').count() % 2, 0, "{line}");
+        }
     }
 }

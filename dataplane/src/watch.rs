@@ -10,10 +10,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use pss_plumbing::addr::dial_uri;
+use pss_plumbing::backoff::{Backoff, Retry};
 use pss_proto::auth::BearerToken;
 use pss_proto::endpoint_watch_client::EndpointWatchClient;
 use pss_proto::{EndpointSnapshot, WatchEndpointsRequest};
-use rand::Rng;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Endpoint;
 
@@ -21,53 +22,12 @@ use crate::balancer::Balancer;
 use crate::config::ControllerConfig;
 use crate::{Error, Result};
 
-/// The controller address as a URL tonic accepts.
-pub fn controller_url(address: &str) -> String {
-    if address.contains("://") {
-        address.to_owned()
-    } else {
-        format!("http://{address}")
-    }
-}
-
 /// Checks what can be checked before the first connect (URL shape, token characters).
 pub fn validate(ctl: &ControllerConfig) -> Result<()> {
-    Endpoint::from_shared(controller_url(&ctl.address))
+    Endpoint::from_shared(dial_uri(&ctl.address))
         .map_err(|e| Error::Controller(format!("bad address `{}`: {e}", ctl.address)))?;
     BearerToken::new(&ctl.token).map_err(|s| Error::Controller(s.message().to_owned()))?;
     Ok(())
-}
-
-/// Exponential backoff with "equal jitter": the delay is uniform in `[d/2, d]` where `d`
-/// doubles per failure up to the maximum, so reconnecting proxies spread out but never hammer.
-#[derive(Debug)]
-pub struct Backoff {
-    initial: Duration,
-    max: Duration,
-    current: Duration,
-}
-
-impl Backoff {
-    pub fn new(initial: Duration, max: Duration) -> Self {
-        Backoff {
-            initial,
-            max,
-            current: initial,
-        }
-    }
-
-    /// The next delay.
-    pub fn next_delay(&mut self) -> Duration {
-        let d = self.current;
-        self.current = (self.current * 2).min(self.max);
-        let half = d / 2;
-        half + rand::rng().random_range(Duration::ZERO..=half)
-    }
-
-    /// Back to the initial delay (after a successful subscription).
-    pub fn reset(&mut self) {
-        self.current = self.initial;
-    }
 }
 
 /// State of one service's subscription.
@@ -105,7 +65,7 @@ impl Watch {
     /// One subscription: connect, subscribe, apply snapshots until the stream ends or fails.
     /// Returns why it stopped; `delivered` tells whether anything arrived.
     async fn subscribe(&mut self, ctl: &ControllerConfig, delivered: &mut bool) -> String {
-        let endpoint = match Endpoint::from_shared(controller_url(&ctl.address)) {
+        let endpoint = match Endpoint::from_shared(dial_uri(&ctl.address)) {
             Ok(e) => e
                 .connect_timeout(Duration::from_secs(5))
                 .tcp_nodelay(true)
@@ -165,7 +125,11 @@ pub async fn run(
         balancer,
         held: None,
     };
-    let mut backoff = Backoff::new(ctl.backoff_initial, ctl.backoff_max);
+    let mut backoff = Retry::new(Backoff {
+        base: ctl.backoff_initial,
+        max: ctl.backoff_max,
+        factor: 2.0,
+    });
     loop {
         let mut delivered = false;
         let reason = tokio::select! {
@@ -181,31 +145,5 @@ pub async fn run(
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(delay) => {}
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_with_jitter_and_resets() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(800));
-        let bounds = [100u64, 200, 400, 800, 800];
-        for hi in bounds {
-            let d = b.next_delay();
-            assert!(
-                d >= Duration::from_millis(hi / 2) && d <= Duration::from_millis(hi),
-                "{d:?} vs {hi}"
-            );
-        }
-        b.reset();
-        assert!(b.next_delay() <= Duration::from_millis(100));
-    }
-
-    #[test]
-    fn urls_get_a_scheme() {
-        assert_eq!(controller_url("localhost:50051"), "http://localhost:50051");
-        assert_eq!(controller_url("https://c:1"), "https://c:1");
     }
 }

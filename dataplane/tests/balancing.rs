@@ -212,8 +212,8 @@ async fn all_backends_down_closes_the_client_at_once_and_counts_it() {
     assert_eq!(handle.stats().backends_up, 0);
     assert_eq!(
         handle.stats().connect_errors,
-        1,
-        "later clients are not even tried"
+        3,
+        "without active checks every client tries it again (a restart is seen at once)"
     );
     let text = proxy.handle.metrics_text();
     assert!(
@@ -286,5 +286,85 @@ async fn admin_serves_prometheus_metrics() {
         resp.contains("pss_proxy_backends_up{service=\"svc\"} 1"),
         "{resp}"
     );
+    let labels = format!("{{service=\"svc\",backend=\"{}\"}}", backend.addr);
+    assert!(
+        resp.contains(&format!("pss_proxy_backend_up{labels} 1")),
+        "{resp}"
+    );
+    assert!(
+        resp.contains(&format!("pss_proxy_backend_connections_total{labels} 1")),
+        "{resp}"
+    );
+    // Byte totals per backend are added when the connection ends.
+    let want = format!("pss_proxy_backend_bytes_backend_to_client_total{labels} 5000");
+    eventually("per-backend bytes", || {
+        proxy.handle.metrics_text().contains(&want)
+    })
+    .await;
+    proxy.stop().await;
+}
+
+/// Regression (adversarial test, issue 10): with active checks off, a lone backend that failed
+/// `fall` connects stayed down forever, so a backend restart became a permanent outage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_health_checks_a_restarted_lone_backend_serves_again_at_once() {
+    let a = Backend::tagged(b'a').await;
+    let a_addr = a.addr;
+    let mut svc = service(Engine::Splice, vec![a_addr]);
+    svc.health.interval = Duration::ZERO;
+    svc.health.fall = 1;
+    svc.connect_attempts = 1;
+    let proxy = start(config(vec![svc]));
+    let addr = proxy.addr("svc");
+    let handle = proxy.handle.service("svc").unwrap();
+    assert_eq!(fetch_tag(addr).await, Some(b'a'));
+
+    drop(a); // restart: down for a moment
+    for _ in 0..5 {
+        assert_eq!(
+            fetch_tag(addr).await,
+            None,
+            "nothing to serve while it is down"
+        );
+    }
+    eventually("a ejected", || handle.stats().backends_up == 0).await;
+
+    let _a = Backend::tagged_at(a_addr, b'a').await; // back on the same port
+    assert_eq!(
+        fetch_tag(addr).await,
+        Some(b'a'),
+        "served at once, without waiting for the ejection to end"
+    );
+    assert_eq!(handle.stats().backends_up, 1, "the success readmitted it");
+    proxy.stop().await;
+}
+
+/// With active checks off and several backends, an ejected one gets traffic again after its
+/// back-off (the passive readmission), not never.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_health_checks_an_ejected_backend_gets_traffic_again() {
+    let a = Backend::tagged(b'a').await;
+    let b = Backend::tagged(b'b').await;
+    let b_addr = b.addr;
+    let mut svc = service(Engine::Copy, vec![a.addr, b_addr]);
+    svc.health.interval = Duration::ZERO;
+    svc.health.fall = 1;
+    let proxy = start(config(vec![svc]));
+    let addr = proxy.addr("svc");
+    let handle = proxy.handle.service("svc").unwrap();
+
+    drop(b);
+    for _ in 0..4 {
+        assert_eq!(fetch_tag(addr).await, Some(b'a'), "the retry goes to a");
+    }
+    eventually("b ejected", || handle.stats().backends_up == 1).await;
+    let _b = Backend::tagged_at(b_addr, b'b').await;
+    // The first ejection lasts PASSIVE_BACKOFF_INITIAL (1 s); then b is tried on probation.
+    eventually("b readmitted", || handle.stats().backends_up == 2).await;
+    let mut seen = HashSet::new();
+    for _ in 0..10 {
+        seen.insert(fetch_tag(addr).await.expect("served"));
+    }
+    assert!(seen.contains(&b'b'), "b never got traffic again: {seen:?}");
     proxy.stop().await;
 }

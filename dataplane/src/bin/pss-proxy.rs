@@ -1,5 +1,7 @@
 //! pss-proxy: the PSS L4 data plane. Parses flags, builds the configuration, runs the library
-//! until SIGTERM/SIGINT, then drains.
+//! until SIGTERM/SIGINT, then drains (a second SIGTERM/SIGINT stops at once). SIGHUP reloads
+//! `--config` (flags still override it) without dropping connections; a bad file is rejected
+//! and the running configuration keeps serving.
 //!
 //! Forms:
 //! * seed:   `pss-proxy --controller ADDR --token T --service NAME --listen ADDR`
@@ -13,7 +15,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Parser;
 use pss_dataplane::config::{self, Overrides};
-use pss_dataplane::{Engine, Proxy};
+use pss_dataplane::{Engine, Proxy, ProxyHandle, ProxyProtocol};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser, Debug)]
@@ -61,17 +63,25 @@ struct Args {
     /// Close connections beyond this many open ones at once.
     #[arg(long)]
     max_connections: Option<usize>,
-    /// Health check interval; 0s disables active checks [default: 2s].
+    /// Health check interval; 0s disables active checks (failed backends are then ejected
+    /// with back-off) [default: 2s].
     #[arg(long, value_parser = config::parse_duration)]
     health_interval: Option<Duration>,
+    /// One SO_REUSEPORT listener per worker (true) or one shared listener (false)
+    /// [default: true].
+    #[arg(long)]
+    reuseport: Option<bool>,
+    /// Send a PROXY protocol header (v1 or v2) to backends so they see the client's address.
+    #[arg(long)]
+    send_proxy: Option<ProxyProtocol>,
+    /// TCP_DEFER_ACCEPT: accept a connection only once the client sent data (client-first
+    /// protocols only) [default: false].
+    #[arg(long)]
+    defer_accept: Option<bool>,
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    pss_plumbing::logging::init("text");
     let args = Args::parse();
     // The default controller only matters for the seed form; an explicit flag or env always
     // wins over the file.
@@ -92,6 +102,9 @@ fn main() -> anyhow::Result<()> {
         idle_timeout: args.idle_timeout,
         max_connections: args.max_connections,
         health_interval: args.health_interval,
+        reuseport: args.reuseport,
+        send_proxy: args.send_proxy,
+        defer_accept: args.defer_accept,
     };
     let config = config::load(&overrides).context("invalid configuration")?;
     if args.check {
@@ -114,19 +127,79 @@ fn main() -> anyhow::Result<()> {
             tracing::info!(service = %s.0, listen = %s.1, "listening");
         }
         let shutdown = CancellationToken::new();
-        tokio::spawn(cancel_on_signal(shutdown.clone()));
-        proxy.serve(shutdown).await?;
+        let force = CancellationToken::new();
+        let signals = Signals::install()?;
+        tokio::spawn(signals.run(proxy.handle(), overrides, shutdown.clone(), force.clone()));
+        proxy.serve_until(shutdown, force).await?;
         anyhow::Ok(())
     })
 }
 
-async fn cancel_on_signal(shutdown: CancellationToken) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: stop accepting, draining"),
-        _ = int.recv() => tracing::info!("SIGINT: stop accepting, draining"),
+/// The signals pss-proxy handles, installed before serving so none is ever fatal.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
     }
-    shutdown.cancel();
+
+    /// First SIGTERM/SIGINT: drain. Second: stop at once. SIGHUP: reload.
+    async fn run(
+        mut self,
+        handle: ProxyHandle,
+        overrides: Overrides,
+        shutdown: CancellationToken,
+        force: CancellationToken,
+    ) {
+        loop {
+            let what = tokio::select! {
+                _ = self.term.recv() => "SIGTERM",
+                _ = self.int.recv() => "SIGINT",
+                _ = self.hup.recv() => {
+                    reload(&handle, &overrides).await;
+                    continue;
+                }
+            };
+            if shutdown.is_cancelled() {
+                tracing::warn!("{what} again: closing every connection now");
+                force.cancel();
+                return;
+            }
+            tracing::info!("{what}: stop accepting, draining (send it again to stop at once)");
+            shutdown.cancel();
+        }
+    }
+}
+
+/// Re-reads the configuration (file and flags) and applies it; logs what changed or why not.
+async fn reload(handle: &ProxyHandle, overrides: &Overrides) {
+    if overrides.config_file.is_none() {
+        tracing::warn!("SIGHUP: no --config file to reload; nothing changed");
+        return;
+    }
+    let config = match config::load(overrides) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("SIGHUP: configuration rejected, the running one stays: {e}");
+            return;
+        }
+    };
+    match handle.reload(config).await {
+        Ok(changes) if changes.is_empty() => tracing::info!("SIGHUP: configuration unchanged"),
+        Ok(changes) => {
+            for c in changes {
+                tracing::info!("reload: {c}");
+            }
+        }
+        Err(e) => tracing::error!("SIGHUP: reload rejected, the running configuration stays: {e}"),
+    }
 }

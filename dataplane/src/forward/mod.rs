@@ -55,6 +55,10 @@ pub struct Ctx<'a> {
     track_activity: bool,
     /// A direction switches from copy to splice after a read this big.
     pub splice_threshold: usize,
+    /// Bytes this connection moved each way, added to its backend's totals when it ends
+    /// (only this connection's task writes them).
+    moved_up: AtomicU64,
+    moved_down: AtomicU64,
 }
 
 impl<'a> Ctx<'a> {
@@ -65,16 +69,33 @@ impl<'a> Ctx<'a> {
             last_activity: AtomicU64::new(0),
             track_activity: idle_timeout.is_some(),
             splice_threshold,
+            moved_up: AtomicU64::new(0),
+            moved_down: AtomicU64::new(0),
         }
+    }
+
+    /// Bytes moved so far: (client → backend, backend → client).
+    pub fn totals(&self) -> (u64, u64) {
+        (
+            self.moved_up.load(Ordering::Relaxed),
+            self.moved_down.load(Ordering::Relaxed),
+        )
     }
 
     /// Records `n` bytes moved in direction `dir`.
     #[inline]
     pub fn moved(&self, dir: Dir, n: usize) {
-        match dir {
-            Dir::Up => self.shard.bytes_up(n),
-            Dir::Down => self.shard.bytes_down(n),
-        }
+        let total = match dir {
+            Dir::Up => {
+                self.shard.bytes_up(n);
+                &self.moved_up
+            }
+            Dir::Down => {
+                self.shard.bytes_down(n);
+                &self.moved_down
+            }
+        };
+        total.store(total.load(Ordering::Relaxed) + n as u64, Ordering::Relaxed);
         if self.track_activity {
             let since = Instant::now().saturating_duration_since(self.epoch);
             self.last_activity

@@ -14,17 +14,23 @@
 //! * a pipe goes back to the pool only if it is empty; otherwise it is closed;
 //! * a splice read smaller than the threshold sends the direction back to copying once the
 //!   pipe is drained, so the mode follows the traffic in both directions.
+//!
+//! Pipes count in the process's descriptor budget ([`crate::fds`]): a new pipe is refused (the
+//! direction copies) before a client would be, a freed pipe is closed rather than pooled under
+//! pressure, and pooled pipes unused for a trim period are closed ([`trim_pool`]).
 
 #![allow(unsafe_code)]
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::io;
 use std::net::Shutdown;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::Mutex;
 use std::task::{ready, Context, Poll};
 
 use super::copy::{ignore_not_connected, CopyHalf, Stop};
 use super::{Conn, Ctx, Dir, Half};
+use crate::fds::{BUDGET, PER_PIPE};
 use crate::metrics::Shard;
 
 /// Bytes asked of one socket → pipe splice: the default pipe capacity (16 pages). A 256 KiB
@@ -38,8 +44,24 @@ struct Pipe {
     write: OwnedFd,
 }
 
+impl Drop for Pipe {
+    fn drop(&mut self) {
+        BUDGET.release(PER_PIPE); // the two descriptors close right after
+    }
+}
+
 impl Pipe {
+    /// A new pipe, if the descriptor budget allows one (see [`crate::fds`]).
     fn new() -> io::Result<Pipe> {
+        if !BUDGET.take_pipe() {
+            return Err(io::Error::other(
+                "descriptor budget: no room for a new pipe",
+            ));
+        }
+        Pipe::create().inspect_err(|_| BUDGET.release(PER_PIPE))
+    }
+
+    fn create() -> io::Result<Pipe> {
         let mut fds: [libc::c_int; 2] = [-1; 2];
         // SAFETY: `fds` is a valid, writable array of two c_ints as pipe2 requires.
         let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) };
@@ -73,13 +95,53 @@ fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
     }
 }
 
+/// Empty pipes, shared by the workers: one pool, so any worker under descriptor pressure can
+/// close all of them (a per-worker pool would keep the other workers' idle pipes open). Taken
+/// only when a direction switches to or from splicing, never per read.
+struct Pool {
+    free: Vec<Pipe>,
+    /// Smallest length `free` had since the last trim: that many pipes sat unused all along.
+    low_water: usize,
+}
+
+static POOL: Mutex<Pool> = Mutex::new(Pool {
+    free: Vec::new(),
+    low_water: 0,
+});
+
+fn pool() -> std::sync::MutexGuard<'static, Pool> {
+    POOL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 thread_local! {
-    /// This worker's empty pipes.
-    static FREE: RefCell<Vec<Pipe>> = const { RefCell::new(Vec::new()) };
     /// Pipes of this worker currently leased to connections.
     static IN_USE: Cell<usize> = const { Cell::new(0) };
     /// Upper bound of `IN_USE` (set per worker at start).
     static LIMIT: Cell<usize> = const { Cell::new(4096) };
+}
+
+/// Closes the pooled pipes that were not needed since the last call (the pool's low-water
+/// mark), so a burst's pipes do not stay open for good. Called about once a second (by one
+/// worker). Returns how many were closed.
+pub fn trim_pool() -> usize {
+    let mut p = pool();
+    let idle = p.low_water.min(p.free.len());
+    let keep = p.free.len() - idle;
+    p.free.truncate(keep);
+    p.low_water = keep;
+    idle
+}
+
+/// Closes every pooled pipe (descriptor pressure: a connection needs them more).
+pub fn drop_pool() {
+    let mut p = pool();
+    p.free.clear();
+    p.low_water = 0;
+}
+
+/// Pipes pooled now.
+pub fn pooled() -> usize {
+    pool().free.len()
 }
 
 /// Sets this worker's pipe bound (called once when a worker starts).
@@ -105,7 +167,13 @@ impl<'a> Lease<'a> {
         if IN_USE.with(|c| c.get()) >= LIMIT.with(|l| l.get()) {
             return None;
         }
-        let pipe = match FREE.with(|f| f.borrow_mut().pop()) {
+        let pooled = {
+            let mut p = pool();
+            let pipe = p.free.pop();
+            p.low_water = p.low_water.min(p.free.len());
+            pipe
+        };
+        let pipe = match pooled {
             Some(p) => p,
             None => match Pipe::new() {
                 Ok(p) => p,
@@ -130,14 +198,13 @@ impl Drop for Lease<'_> {
         IN_USE.with(|c| c.set(c.get() - 1));
         self.shard.pipe_returned();
         if let Some(p) = self.pipe.take() {
-            if self.held == 0 {
+            // Under descriptor pressure a free pipe is closed rather than pooled.
+            if self.held == 0 && !BUDGET.pressure() {
                 let limit = LIMIT.with(|l| l.get());
-                FREE.with(|f| {
-                    let mut f = f.borrow_mut();
-                    if f.len() < limit {
-                        f.push(p);
-                    }
-                });
+                let mut pool = pool();
+                if pool.free.len() < limit {
+                    pool.free.push(p);
+                }
             } // else: bytes stuck in it belong to a dead connection; closing frees them.
         }
     }
@@ -235,5 +302,30 @@ impl<'a> Half<'a> for SpliceHalf<'a> {
                 Err(_would_block) => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression (adversarial test, issue 10): after a 1,000-connection soak the pool kept
+    /// every pipe (2,348 descriptors) for good. Now pipes idle for a whole trim period close.
+    #[test]
+    fn idle_pooled_pipes_are_closed_by_the_next_trims() {
+        let shard = Shard::default();
+        drop_pool();
+        let leases: Vec<_> = (0..10).map(|_| Lease::take(&shard).unwrap()).collect();
+        drop(leases); // all back in the pool
+        assert_eq!(pooled(), 10);
+        trim_pool(); // starts a period: the pool was empty at its low point
+        assert_eq!(pooled(), 10);
+        // During this period three pipes are used at once, the others sit idle.
+        let busy: Vec<_> = (0..3).map(|_| Lease::take(&shard).unwrap()).collect();
+        drop(busy);
+        assert_eq!(trim_pool(), 7, "the seven never needed are closed");
+        assert_eq!(pooled(), 3);
+        assert_eq!(trim_pool(), 3, "a period without use empties the pool");
+        assert_eq!(pooled(), 0);
     }
 }
