@@ -75,7 +75,7 @@ pub async fn get(
         Output::Json => {
             serde_json::to_string_pretty(&json!({ "items": values })).expect("json") + "\n"
         }
-        Output::Yaml => serde_yaml::to_string(&json!({ "items": values })).expect("yaml"),
+        Output::Yaml => serde_saphyr::to_string(&json!({ "items": values })).expect("yaml"),
     })
 }
 

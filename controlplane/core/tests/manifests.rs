@@ -39,7 +39,7 @@ const CORPUS: &[Expected] = &[
         Some(1),
         Some(4),
         None,
-        "invalid YAML: did not find expected ',' or '}'",
+        "invalid YAML: while parsing a flow mapping, did not find expected ',' or '}'",
     ),
     case(
         "unknown-kind.yaml",

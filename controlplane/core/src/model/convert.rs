@@ -1,31 +1,27 @@
 //! Conversions between model types and pss.v1 protobuf types.
 //!
 //! Model to proto is infallible (`From<&T>`); proto to model is `TryFrom` for the desired-state
-//! objects and re-runs the manifest validation (names, ports, probes, bounds), so a hand-made
-//! request cannot smuggle in what a manifest could not; its errors are [`Error::Invalid`].
+//! objects and runs the rules of `validate.rs`, the manifests' own (names, ports, probes, bounds
+//! and [`Limits`]), so a hand-made request cannot smuggle in what a manifest could not; its
+//! errors are [`Error::Invalid`]. `TryFrom` checks [`Limits::default`]; `from_proto` takes the
+//! caller's limits.
 //! Observed fields that the model does not hold (a workload's ready replicas, a node's allocated
 //! resources, an autoscaler's status) are filled by the caller or passed in explicitly.
 
 use pss_proto::v1 as pb;
 
-use super::manifest::{
-    port_from_i64, validate_autoscaler, validate_pod_spec, validate_service, FieldError, FieldPath,
-};
+use super::field::{FieldError, FieldPath};
+use super::validate::{self, port_from};
 use super::{
-    validate_dns1123, AutoScalePolicy, AutoscalerStatus, Container, ContainerState, EnvVar,
-    EventRecord, EventType, NodeRecord, NodeStatus, Placement, PodPhase, PodRecord, PodSpec,
-    PortAddress, PortSpec, Protocol, ReadinessProbe, Resources, Service, Workload,
+    AutoScalePolicy, AutoscalerStatus, Container, ContainerState, EnvVar, EventRecord, EventType,
+    Limits, NodeRecord, NodeStatus, Placement, PodPhase, PodRecord, PodSpec, PortAddress, PortSpec,
+    Protocol, ReadinessProbe, Resources, Service, Workload,
 };
 use crate::Error;
 
 /// A validation failure as the crate's error.
 fn invalid(e: FieldError) -> Error {
     Error::Invalid(e.to_string())
-}
-
-/// Checks an object name from the wire.
-fn check_name(name: &str, field: &str) -> Result<(), Error> {
-    validate_dns1123(name).map_err(|e| invalid(FieldError::new(FieldPath::root().key(field), e)))
 }
 
 // ------------------------------------------------------------------------------ enums
@@ -197,11 +193,12 @@ impl From<&PodSpec> for pb::PodSpec {
 impl TryFrom<pb::PodSpec> for PodSpec {
     type Error = Error;
 
-    /// Converts and validates as a manifest's `podSpec` would be (errors name `podSpec.*`).
+    /// Converts and validates as a manifest's `podSpec` would be (errors name `podSpec.*`),
+    /// against [`Limits::default`].
     fn try_from(s: pb::PodSpec) -> Result<Self, Error> {
         let at = FieldPath::root().key("podSpec");
         let spec = pod_spec_from_proto(s, &at).map_err(invalid)?;
-        validate_pod_spec(&spec, &at).map_err(invalid)?;
+        validate::pod_spec(&spec, &Limits::default(), &at).map_err(invalid)?;
         Ok(spec)
     }
 }
@@ -215,7 +212,7 @@ fn pod_spec_from_proto(s: pb::PodSpec, at: &FieldPath) -> Result<PodSpec, FieldE
         .map(|(i, p)| {
             let path = at.key("ports").index(i);
             let container_port =
-                port_from_i64(i64::from(p.container_port), &path.key("containerPort"))?;
+                port_from(i128::from(p.container_port), &path.key("containerPort"))?;
             let protocol = Protocol::parse(&p.protocol).ok_or_else(|| {
                 FieldError::new(
                     path.key("protocol"),
@@ -233,8 +230,8 @@ fn pod_spec_from_proto(s: pb::PodSpec, at: &FieldPath) -> Result<PodSpec, FieldE
         .map(|p| {
             let port = match p.port {
                 0 => None,
-                n => Some(port_from_i64(
-                    i64::from(n),
+                n => Some(port_from(
+                    i128::from(n),
                     &at.key("readinessProbe").key("port"),
                 )?),
             };
@@ -268,27 +265,41 @@ impl From<&Workload> for pb::Workload {
     }
 }
 
-impl TryFrom<pb::Workload> for Workload {
-    type Error = Error;
-
-    fn try_from(w: pb::Workload) -> Result<Self, Error> {
-        check_name(&w.name, "name")?;
+impl Workload {
+    /// The workload of a wire object, checked against `limits` (errors name `name`,
+    /// `replicas`, `placement`, `podSpec.*`).
+    pub fn from_proto(w: pb::Workload, limits: &Limits) -> Result<Self, Error> {
+        let root = FieldPath::root();
         let placement = Placement::parse(&w.placement).ok_or_else(|| {
-            Error::Invalid(format!(
-                "placement: unknown placement {:?}: expected spread or binpack",
-                w.placement
+            invalid(FieldError::new(
+                root.key("placement"),
+                format!(
+                    "unknown placement {}: expected spread or binpack",
+                    super::shorten(&w.placement)
+                ),
             ))
         })?;
+        let at = root.key("podSpec");
         let pod_spec = w
             .pod_spec
-            .ok_or_else(|| Error::Invalid("podSpec: required".into()))?
-            .try_into()?;
-        Ok(Workload {
+            .ok_or_else(|| invalid(FieldError::new(at.clone(), "required")))?;
+        let workload = Workload {
             name: w.name,
             replicas: w.replicas,
             placement,
-            pod_spec,
-        })
+            pod_spec: pod_spec_from_proto(pod_spec, &at).map_err(invalid)?,
+        };
+        workload.validate(limits).map_err(invalid)?;
+        Ok(workload)
+    }
+}
+
+impl TryFrom<pb::Workload> for Workload {
+    type Error = Error;
+
+    /// [`Workload::from_proto`] with [`Limits::default`].
+    fn try_from(w: pb::Workload) -> Result<Self, Error> {
+        Workload::from_proto(w, &Limits::default())
     }
 }
 
@@ -311,12 +322,11 @@ impl TryFrom<pb::Service> for Service {
 
     /// `target_port` 0 means "same as `port`".
     fn try_from(s: pb::Service) -> Result<Self, Error> {
-        check_name(&s.name, "name")?;
         let root = FieldPath::root();
-        let port = port_from_i64(i64::from(s.port), &root.key("port")).map_err(invalid)?;
+        let port = port_from(i128::from(s.port), &root.key("port")).map_err(invalid)?;
         let target_port = match s.target_port {
             0 => port,
-            n => port_from_i64(i64::from(n), &root.key("targetPort")).map_err(invalid)?,
+            n => port_from(i128::from(n), &root.key("targetPort")).map_err(invalid)?,
         };
         let service = Service {
             name: s.name,
@@ -324,7 +334,7 @@ impl TryFrom<pb::Service> for Service {
             port,
             target_port,
         };
-        validate_service(&service, &root).map_err(invalid)?;
+        service.validate().map_err(invalid)?;
         Ok(service)
     }
 }
@@ -345,17 +355,15 @@ impl From<&AutoScalePolicy> for pb::AutoScalePolicy {
     }
 }
 
-impl TryFrom<pb::AutoScalePolicy> for AutoScalePolicy {
-    type Error = Error;
-
-    /// Percent 0 means "target not used"; an empty name defaults to the workload's.
-    fn try_from(p: pb::AutoScalePolicy) -> Result<Self, Error> {
+impl AutoScalePolicy {
+    /// The policy of a wire object, checked against `limits`. Percent 0 means "target not
+    /// used"; an empty name defaults to the workload's.
+    pub fn from_proto(p: pb::AutoScalePolicy, limits: &Limits) -> Result<Self, Error> {
         let name = if p.name.is_empty() {
             p.workload.clone()
         } else {
             p.name
         };
-        check_name(&name, "name")?;
         let policy = AutoScalePolicy {
             name,
             workload: p.workload,
@@ -364,8 +372,17 @@ impl TryFrom<pb::AutoScalePolicy> for AutoScalePolicy {
             cpu_percent: Some(p.cpu_percent).filter(|&v| v != 0),
             memory_percent: Some(p.memory_percent).filter(|&v| v != 0),
         };
-        validate_autoscaler(&policy, &FieldPath::root()).map_err(invalid)?;
+        policy.validate(limits).map_err(invalid)?;
         Ok(policy)
+    }
+}
+
+impl TryFrom<pb::AutoScalePolicy> for AutoScalePolicy {
+    type Error = Error;
+
+    /// [`AutoScalePolicy::from_proto`] with [`Limits::default`].
+    fn try_from(p: pb::AutoScalePolicy) -> Result<Self, Error> {
+        AutoScalePolicy::from_proto(p, &Limits::default())
     }
 }
 
@@ -424,8 +441,8 @@ impl TryFrom<pb::PortAddress> for PortAddress {
     type Error = Error;
 
     fn try_from(a: pb::PortAddress) -> Result<Self, Error> {
-        let container_port = port_from_i64(
-            i64::from(a.container_port),
+        let container_port = port_from(
+            i128::from(a.container_port),
             &FieldPath::root().key("containerPort"),
         )
         .map_err(invalid)?;

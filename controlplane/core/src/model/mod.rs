@@ -1,7 +1,9 @@
 //! The PSS object model.
 //!
 //! - Validated desired-state objects users write in YAML: [`Workload`], [`Service`],
-//!   [`AutoScalePolicy`] (parsed and validated by [`parse_manifests`] in `manifest.rs`).
+//!   [`AutoScalePolicy`] (parsed by [`parse_manifests`] in `manifest/`, checked by the rules in
+//!   `validate.rs` against the bounds of [`Limits`] in `limits.rs`; errors are [`FieldError`]s
+//!   from `field.rs`).
 //! - Records the controller keeps about the world: [`PodRecord`], [`NodeRecord`], [`EventRecord`].
 //! - Conversions to and from the `pss.v1` protobuf types live in `convert.rs`.
 //!
@@ -9,16 +11,45 @@
 //! gRPC layer all share them.
 
 mod convert;
+mod field;
+mod limits;
 mod manifest;
 mod names;
 mod quantity;
+mod validate;
 
 pub use convert::node_to_proto;
-pub use manifest::{parse_manifest_bytes, parse_manifests, ManifestError};
+pub use field::{shorten, FieldError, FieldPath, FieldResult, Segment, ECHO_CHARS};
+pub use limits::{Limits, MAX_REPLICAS_SETTING, MAX_WORKLOAD_NAME_LEN};
+pub use manifest::{
+    parse_manifest_bytes, parse_manifest_bytes_with, parse_manifests, parse_manifests_with,
+    ManifestError,
+};
 pub use names::{pod_id, validate_dns1123};
 pub use quantity::{format_cpu, format_memory, parse_cpu, parse_memory};
+pub use validate::validate_replicas;
+
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+// ------------------------------------------------------------------------------ defaults
+// The one definition of each default; the agent and the controller use these.
+
+/// The only `apiVersion` accepted in manifests (it may also be left out).
+pub const API_VERSION: &str = "pss/v1";
+/// Replicas of a workload whose manifest leaves `spec.replicas` out.
+pub const DEFAULT_REPLICAS: u32 = 1;
+/// `minReplicas` of an autoscaler that leaves it out.
+pub const DEFAULT_MIN_REPLICAS: u32 = 1;
+/// Probe interval when `readinessProbe.interval` is left out, in milliseconds.
+pub const DEFAULT_PROBE_INTERVAL_MS: u64 = 2_000;
+/// Probe timeout when `readinessProbe.timeout` is left out, in milliseconds.
+pub const DEFAULT_PROBE_TIMEOUT_MS: u64 = 1_000;
+/// [`DEFAULT_PROBE_INTERVAL_MS`] as a duration.
+pub const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_millis(DEFAULT_PROBE_INTERVAL_MS);
+/// [`DEFAULT_PROBE_TIMEOUT_MS`] as a duration.
+pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_millis(DEFAULT_PROBE_TIMEOUT_MS);
 
 /// How the scheduler places a workload's pods.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -56,11 +87,13 @@ pub struct Resources {
 }
 
 impl Resources {
-    /// Component-wise sum.
+    /// Component-wise sum, saturating at `u64::MAX` (never wraps: a node "full" of a huge
+    /// request stays full). Validation refuses pods whose sum overflows, see
+    /// [`Resources::checked_plus`].
     pub fn plus(self, other: Resources) -> Resources {
         Resources {
-            cpu_millis: self.cpu_millis + other.cpu_millis,
-            memory_bytes: self.memory_bytes + other.memory_bytes,
+            cpu_millis: self.cpu_millis.saturating_add(other.cpu_millis),
+            memory_bytes: self.memory_bytes.saturating_add(other.memory_bytes),
         }
     }
 }

@@ -3,10 +3,12 @@
 //! Every user-chosen name (workloads, services, autoscalers, containers) is a DNS-1123 label, as
 //! in Kubernetes. Pods are named as a ReplicaSet names its pods: `<workload>-<5 characters>`.
 
+use super::field::shorten;
+
 /// Longest DNS-1123 label.
-const MAX_LABEL_LEN: usize = 63;
+pub(crate) const MAX_LABEL_LEN: usize = 63;
 /// Length of the random suffix of a pod ID.
-const POD_SUFFIX_LEN: usize = 5;
+pub(crate) const POD_SUFFIX_LEN: usize = 5;
 /// Kubernetes' alphabet for generated names: no vowels (no accidental words) and no look-alikes
 /// (`0`/`o`, `1`/`l`, `3`/`e`).
 const POD_ID_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
@@ -14,7 +16,7 @@ const POD_ID_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
 /// Checks a DNS-1123 label: 1 to 63 characters, lowercase letters, digits and `-`, starting and
 /// ending with a letter or digit. The error names the rule that broke.
 pub fn validate_dns1123(name: &str) -> Result<(), String> {
-    let invalid = |why: String| Err(format!("invalid name {name:?}: {why}"));
+    let invalid = |why: String| Err(format!("invalid name {}: {why}", shorten(name)));
     let is_alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
     if name.is_empty() {
         return invalid("must not be empty".into());

@@ -93,7 +93,10 @@ impl Decimal {
 
 /// The message for a quantity that is not acceptable, with examples of what is.
 fn quantity_error(what: &str, s: &str, why: &str, examples: &str) -> String {
-    format!("invalid {what} quantity {s:?}: {why}; expected {examples}")
+    format!(
+        "invalid {what} quantity {}: {why}; expected {examples}",
+        super::field::shorten(s)
+    )
 }
 
 /// Turns a [`DecimalError`] into the user-facing message.

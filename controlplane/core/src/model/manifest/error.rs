@@ -1,0 +1,85 @@
+//! [`ManifestError`]: a manifest that failed, located by file, document, line and field.
+
+use std::fmt;
+
+use super::yaml::{Mark, SyntaxError};
+use crate::model::field::FieldError;
+
+/// A manifest that failed to parse or validate.
+///
+/// Displayed as `FILE: document N (line L): FIELD: MESSAGE`; parts that are unknown are left out,
+/// and the column is shown for errors that have no field path (YAML syntax errors).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestError {
+    /// What is wrong, without the location (e.g. `must be >= 0, got -1`).
+    pub message: String,
+    /// The file name (or `<stdin>`) given to [`parse_manifests`](super::parse_manifests).
+    pub file: String,
+    /// 1-based number of the document in the file, counting the documents that hold
+    /// something (a stray `---` is not counted); `None` for whole-file errors.
+    pub document: Option<usize>,
+    /// 1-based line of the offending field or syntax error, where known.
+    pub line: Option<usize>,
+    /// 1-based column of the offending field or syntax error, where known.
+    pub column: Option<usize>,
+    /// Path of the offending field, e.g. `spec.podSpec.containers[1].resources.memory`.
+    pub field: Option<String>,
+}
+
+impl ManifestError {
+    /// An error about the file as a whole (no document).
+    pub(crate) fn file_level(file: &str, message: impl Into<String>) -> Self {
+        ManifestError {
+            message: message.into(),
+            file: file.to_string(),
+            document: None,
+            line: None,
+            column: None,
+            field: None,
+        }
+    }
+
+    /// A field error of document `document`, at `mark`.
+    pub(crate) fn field(file: &str, document: usize, e: FieldError, mark: Mark) -> Self {
+        ManifestError {
+            field: (!e.path.is_root()).then(|| e.path.to_string()),
+            message: e.message,
+            file: file.to_string(),
+            document: Some(document),
+            line: Some(mark.line),
+            column: Some(mark.column),
+        }
+    }
+
+    /// A YAML error of document `document`.
+    pub(crate) fn syntax(file: &str, document: usize, e: SyntaxError) -> Self {
+        ManifestError {
+            message: e.message,
+            file: file.to_string(),
+            document: Some(document),
+            line: e.mark.map(|m| m.line),
+            column: e.mark.map(|m| m.column),
+            field: None,
+        }
+    }
+}
+
+impl fmt::Display for ManifestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if let Some(doc) = self.document {
+            write!(f, ": document {doc}")?;
+        }
+        match (self.line, self.column, &self.field) {
+            (Some(line), Some(col), None) => write!(f, " (line {line}, column {col})")?,
+            (Some(line), _, _) => write!(f, " (line {line})")?,
+            _ => {}
+        }
+        if let Some(field) = self.field.as_deref().filter(|p| !p.is_empty()) {
+            write!(f, ": {field}")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for ManifestError {}
