@@ -4,7 +4,8 @@
 # the pods, and sends HTTP traffic through the proxy.
 #
 #   scripts/demo.sh          bring it up (idempotent: stops a previous demo first)
-#   scripts/demo.sh down     stop every demo process and remove the demo's Podman pods
+#   scripts/demo.sh down     stop every demo process and remove the demo's Podman pods; the
+#                            Podman API service is stopped too when the demo started it
 #
 # State, logs and the token live in .demo/ (PSS_TOKEN there is what pssctl needs).
 set -euo pipefail
@@ -29,6 +30,10 @@ down() {
             [ -z "$ids" ] || CONTAINERS_CONF=/etc/pss/containers.conf podman pod rm -f -t 0 $ids >/dev/null 2>&1 || true
         done
     fi
+    if [ -f "$STATE/podman-service.pid" ]; then
+        kill "$(cat "$STATE/podman-service.pid")" 2>/dev/null || true
+        rm -f "$STATE/podman-service.pid"
+    fi
 }
 
 if [ "${1:-up}" = down ]; then
@@ -44,7 +49,14 @@ mkdir -p "$STATE"
 echo "== building (release)"
 cargo build --release --bins
 echo "== preparing Podman"
+sock=${PSS_PODMAN_SOCK:-/run/pss/podman.sock}
+already=$(curl -sf --max-time 2 --unix-socket "$sock" http://d/_ping 2>/dev/null || true)
 eval "$(bash scripts/podman-setup.sh | tail -n 2)"
+# A Podman API service this demo started is stopped by `demo.sh down`; one that was already
+# running (another user's, the tests') is left alone.
+if [ "$already" != OK ] && [ -f "$(dirname "$PSS_PODMAN_SOCK")/podman-service.pid" ]; then
+    cp "$(dirname "$PSS_PODMAN_SOCK")/podman-service.pid" "$STATE/podman-service.pid"
+fi
 export CONTAINERS_CONF PSS_PODMAN_SOCK
 [ -f "$STATE/token" ] || head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$STATE/token"
 export PSS_TOKEN=$(cat "$STATE/token") PSS_CONTROLLER=$CTRL_ADDR

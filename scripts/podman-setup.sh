@@ -114,6 +114,8 @@ if ! ping; then
     log "starting podman system service on $SOCK (log: $SOCK_DIR/podman-service.log)"
     CONTAINERS_CONF=$CONF setsid nohup podman system service --time=0 "unix://$SOCK" \
         >>"$SOCK_DIR/podman-service.log" 2>&1 </dev/null 9>&- &
+    # Who started it can stop it (scripts/demo.sh down does).
+    echo $! > "$SOCK_DIR/podman-service.pid"
     for _ in $(seq 1 100); do
         ping && break
         sleep 0.1
