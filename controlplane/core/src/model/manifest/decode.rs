@@ -122,9 +122,16 @@ fn string(node: &Node, at: &FieldPath) -> FieldResult<String> {
     }
 }
 
+/// An integer. The parser reads an integer too wide for 64 bits as a float; it is taken back
+/// (to the nearest value a float holds) so that range checks, not type checks, report it.
 fn int(node: &Node, at: &FieldPath) -> FieldResult<i128> {
+    const WIDE: f64 = 9_223_372_036_854_775_808.0; // 2^63
     match node.value {
         Value::Int(i) => Ok(i),
+        Value::Float(f) if f.is_finite() && f.fract() == 0.0 && f.abs() >= WIDE => {
+            // Saturates at the i128 bounds, far beyond any limit.
+            Ok(f as i128)
+        }
         _ => Err(invalid_type(node, "an integer", at)),
     }
 }

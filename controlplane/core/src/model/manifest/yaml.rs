@@ -196,9 +196,30 @@ pub(crate) struct SyntaxError {
     pub(crate) mark: Option<Mark>,
 }
 
+/// The longest parser message passed on whole; a longer one (it may quote a huge key) is cut.
+const MAX_PARSER_MESSAGE: usize = 256;
+
+/// `message`, cut short with its size if it is longer than [`MAX_PARSER_MESSAGE`].
+fn cap(message: &str) -> String {
+    match message.char_indices().nth(MAX_PARSER_MESSAGE) {
+        None => message.to_string(),
+        Some((cut, _)) => format!("{}…({} bytes)", &message[..cut], message.len()),
+    }
+}
+
 /// The parser's error in the manifest's words, its location moved out of the message.
 fn syntax_error(e: &serde_saphyr::Error, limits: &Limits) -> SyntaxError {
-    let e = e.without_snippet();
+    let outer = e.without_snippet();
+    // An error met while replaying an alias is wrapped; its cause says which budget broke.
+    let mut e = outer;
+    while let serde_saphyr::Error::AliasError { error, .. } = e {
+        e = error.without_snippet();
+    }
+    let e = if outer.location().is_some() && e.location().is_none() {
+        outer
+    } else {
+        e
+    };
     let mark = e.location().map(|l| Mark {
         line: usize::try_from(l.line()).unwrap_or(usize::MAX),
         column: usize::try_from(l.column()).unwrap_or(usize::MAX),
@@ -241,7 +262,7 @@ fn syntax_error(e: &serde_saphyr::Error, limits: &Limits) -> SyntaxError {
             .to_string(),
     };
     SyntaxError {
-        message: format!("invalid YAML: {message}"),
+        message: format!("invalid YAML: {}", cap(&message)),
         mark,
     }
 }
