@@ -142,6 +142,21 @@ async fn large_hostile_manifests_are_refused_quickly_by_the_server() {
     for (name, manifest) in cases {
         refused_raw(&c, name, manifest).await;
     }
+    // The source name is echoed in every error: a huge one is cut short too.
+    let status = operator(&c)
+        .await
+        .apply(ApplyRequest {
+            manifest: "[".repeat(100),
+            source: "s".repeat(1 << 20),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().len() <= MAX_ERROR_LEN,
+        "{} bytes",
+        status.message().len()
+    );
     assert_eq!(
         c.ctl(&["get", "workloads"]).await.unwrap(),
         "No workloads found.\n"

@@ -127,7 +127,12 @@ pub(crate) fn workload(
 }
 
 /// A list's length against its limit, before the list is walked.
-fn count_within(len: usize, limit: usize, what: &str, at: &FieldPath) -> FieldResult<()> {
+pub(crate) fn count_within(
+    len: usize,
+    limit: usize,
+    what: &str,
+    at: &FieldPath,
+) -> FieldResult<()> {
     if len > limit {
         return Err(FieldError::new(
             at.clone(),

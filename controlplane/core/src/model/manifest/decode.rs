@@ -1,6 +1,6 @@
 //! From a YAML tree to model objects: the shape of each kind (which fields exist, their types,
 //! their defaults) and the conversions to model types (integers to ranges, quantities,
-//! durations). Domain rules are [`validate`](crate::model::validate)'s, run on the result.
+//! durations). The domain rules (`model/validate.rs`) then run on the result.
 //!
 //! Errors are serde's words (`unknown field`, `invalid type`, `missing field`) with the path of
 //! the field; the caller turns the path into a line.
@@ -159,12 +159,7 @@ fn seq<T>(
     let Value::Seq(items) = &node.value else {
         return Err(invalid_type(node, "a sequence", at));
     };
-    if items.len() > limit {
-        return Err(FieldError::new(
-            at.clone(),
-            format!("{} {what}, above the limit of {limit}", items.len()),
-        ));
-    }
+    validate::count_within(items.len(), limit, what, at)?;
     items
         .iter()
         .enumerate()

@@ -13,7 +13,7 @@ use serde_saphyr::budget::BudgetBreach;
 use serde_saphyr::options::{AliasLimits, NonFiniteFloatPolicy};
 use serde_saphyr::Spanned;
 
-use crate::model::field::{shorten, FieldPath, Segment};
+use crate::model::field::{cut, shorten, FieldPath, Segment};
 use crate::model::Limits;
 
 /// A YAML node with its position ([`Spanned::referenced`]).
@@ -182,6 +182,9 @@ fn options(limits: &Limits) -> serde_saphyr::Options {
     options.alias_limits = alias_limits;
     // `yes`, `no`, `on`, `off` are strings (YAML 1.2), as they were with serde_yaml.
     options.strict_booleans = true;
+    // `0755` and `1_000` stay text where text is expected (an env value), as with serde_yaml.
+    options.leading_zero_numbers_as_strings = true;
+    options.underscored_numbers_as_strings = true;
     // `.inf` and `.nan` read as text: no field of a manifest is a float.
     options.non_finite_float_policy = NonFiniteFloatPolicy::AsString;
     options.with_snippet = false;
@@ -198,14 +201,6 @@ pub(crate) struct SyntaxError {
 
 /// The longest parser message passed on whole; a longer one (it may quote a huge key) is cut.
 const MAX_PARSER_MESSAGE: usize = 256;
-
-/// `message`, cut short with its size if it is longer than [`MAX_PARSER_MESSAGE`].
-fn cap(message: &str) -> String {
-    match message.char_indices().nth(MAX_PARSER_MESSAGE) {
-        None => message.to_string(),
-        Some((cut, _)) => format!("{}…({} bytes)", &message[..cut], message.len()),
-    }
-}
 
 /// The parser's error in the manifest's words, its location moved out of the message.
 fn syntax_error(e: &serde_saphyr::Error, limits: &Limits) -> SyntaxError {
@@ -262,7 +257,7 @@ fn syntax_error(e: &serde_saphyr::Error, limits: &Limits) -> SyntaxError {
             .to_string(),
     };
     SyntaxError {
-        message: format!("invalid YAML: {}", cap(&message)),
+        message: format!("invalid YAML: {}", cut(&message, MAX_PARSER_MESSAGE)),
         mark,
     }
 }
