@@ -7,7 +7,6 @@
 
 use super::yaml::{Node, Value};
 use crate::model::field::{shorten, FieldError, FieldPath, FieldResult};
-use crate::model::limits::{above, MAX_REPLICAS_SETTING};
 use crate::model::validate::{self, port_from};
 use crate::model::{
     parse_cpu, parse_memory, AutoScalePolicy, Container, EnvVar, Limits, Object, Placement,
@@ -200,15 +199,9 @@ fn count(node: &Node, at: &FieldPath) -> FieldResult<u32> {
         .map_err(|_| FieldError::new(at.clone(), format!("must be at most {}, got {v}", u32::MAX)))
 }
 
-/// A replica count: non-negative and within the limit (quoted as written, however large).
+/// A replica count: within the limit (quoted as written, however large), and non-negative.
 fn replicas(node: &Node, at: &FieldPath, limits: &Limits) -> FieldResult<u32> {
-    let v = int(node, at)?;
-    if v > i128::from(limits.max_replicas) {
-        return Err(FieldError::new(
-            at.clone(),
-            format!("{} ({MAX_REPLICAS_SETTING})", above(v, limits.max_replicas)),
-        ));
-    }
+    validate::replicas_within(int(node, at)?, limits, at)?;
     count(node, at)
 }
 
