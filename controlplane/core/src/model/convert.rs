@@ -665,6 +665,118 @@ spec: {workload: my-app, minReplicas: 2, maxReplicas: 10, memory: 80}
         );
     }
 
+    /// The example workload on the wire, changed by `f`.
+    fn wire_workload(f: impl FnOnce(&mut pb::Workload)) -> pb::Workload {
+        let Object::Workload(w) = example_objects().remove(0) else {
+            panic!()
+        };
+        let mut p = pb::Workload::from(&w);
+        f(&mut p);
+        p
+    }
+
+    fn refused(w: pb::Workload) -> String {
+        Workload::try_from(w).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn raw_grpc_objects_get_the_manifest_limits() {
+        let e = refused(wire_workload(|w| w.replicas = u32::MAX));
+        assert!(
+            e.contains(
+                "replicas: 4294967295 is above the limit of 1000 (pss-controller --max-replicas)"
+            ),
+            "{e}"
+        );
+        let many = wire_workload(|w| {
+            let spec = w.pod_spec.as_mut().unwrap();
+            let c = spec.containers[0].clone();
+            spec.containers = (0..10_000)
+                .map(|i| pb::Container {
+                    name: format!("c{i}"),
+                    ..c.clone()
+                })
+                .collect();
+        });
+        let e = refused(many);
+        assert!(
+            e.contains("podSpec.containers: 10000 containers, above the limit of 32"),
+            "{e}"
+        );
+        let e = refused(wire_workload(|w| {
+            for c in &mut w.pod_spec.as_mut().unwrap().containers {
+                c.resources = Some(pb::Resources {
+                    cpu_millis: 1 << 63,
+                    memory_bytes: 0,
+                });
+            }
+        }));
+        assert!(
+            e.contains(
+                "podSpec.containers[1].resources.cpu: the pod's total cpu request overflows"
+            ),
+            "{e}"
+        );
+        let e = refused(wire_workload(|w| {
+            w.pod_spec.as_mut().unwrap().containers[0].image = "img\0".into()
+        }));
+        assert!(e.contains("control character '\\0'"), "{e}");
+        let e = refused(wire_workload(|w| {
+            w.pod_spec.as_mut().unwrap().containers[0].image = "x".repeat(1 << 20)
+        }));
+        assert!(e.len() < 300 && e.contains("(1048576 bytes)"), "{e}");
+        let e = refused(wire_workload(|w| w.name = "a".repeat(63)));
+        assert!(e.contains("name: name \"aaa"), "{e}");
+        assert!(e.contains("above the limit of 57"), "{e}");
+    }
+
+    #[test]
+    fn the_controller_may_pass_its_own_limits() {
+        let limits = Limits {
+            max_replicas: 5_000,
+            ..Limits::default()
+        };
+        let w = Workload::from_proto(wire_workload(|w| w.replicas = 5_000), &limits).unwrap();
+        assert_eq!(w.replicas, 5_000);
+        assert!(w.validate(&Limits::default()).is_err());
+        assert_eq!(crate::model::validate_replicas(5_000, &limits), Ok(()));
+        assert_eq!(
+            crate::model::validate_replicas(5_001, &limits)
+                .unwrap_err()
+                .to_string(),
+            "replicas: 5001 is above the limit of 5000 (pss-controller --max-replicas)"
+        );
+    }
+
+    #[test]
+    fn stored_objects_are_checked_against_todays_limits() {
+        // What an older version stored: valid then, above today's limits.
+        let Object::Workload(mut w) = example_objects().remove(0) else {
+            panic!()
+        };
+        w.replicas = 1_000_000_000;
+        let e = Object::Workload(w)
+            .validate(&Limits::default())
+            .unwrap_err();
+        assert_eq!(e.path.to_string(), "replicas");
+        let p = AutoScalePolicy {
+            name: "a".into(),
+            workload: "w".into(),
+            min_replicas: 1,
+            max_replicas: u32::MAX,
+            cpu_percent: Some(50),
+            memory_percent: None,
+        };
+        let e = p.validate(&Limits::default()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "maxReplicas: 4294967295 is above the limit of 1000 (pss-controller --max-replicas)"
+        );
+        for object in example_objects() {
+            assert_eq!(object.validate(&Limits::default()), Ok(()));
+        }
+    }
+
     #[test]
     fn autoscaler_name_defaults_to_workload() {
         let p = pb::AutoScalePolicy {

@@ -15,6 +15,15 @@ pub fn shorten(value: &str) -> String {
     }
 }
 
+/// `text` unquoted, cut after `max` characters with its size (`aaaa…(1048576 bytes)`): for
+/// text that is shown as is, such as a file name or a parser's message.
+pub(crate) fn cut(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        None => text.to_string(),
+        Some((at, _)) => format!("{}…({} bytes)", &text[..at], text.len()),
+    }
+}
+
 /// One step of a [`FieldPath`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Segment {

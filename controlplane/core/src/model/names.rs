@@ -53,7 +53,7 @@ pub fn validate_dns1123(name: &str) -> Result<(), String> {
 
 /// The pod ID for `workload` and the random draw `draw`: `<workload>-<5 characters>`, like the
 /// pods of a Kubernetes ReplicaSet, the suffix being `draw`'s first five base-27 digits over
-/// [`POD_ID_ALPHABET`]. The caller draws (the core has no randomness). A long workload name is
+/// `POD_ID_ALPHABET`. The caller draws (the core has no randomness). A long workload name is
 /// truncated so the ID stays a valid 63-character label.
 pub fn pod_id(workload: &str, draw: u64) -> String {
     let max_prefix = MAX_LABEL_LEN - POD_SUFFIX_LEN - 1;

@@ -71,7 +71,7 @@ impl Resources {
 /// the error's path is `replicas`.
 pub fn validate_replicas(replicas: u32, limits: &Limits) -> FieldResult<()> {
     replicas_within(
-        u64::from(replicas),
+        i128::from(replicas),
         limits,
         &FieldPath::root().key("replicas"),
     )
@@ -79,8 +79,8 @@ pub fn validate_replicas(replicas: u32, limits: &Limits) -> FieldResult<()> {
 
 /// A replica count within the limit; `value` is wide so that a manifest's huge number is quoted
 /// as written.
-pub(crate) fn replicas_within(value: u64, limits: &Limits, at: &FieldPath) -> FieldResult<()> {
-    if value > u64::from(limits.max_replicas) {
+pub(crate) fn replicas_within(value: i128, limits: &Limits, at: &FieldPath) -> FieldResult<()> {
+    if value > i128::from(limits.max_replicas) {
         return Err(FieldError::new(
             at.clone(),
             format!(
@@ -122,12 +122,17 @@ pub(crate) fn workload(
     at: &FieldPath,
 ) -> FieldResult<()> {
     workload_name(&w.name, limits, name_at)?;
-    replicas_within(u64::from(w.replicas), limits, &at.key("replicas"))?;
+    replicas_within(i128::from(w.replicas), limits, &at.key("replicas"))?;
     pod_spec(&w.pod_spec, limits, &at.key("podSpec"))
 }
 
 /// A list's length against its limit, before the list is walked.
-fn count_within(len: usize, limit: usize, what: &str, at: &FieldPath) -> FieldResult<()> {
+pub(crate) fn count_within(
+    len: usize,
+    limit: usize,
+    what: &str,
+    at: &FieldPath,
+) -> FieldResult<()> {
     if len > limit {
         return Err(FieldError::new(
             at.clone(),
@@ -390,7 +395,7 @@ pub(crate) fn autoscaler(p: &AutoScalePolicy, limits: &Limits, at: &FieldPath) -
             ),
         ));
     }
-    replicas_within(u64::from(p.max_replicas), limits, &at.key("maxReplicas"))?;
+    replicas_within(i128::from(p.max_replicas), limits, &at.key("maxReplicas"))?;
     for (field, percent) in [("cpu", p.cpu_percent), ("memory", p.memory_percent)] {
         if let Some(v) = percent.filter(|v| !(1..=100).contains(v)) {
             return Err(FieldError::new(

@@ -1,13 +1,12 @@
 //! From a YAML tree to model objects: the shape of each kind (which fields exist, their types,
 //! their defaults) and the conversions to model types (integers to ranges, quantities,
-//! durations). Domain rules are [`validate`](crate::model::validate)'s, run on the result.
+//! durations). The domain rules (`model/validate.rs`) then run on the result.
 //!
 //! Errors are serde's words (`unknown field`, `invalid type`, `missing field`) with the path of
 //! the field; the caller turns the path into a line.
 
 use super::yaml::{Node, Value};
 use crate::model::field::{shorten, FieldError, FieldPath, FieldResult};
-use crate::model::limits::{above, MAX_REPLICAS_SETTING};
 use crate::model::validate::{self, port_from};
 use crate::model::{
     parse_cpu, parse_memory, AutoScalePolicy, Container, EnvVar, Limits, Object, Placement,
@@ -122,9 +121,16 @@ fn string(node: &Node, at: &FieldPath) -> FieldResult<String> {
     }
 }
 
+/// An integer. The parser reads an integer too wide for 64 bits as a float; it is taken back
+/// (to the nearest value a float holds) so that range checks, not type checks, report it.
 fn int(node: &Node, at: &FieldPath) -> FieldResult<i128> {
+    const WIDE: f64 = 9_223_372_036_854_775_808.0; // 2^63
     match node.value {
         Value::Int(i) => Ok(i),
+        Value::Float(f) if f.is_finite() && f.fract() == 0.0 && f.abs() >= WIDE => {
+            // Saturates at the i128 bounds, far beyond any limit.
+            Ok(f as i128)
+        }
         _ => Err(invalid_type(node, "an integer", at)),
     }
 }
@@ -152,12 +158,7 @@ fn seq<T>(
     let Value::Seq(items) = &node.value else {
         return Err(invalid_type(node, "a sequence", at));
     };
-    if items.len() > limit {
-        return Err(FieldError::new(
-            at.clone(),
-            format!("{} {what}, above the limit of {limit}", items.len()),
-        ));
-    }
+    validate::count_within(items.len(), limit, what, at)?;
     items
         .iter()
         .enumerate()
@@ -198,15 +199,9 @@ fn count(node: &Node, at: &FieldPath) -> FieldResult<u32> {
         .map_err(|_| FieldError::new(at.clone(), format!("must be at most {}, got {v}", u32::MAX)))
 }
 
-/// A replica count: non-negative and within the limit (quoted as written, however large).
+/// A replica count: within the limit (quoted as written, however large), and non-negative.
 fn replicas(node: &Node, at: &FieldPath, limits: &Limits) -> FieldResult<u32> {
-    let v = int(node, at)?;
-    if v > i128::from(limits.max_replicas) {
-        return Err(FieldError::new(
-            at.clone(),
-            format!("{} ({MAX_REPLICAS_SETTING})", above(v, limits.max_replicas)),
-        ));
-    }
+    validate::replicas_within(int(node, at)?, limits, at)?;
     count(node, at)
 }
 

@@ -3,7 +3,10 @@
 use std::fmt;
 
 use super::yaml::{Mark, SyntaxError};
-use crate::model::field::FieldError;
+use crate::model::field::{cut, FieldError};
+
+/// The longest file name shown whole (a raw request may send any `source`).
+const MAX_FILE_NAME: usize = 256;
 
 /// A manifest that failed to parse or validate.
 ///
@@ -31,7 +34,7 @@ impl ManifestError {
     pub(crate) fn file_level(file: &str, message: impl Into<String>) -> Self {
         ManifestError {
             message: message.into(),
-            file: file.to_string(),
+            file: cut(file, MAX_FILE_NAME),
             document: None,
             line: None,
             column: None,
@@ -44,7 +47,7 @@ impl ManifestError {
         ManifestError {
             field: (!e.path.is_root()).then(|| e.path.to_string()),
             message: e.message,
-            file: file.to_string(),
+            file: cut(file, MAX_FILE_NAME),
             document: Some(document),
             line: Some(mark.line),
             column: Some(mark.column),
@@ -55,7 +58,7 @@ impl ManifestError {
     pub(crate) fn syntax(file: &str, document: usize, e: SyntaxError) -> Self {
         ManifestError {
             message: e.message,
-            file: file.to_string(),
+            file: cut(file, MAX_FILE_NAME),
             document: Some(document),
             line: e.mark.map(|m| m.line),
             column: e.mark.map(|m| m.column),

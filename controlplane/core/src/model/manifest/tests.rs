@@ -383,3 +383,36 @@ proptest! {
         let _ = parse_manifests(&text, "t");
     }
 }
+
+#[test]
+fn documents_are_numbered_among_those_that_hold_something() {
+    // The parser skips empty documents before the decoder sees them, so a stray `---` or a
+    // comments-only document does not count; lines are the parser's and stay exact.
+    let bad = APP
+        .replace("replicas: 3", "replicas: -1")
+        .replace("my-app", "b");
+    let text = format!("{APP}---\n# nothing here\n---\n---\n{bad}");
+    let e = err(&text);
+    assert_eq!(e.document, Some(2));
+    let line = 1 + text[..text.find("replicas: -1").unwrap()]
+        .matches('\n')
+        .count();
+    assert_eq!(e.line, Some(line));
+}
+
+#[test]
+fn yaml_1_1_booleans_and_leading_zeros_stay_text() {
+    let text = APP.replace(
+        "env: [{name: GREETING, value: hello}]",
+        "env: [{name: A, value: yes}, {name: B, value: 0755}, {name: C, value: 1_000}]",
+    );
+    let Object::Workload(w) = one(&text) else {
+        panic!("not a workload")
+    };
+    let values: Vec<&str> = w.pod_spec.containers[0]
+        .env
+        .iter()
+        .map(|e| e.value.as_str())
+        .collect();
+    assert_eq!(values, ["yes", "0755", "1_000"]);
+}

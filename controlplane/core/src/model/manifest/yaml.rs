@@ -13,7 +13,7 @@ use serde_saphyr::budget::BudgetBreach;
 use serde_saphyr::options::{AliasLimits, NonFiniteFloatPolicy};
 use serde_saphyr::Spanned;
 
-use crate::model::field::{shorten, FieldPath, Segment};
+use crate::model::field::{cut, shorten, FieldPath, Segment};
 use crate::model::Limits;
 
 /// A YAML node with its position ([`Spanned::referenced`]).
@@ -182,6 +182,9 @@ fn options(limits: &Limits) -> serde_saphyr::Options {
     options.alias_limits = alias_limits;
     // `yes`, `no`, `on`, `off` are strings (YAML 1.2), as they were with serde_yaml.
     options.strict_booleans = true;
+    // `0755` and `1_000` stay text where text is expected (an env value), as with serde_yaml.
+    options.leading_zero_numbers_as_strings = true;
+    options.underscored_numbers_as_strings = true;
     // `.inf` and `.nan` read as text: no field of a manifest is a float.
     options.non_finite_float_policy = NonFiniteFloatPolicy::AsString;
     options.with_snippet = false;
@@ -196,9 +199,22 @@ pub(crate) struct SyntaxError {
     pub(crate) mark: Option<Mark>,
 }
 
+/// The longest parser message passed on whole; a longer one (it may quote a huge key) is cut.
+const MAX_PARSER_MESSAGE: usize = 256;
+
 /// The parser's error in the manifest's words, its location moved out of the message.
 fn syntax_error(e: &serde_saphyr::Error, limits: &Limits) -> SyntaxError {
-    let e = e.without_snippet();
+    let outer = e.without_snippet();
+    // An error met while replaying an alias is wrapped; its cause says which budget broke.
+    let mut e = outer;
+    while let serde_saphyr::Error::AliasError { error, .. } = e {
+        e = error.without_snippet();
+    }
+    let e = if outer.location().is_some() && e.location().is_none() {
+        outer
+    } else {
+        e
+    };
     let mark = e.location().map(|l| Mark {
         line: usize::try_from(l.line()).unwrap_or(usize::MAX),
         column: usize::try_from(l.column()).unwrap_or(usize::MAX),
@@ -241,7 +257,7 @@ fn syntax_error(e: &serde_saphyr::Error, limits: &Limits) -> SyntaxError {
             .to_string(),
     };
     SyntaxError {
-        message: format!("invalid YAML: {message}"),
+        message: format!("invalid YAML: {}", cut(&message, MAX_PARSER_MESSAGE)),
         mark,
     }
 }
