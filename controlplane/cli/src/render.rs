@@ -180,17 +180,26 @@ fn images(w: &pb::Workload) -> String {
 }
 
 fn workload_json(w: &pb::Workload) -> Value {
-    json!({
+    let mut v = json!({
         "name": w.name, "replicas": w.replicas, "placement": w.placement,
         "currentReplicas": w.current_replicas, "readyReplicas": w.ready_replicas,
         "images": images(w), "generation": w.generation, "createdAtMs": w.created_at_ms,
-    })
+    });
+    if !w.problem.is_empty() {
+        v["problem"] = json!(w.problem);
+    }
+    v
 }
 
 fn workloads_table(items: &[pb::Workload], wide: bool, now: i64) -> Table {
     let mut headers = vec!["NAME", "READY", "CURRENT", "DESIRED", "PLACEMENT", "AGE"];
     if wide {
         headers.extend(["IMAGES", "GENERATION"]);
+    }
+    // Workloads the controller does not run say why, in a column shown only then.
+    let problems = items.iter().any(|w| !w.problem.is_empty());
+    if problems {
+        headers.push("PROBLEM");
     }
     let mut t = Table::new(&headers);
     for w in items {
@@ -204,6 +213,9 @@ fn workloads_table(items: &[pb::Workload], wide: bool, now: i64) -> Table {
         ];
         if wide {
             row.extend([images(w), w.generation.to_string()]);
+        }
+        if problems {
+            row.push(w.problem.clone());
         }
         t.row(row);
     }

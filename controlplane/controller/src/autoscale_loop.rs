@@ -67,6 +67,12 @@ pub(crate) fn evaluate_all(shared: &Shared, now: i64) -> Result<()> {
     let pods = store.list_pods(None)?;
     let nodes = store.list_nodes()?;
     for stored in policies {
+        // A stored policy outside today's limits (e.g. maxReplicas above --max-replicas)
+        // never scales anything; `get autoscalers` and the workload's status say why.
+        if let Err(e) = stored.policy.validate(&shared.config.limits) {
+            tracing::debug!(policy = %stored.policy.name, error = %e, "autoscaler outside the limits: skipped");
+            continue;
+        }
         evaluate(shared, &stored, &pods, &nodes, now)?;
     }
     Ok(())

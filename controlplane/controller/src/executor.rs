@@ -57,8 +57,20 @@ pub(crate) fn pass(shared: &Arc<Shared>) -> Result<Option<Duration>> {
     let nodes = store.list_nodes()?;
     let now = now_ms();
 
+    // A stored workload outside today's limits (stored by an older version, or before
+    // --max-replicas was lowered) is reported once and frozen: not planned, its pods left as
+    // they are. Memory stays bounded by the objects, never by a number inside one.
+    let invalid: HashSet<&str> = workloads
+        .iter()
+        .filter_map(|w| {
+            let err = w.workload.validate(&shared.config.limits).err()?;
+            report_invalid(shared, &w.workload.name, w.generation, &err.to_string());
+            Some(w.workload.name.as_str())
+        })
+        .collect();
     let desired: Vec<DesiredWorkload> = workloads
         .iter()
+        .filter(|w| !invalid.contains(w.workload.name.as_str()))
         .map(|w| DesiredWorkload {
             name: w.workload.name.clone(),
             replicas: w.workload.replicas,
@@ -67,7 +79,10 @@ pub(crate) fn pass(shared: &Arc<Shared>) -> Result<Option<Duration>> {
             spec_hash: w.workload.pod_spec.spec_hash(),
         })
         .collect();
-    let observed = observed_from_records(&pods);
+    let observed: Vec<_> = observed_from_records(&pods)
+        .into_iter()
+        .filter(|p| !invalid.contains(p.workload.as_str()))
+        .collect();
     let requests: HashMap<&str, pss_core::model::Resources> = workloads
         .iter()
         .map(|w| (w.workload.name.as_str(), w.workload.pod_spec.requests()))
@@ -213,6 +228,22 @@ pub(crate) fn pass(shared: &Arc<Shared>) -> Result<Option<Duration>> {
         }
     }
     Ok(requeue_at_ms.map(|at| Duration::from_millis(u64::try_from(at - now).unwrap_or(0))))
+}
+
+/// Records a Warning event for a workload the controller will not run, once per generation.
+fn report_invalid(shared: &Shared, workload: &str, generation: u64, why: &str) {
+    let first = shared
+        .reported_invalid
+        .lock()
+        .expect("reported_invalid poisoned")
+        .insert((workload.to_string(), generation));
+    if first {
+        shared.event(EventRecord::warning(
+            "InvalidSpec",
+            format!("workload/{workload}"),
+            format!("workload {workload} is not run: {why}; fix it with pssctl scale or apply"),
+        ));
+    }
 }
 
 /// A fresh pod id for `workload` that is not `taken`; records it as taken.

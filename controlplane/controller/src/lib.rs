@@ -86,6 +86,9 @@ pub struct ControllerConfig {
     pub autoscale_cooldown: Duration,
     /// Scale-down uses the highest recommendation over this window.
     pub stabilization_window: Duration,
+    /// Bounds on what a request may ask for (`--max-replicas` sets `max_replicas`); stored
+    /// objects outside them are reported and skipped, never executed.
+    pub limits: pss_core::model::Limits,
 }
 
 impl ControllerConfig {
@@ -99,6 +102,7 @@ impl ControllerConfig {
             drain_period: defaults::DRAIN_PERIOD,
             stop_grace: defaults::STOP_GRACE,
             autoscale_cooldown: defaults::AUTOSCALE_COOLDOWN,
+            limits: pss_core::model::Limits::default(),
             stabilization_window: Duration::from_secs(300),
         }
     }
@@ -131,6 +135,9 @@ pub(crate) struct Shared {
     pub inflight: std::sync::Mutex<std::collections::HashSet<String>>,
     /// Bounds the manifests being parsed at once (see [`PARSE_SLOTS`]).
     pub parse_slots: tokio::sync::Semaphore,
+    /// Workloads (name, generation) already reported as outside the limits, so each is
+    /// reported once, not on every pass.
+    pub reported_invalid: std::sync::Mutex<std::collections::HashSet<(String, u64)>>,
 }
 
 impl Shared {
@@ -182,6 +189,7 @@ pub async fn serve(
         autoscale: autoscale_loop::AutoscaleMemory::default(),
         shutdown: shutdown.clone(),
         parse_slots: tokio::sync::Semaphore::new(PARSE_SLOTS),
+        reported_invalid: Default::default(),
         inflight: Default::default(),
     });
     shared.services.refresh(shared.store.as_ref())?;

@@ -52,6 +52,10 @@ struct Args {
     /// Scale-down uses the highest recommendation over this window.
     #[arg(long, default_value_t = HumanDuration(defaults::STABILIZATION_WINDOW))]
     stabilization_window: HumanDuration,
+    /// Most replicas one workload may have (manifests, `pssctl scale`, autoscalers); stored
+    /// workloads above it are reported and not run.
+    #[arg(long, default_value_t = pss_core::model::Limits::default().max_replicas)]
+    max_replicas: u32,
     /// Log format: text or json.
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
@@ -79,6 +83,7 @@ async fn main() -> anyhow::Result<()> {
     config.stop_grace = args.stop_grace.into();
     config.autoscale_cooldown = args.autoscale_cooldown.into();
     config.stabilization_window = args.stabilization_window.into();
+    config.limits.max_replicas = args.max_replicas;
     tracing::info!(db = %args.db.display(), "state store opened");
 
     let shutdown = CancellationToken::new();

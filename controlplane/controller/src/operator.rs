@@ -34,29 +34,6 @@ const DEFAULT_EVENT_LIMIT: usize = 200;
 
 type LogStream = Pin<Box<dyn Stream<Item = Result<pb::LogChunk, Status>> + Send>>;
 
-/// Validates the numbers of an autoscaling request like the manifest validation does.
-fn validate_autoscale(req: &pb::AutoscaleRequest) -> Result<(), Status> {
-    let bad = |m: String| Err(Status::invalid_argument(m));
-    if req.min_replicas < 1 {
-        return bad(format!("--min must be >= 1, got {}", req.min_replicas));
-    }
-    if req.min_replicas > req.max_replicas {
-        return bad(format!(
-            "--min ({}) must be <= --max ({})",
-            req.min_replicas, req.max_replicas
-        ));
-    }
-    for (flag, v) in [("--cpu", req.cpu_percent), ("--mem", req.memory_percent)] {
-        if v > 100 {
-            return bad(format!("{flag} must be a percentage in 1..100, got {v}"));
-        }
-    }
-    if req.cpu_percent == 0 && req.memory_percent == 0 {
-        return bad("set at least one of --cpu and --mem (1..100)".into());
-    }
-    Ok(())
-}
-
 impl OperatorApi {
     /// Parses and validates a manifest on a blocking thread, at most [`crate::PARSE_SLOTS`] at
     /// a time: the runtime threads keep answering heartbeats and reads meanwhile, and no lock
@@ -69,10 +46,13 @@ impl OperatorApi {
             .await
             .map_err(|_| Status::unavailable("the controller is shutting down"))?;
         let source = source.to_string();
-        tokio::task::spawn_blocking(move || model::parse_manifests(&manifest, &source))
-            .await
-            .map_err(|e| Status::internal(format!("manifest parser failed: {e}")))?
-            .map_err(|e| Status::invalid_argument(e.to_string()))
+        let limits = self.shared.config.limits.clone();
+        tokio::task::spawn_blocking(move || {
+            model::parse_manifests_with(&manifest, &source, &limits)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("manifest parser failed: {e}")))?
+        .map_err(|e| Status::invalid_argument(e.to_string()))
     }
 
     /// An autoscaling policy needs its workload, in the store or in the same apply, as
@@ -231,6 +211,9 @@ impl pb::operator_server::Operator for OperatorApi {
                 out.ready_replicas = ready as u32;
                 out.created_at_ms = w.created_at_ms;
                 out.generation = w.generation;
+                if let Err(e) = w.workload.validate(&self.shared.config.limits) {
+                    out.problem = format!("not run: {e}");
+                }
                 out
             })
             .collect();
@@ -368,6 +351,9 @@ impl pb::operator_server::Operator for OperatorApi {
         request: Request<pb::ScaleRequest>,
     ) -> Result<Response<pb::ScaleResponse>, Status> {
         let req = request.into_inner();
+        model::validate_replicas(req.replicas, &self.shared.config.limits).map_err(|e| {
+            Status::invalid_argument(format!("workload {}: {e}", cut_short(&req.workload, 64)))
+        })?;
         let previous = self
             .shared
             .store
@@ -395,7 +381,6 @@ impl pb::operator_server::Operator for OperatorApi {
         request: Request<pb::AutoscaleRequest>,
     ) -> Result<Response<pb::AutoscaleResponse>, Status> {
         let req = request.into_inner();
-        validate_autoscale(&req)?;
         if self
             .shared
             .store
@@ -424,8 +409,6 @@ impl pb::operator_server::Operator for OperatorApi {
         } else {
             req.workload.clone()
         };
-        model::validate_dns1123(&name)
-            .map_err(|e| Status::invalid_argument(format!("autoscaler name {name:?}: {e}")))?;
         let policy = AutoScalePolicy {
             name: name.clone(),
             workload: req.workload.clone(),
@@ -434,6 +417,10 @@ impl pb::operator_server::Operator for OperatorApi {
             cpu_percent: (req.cpu_percent > 0).then_some(req.cpu_percent),
             memory_percent: (req.memory_percent > 0).then_some(req.memory_percent),
         };
+        // The one definition of the autoscaling rules, as for an AutoScalePolicy manifest.
+        policy.validate(&self.shared.config.limits).map_err(|e| {
+            Status::invalid_argument(format!("autoscaler {}: {e}", cut_short(&name, 64)))
+        })?;
         let action = self
             .shared
             .store
