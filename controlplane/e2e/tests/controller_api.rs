@@ -372,3 +372,51 @@ fn the_controller_binary_refuses_weak_tokens_and_reads_token_files() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("token"), "token accepted: {stderr}");
 }
+
+/// Issue 9: a 3 MB `source` was copied into events (then `get events` failed for everyone).
+#[tokio::test]
+async fn a_huge_source_name_is_cut_short_in_events_and_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = RunningController::start(&dir.path().join("pss.db")).await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", c.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut op = pss_proto::v1::operator_client::OperatorClient::with_interceptor(
+        channel,
+        pss_proto::auth::BearerToken::new(support::TOKEN).unwrap(),
+    );
+    let huge = "s".repeat(3 << 20);
+    let manifest = std::fs::read_to_string(example("my-app.yaml")).unwrap();
+    op.apply(pss_proto::v1::ApplyRequest {
+        manifest: manifest.clone(),
+        source: huge.clone(),
+    })
+    .await
+    .unwrap();
+    let err = op
+        .apply(pss_proto::v1::ApplyRequest {
+            manifest: manifest.replace("kind: Workload", "kind: Nope"),
+            source: huge,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(
+        err.message().len() < 2048,
+        "error stays small: {} bytes",
+        err.message().len()
+    );
+    let events = c.ctl(&["get", "events", "-o", "json"]).await.unwrap();
+    assert!(
+        events.len() < 16 * 1024,
+        "events stay small: {} bytes",
+        events.len()
+    );
+    assert!(
+        events.contains("bytes)"),
+        "the cut says how long the source was"
+    );
+    c.stop().await;
+}
