@@ -195,6 +195,12 @@ impl Client {
         r.map(|r| r.into_inner()).map_err(|s| self.err(s))
     }
 
+    /// The controller's version.
+    pub async fn version(&mut self) -> Result<String, CliError> {
+        let r = self.inner.version(pb::VersionRequest {}).await;
+        r.map(|r| r.into_inner().version).map_err(|s| self.err(s))
+    }
+
     pub async fn delete(&mut self, kind: &str, name: &str) -> Result<(), CliError> {
         let r = self
             .inner

@@ -49,6 +49,8 @@ pub enum Output {
     Wide,
     Json,
     Yaml,
+    /// `kind/name`, one per line (for scripts: `pssctl get pods -o name | xargs ...`).
+    Name,
 }
 
 /// What `get` lists.
@@ -70,22 +72,27 @@ pub enum Resource {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Apply a YAML manifest (one or more documents separated by ---).
+    /// Apply a YAML manifest (one or more documents separated by ---), or every .yaml/.yml
+    /// file of a directory (one transaction per file, in name order).
     Apply {
-        /// Manifest file, or - for stdin.
+        /// Manifest file, directory, or - for stdin.
         #[arg(short = 'f', long = "filename")]
         file: String,
     },
-    /// List objects.
+    /// List objects: get KIND, get KIND NAME, get KIND/NAME, or get all.
     Get {
-        resource: Resource,
+        /// pods, workloads, services, nodes, events, autoscalers (or a short name: po, wl,
+        /// svc, no, ev, hpa), KIND/NAME, or all.
+        resource: String,
+        /// Only the object of this name.
+        name: Option<String>,
         /// Output format.
         #[arg(short = 'o', long, value_enum, default_value = "table")]
         output: Output,
         /// Only pods/autoscalers of this workload.
         #[arg(long)]
         workload: Option<String>,
-        /// Events: how many of the newest to show.
+        /// Events: how many of the newest to show (0: the controller's default, 200).
         #[arg(long, default_value_t = 0)]
         limit: u32,
     },
@@ -93,6 +100,7 @@ pub enum Command {
     Scale {
         /// workload/NAME
         target: String,
+        /// The new replica count (0 stops every pod; at most the controller's --max-replicas).
         #[arg(long)]
         replicas: u32,
     },
@@ -106,19 +114,26 @@ pub enum Command {
         /// Target memory utilisation, percent of requests (1..100).
         #[arg(long, default_value_t = 0)]
         mem: u32,
+        /// Fewest replicas the autoscaler keeps (at least 1).
         #[arg(long)]
         min: u32,
+        /// Most replicas the autoscaler may set (at least --min, at most the controller's
+        /// --max-replicas).
         #[arg(long)]
         max: u32,
     },
-    /// Delete a workload, service or autoscaler: delete KIND/NAME.
+    /// Delete objects: delete KIND/NAME, or delete -f FILE (every object the file defines).
     Delete {
         /// workload/NAME, service/NAME or autoscaler/NAME
-        target: String,
+        #[arg(required_unless_present = "file", conflicts_with = "file")]
+        target: Option<String>,
+        /// Manifest file whose objects are deleted.
+        #[arg(short = 'f', long = "filename")]
+        file: Option<String>,
     },
-    /// Print (or follow) a pod's logs: logs pod/ID [-f].
+    /// Print (or follow) a pod's logs: logs [pod/]ID [-f].
     Logs {
-        /// pod/ID
+        /// The pod: ID or pod/ID.
         target: String,
         /// Keep streaming new output.
         #[arg(short, long)]
@@ -126,10 +141,46 @@ pub enum Command {
         /// Only this container.
         #[arg(short, long, default_value = "")]
         container: String,
-        /// Only the last N lines.
+        /// Only the last N lines (0: all of them).
         #[arg(long, default_value_t = 0)]
         tail: u32,
     },
+    /// Print pssctl's version and the controller's.
+    Version,
+}
+
+/// The kinds `get all` lists, in kubectl's spirit: what a user deployed, then what runs.
+const ALL: [Resource; 4] = [
+    Resource::Workloads,
+    Resource::Services,
+    Resource::Autoscalers,
+    Resource::Pods,
+];
+
+/// Reads `get`'s arguments: `KIND`, `KIND NAME` or `KIND/NAME`.
+fn get_target(
+    resource: &str,
+    name: Option<String>,
+) -> Result<(Resource, Option<String>), CliError> {
+    let (kind, inline) = match resource.split_once('/') {
+        Some((k, n)) if !n.is_empty() => (k, Some(n.to_string())),
+        Some(_) => return Err(CliError::Usage(format!("missing name in {resource:?}"))),
+        None => (resource, None),
+    };
+    let kind = match kind.to_lowercase().as_str() {
+        "autoscalepolicy" | "autoscalepolicies" => Resource::Autoscalers,
+        other => Resource::from_str(other, true).map_err(|_| {
+            CliError::Usage(format!(
+                "unknown kind {kind:?}: use pods, workloads, services, nodes, events, autoscalers or all"
+            ))
+        })?,
+    };
+    if inline.is_some() && name.is_some() {
+        return Err(CliError::Usage(format!(
+            "give the name once: {resource} or {kind:?} NAME"
+        )));
+    }
+    Ok((kind, inline.or(name)))
 }
 
 /// Splits `kind/name`, checking the kind is one of `kinds` (first is canonical).
@@ -157,56 +208,125 @@ fn split_target<'a>(target: &'a str, kinds: &[&str]) -> Result<(String, &'a str)
     Ok((canonical.to_string(), name))
 }
 
-/// Reads a manifest from a file or stdin (`-`).
+/// Reads a manifest from a file or stdin (`-`), refusing one larger than the controller
+/// would accept before reading it all.
 fn read_manifest(file: &str) -> Result<(Vec<u8>, String), CliError> {
-    if file == "-" {
-        let mut buf = Vec::new();
+    let max = pss_core::model::Limits::default().max_manifest_bytes;
+    let mut buf = Vec::new();
+    let source = if file == "-" {
         std::io::stdin()
+            .take(max as u64 + 1)
             .read_to_end(&mut buf)
             .map_err(|e| CliError::Usage(format!("reading stdin: {e}")))?;
-        Ok((buf, "<stdin>".into()))
+        "<stdin>".to_string()
     } else {
-        let bytes = std::fs::read(file).map_err(|e| CliError::Usage(format!("{file}: {e}")))?;
-        Ok((bytes, file.to_string()))
+        std::fs::File::open(file)
+            .and_then(|f| f.take(max as u64 + 1).read_to_end(&mut buf))
+            .map_err(|e| CliError::Usage(format!("{file}: {e}")))?;
+        file.to_string()
+    };
+    if buf.len() > max {
+        return Err(CliError::Invalid(format!(
+            "{source}: the manifest is larger than the limit of {max} bytes"
+        )));
     }
+    Ok((buf, source))
+}
+
+/// The manifests `apply -f`/`delete -f` name: the file, or every `.yaml`/`.yml` file of a
+/// directory in name order; each parsed and validated here, before the controller is dialled.
+fn read_manifests(
+    file: &str,
+) -> Result<Vec<(String, String, Vec<pss_core::model::Object>)>, CliError> {
+    let files = if file != "-" && std::path::Path::new(file).is_dir() {
+        let mut files: Vec<String> = std::fs::read_dir(file)
+            .map_err(|e| CliError::Usage(format!("{file}: {e}")))?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| {
+                p.is_file()
+                    && matches!(p.extension().and_then(|x| x.to_str()), Some("yaml" | "yml"))
+            })
+            .map(|p| p.display().to_string())
+            .collect();
+        files.sort();
+        if files.is_empty() {
+            return Err(CliError::Usage(format!("{file}: no .yaml or .yml files")));
+        }
+        files
+    } else {
+        vec![file.to_string()]
+    };
+    files
+        .iter()
+        .map(|f| {
+            let (bytes, source) = read_manifest(f)?;
+            let objects = pss_core::model::parse_manifest_bytes(&bytes, &source)
+                .map_err(|e| CliError::Invalid(e.to_string()))?;
+            let text = String::from_utf8(bytes).expect("validated as UTF-8");
+            Ok((text, source, objects))
+        })
+        .collect()
 }
 
 /// Runs one command against the controller, writing human output to `out`.
 pub async fn execute(cli: Cli, out: &mut (dyn Write + Send)) -> Result<(), CliError> {
     // Validate local input before dialing, so a bad manifest is reported as such even when the
     // controller is away.
-    let manifest = match &cli.command {
-        Command::Apply { file } => {
-            let (bytes, source) = read_manifest(file)?;
-            pss_core::model::parse_manifest_bytes(&bytes, &source)
-                .map_err(|e| CliError::Invalid(e.to_string()))?;
-            Some((
-                String::from_utf8(bytes).expect("validated as UTF-8"),
-                source,
-            ))
-        }
-        _ => None,
+    let manifests = match &cli.command {
+        Command::Apply { file } => read_manifests(file)?,
+        Command::Delete {
+            file: Some(file), ..
+        } => read_manifests(file)?,
+        _ => Vec::new(),
     };
+    if let Command::Version = cli.command {
+        writeln!(out, "pssctl {}", env!("CARGO_PKG_VERSION"))?;
+    }
     let token = pss_plumbing::token::load(cli.token.clone(), cli.token_file.as_deref())
         .map_err(CliError::Usage)?;
     let mut client = Client::connect(&cli.controller, &token).await?;
     match cli.command {
+        Command::Version => {
+            writeln!(out, "pss-controller {}", client.version().await?)?;
+        }
         Command::Apply { .. } => {
-            let (text, source) = manifest.expect("read above");
-            let resp = client.apply(text, source).await?;
-            for o in resp.objects {
-                writeln!(out, "{}/{} {}", o.kind.to_lowercase(), o.name, o.action)?;
+            for (text, source, _) in manifests {
+                let resp = client.apply(text, source).await?;
+                for o in resp.objects {
+                    writeln!(out, "{}/{} {}", o.kind.to_lowercase(), o.name, o.action)?;
+                }
             }
         }
         Command::Get {
             resource,
+            name,
             output,
             workload,
             limit,
         } => {
             let filter = workload.unwrap_or_default();
-            let text = render::get(&mut client, resource, output, filter, limit).await?;
-            write!(out, "{text}")?;
+            if resource.eq_ignore_ascii_case("all") {
+                if name.is_some() {
+                    return Err(CliError::Usage("get all takes no name".into()));
+                }
+                let mut sections = Vec::new();
+                for kind in ALL {
+                    let text =
+                        render::get(&mut client, kind, None, output, filter.clone(), limit).await?;
+                    sections.push(text);
+                }
+                let joined = match output {
+                    Output::Table | Output::Wide => sections.join("\n"),
+                    _ => sections.concat(),
+                };
+                write!(out, "{joined}")?;
+            } else {
+                let (kind, name) = get_target(&resource, name)?;
+                let text =
+                    render::get(&mut client, kind, name.as_deref(), output, filter, limit).await?;
+                write!(out, "{text}")?;
+            }
         }
         Command::Scale { target, replicas } => {
             let (_, name) = split_target(&target, &["workload"])?;
@@ -241,10 +361,29 @@ pub async fn execute(cli: Cli, out: &mut (dyn Write + Send)) -> Result<(), CliEr
                 p.name, resp.action, p.workload, p.min_replicas, p.max_replicas
             )?;
         }
-        Command::Delete { target } => {
-            let (kind, name) = split_target(&target, &["workload", "service", "autoscaler"])?;
-            client.delete(&kind, name).await?;
-            writeln!(out, "{kind}/{name} deleted")?;
+        Command::Delete { target, .. } => {
+            let targets: Vec<(String, String)> = match target {
+                Some(t) => {
+                    let (kind, name) = split_target(&t, &["workload", "service", "autoscaler"])?;
+                    vec![(kind, name.to_string())]
+                }
+                None => manifests
+                    .iter()
+                    .flat_map(|(_, _, objects)| objects)
+                    .map(|o| {
+                        let kind = match o {
+                            pss_core::model::Object::Workload(_) => "workload",
+                            pss_core::model::Object::Service(_) => "service",
+                            pss_core::model::Object::AutoScalePolicy(_) => "autoscaler",
+                        };
+                        (kind.to_string(), o.name().to_string())
+                    })
+                    .collect(),
+            };
+            for (kind, name) in targets {
+                client.delete(&kind, &name).await?;
+                writeln!(out, "{kind}/{name} deleted")?;
+            }
         }
         Command::Logs {
             target,
@@ -252,7 +391,12 @@ pub async fn execute(cli: Cli, out: &mut (dyn Write + Send)) -> Result<(), CliEr
             container,
             tail,
         } => {
-            let (_, id) = split_target(&target, &["pod"])?;
+            // `logs ID` or `logs pod/ID`, as kubectl.
+            let id = if target.contains('/') {
+                split_target(&target, &["pod"])?.1
+            } else {
+                target.as_str()
+            };
             let req = pb::PodLogsRequest {
                 pod: id.to_string(),
                 follow,

@@ -10,72 +10,114 @@ use crate::table::{age, bytes, human_duration, Table};
 use crate::{Output, Resource};
 use pss_plumbing::clock::now_ms;
 
-/// Fetches and renders one kind.
+/// Fetches and renders one kind; with `name`, only that object (an error when there is none),
+/// and JSON/YAML give the object itself rather than a list.
 pub async fn get(
     client: &mut Client,
     resource: Resource,
+    name: Option<&str>,
     output: Output,
     filter: String,
     limit: u32,
 ) -> Result<String, CliError> {
     let now = now_ms();
     let wide = output == Output::Wide;
-    let (values, table, what): (Vec<Value>, Table, &str) = match resource {
+    // Keeps only the object called `name`, if one is asked for.
+    fn only<T>(items: &mut Vec<T>, name: Option<&str>, key: impl Fn(&T) -> &str) {
+        if let Some(name) = name {
+            items.retain(|i| key(i) == name);
+        }
+    }
+    let (values, names, table, what): (Vec<Value>, Vec<String>, Table, &str) = match resource {
         Resource::Pods => {
-            let items = client.list_pods(filter).await?;
+            let mut items = client.list_pods(filter).await?;
+            only(&mut items, name, |p| &p.id);
             (
                 items.iter().map(pod_json).collect(),
+                items.iter().map(|p| format!("pod/{}", p.id)).collect(),
                 pods_table(&items, wide, now),
                 "pods",
             )
         }
         Resource::Workloads => {
-            let items = client.list_workloads().await?;
+            let mut items = client.list_workloads().await?;
+            only(&mut items, name, |w| &w.name);
             (
                 items.iter().map(workload_json).collect(),
+                items
+                    .iter()
+                    .map(|w| format!("workload/{}", w.name))
+                    .collect(),
                 workloads_table(&items, wide, now),
                 "workloads",
             )
         }
         Resource::Services => {
-            let items = client.list_services().await?;
+            let mut items = client.list_services().await?;
+            only(&mut items, name, |s| &s.name);
             (
                 items.iter().map(service_json).collect(),
+                items
+                    .iter()
+                    .map(|s| format!("service/{}", s.name))
+                    .collect(),
                 services_table(&items, wide, now),
                 "services",
             )
         }
         Resource::Nodes => {
-            let items = client.list_nodes().await?;
+            let mut items = client.list_nodes().await?;
+            only(&mut items, name, |n| &n.name);
             (
                 items.iter().map(node_json).collect(),
+                items.iter().map(|n| format!("node/{}", n.name)).collect(),
                 nodes_table(&items, wide, now),
                 "nodes",
             )
         }
         Resource::Events => {
-            let items = client.list_events(limit).await?;
+            let mut items = client.list_events(limit).await?;
+            // An event is named by its object: `get events pod/x` shows that pod's events.
+            if let Some(name) = name {
+                items.retain(|e| e.object == name || e.object.ends_with(&format!("/{name}")));
+            }
             (
                 items.iter().map(event_json).collect(),
+                items.iter().map(|e| format!("event/{}", e.id)).collect(),
                 events_table(&items, now),
                 "events",
             )
         }
         Resource::Autoscalers => {
-            let items = client.list_autoscalers(filter).await?;
+            let mut items = client.list_autoscalers(filter).await?;
+            only(&mut items, name, |a| &a.name);
             (
                 items.iter().map(autoscaler_json).collect(),
+                items
+                    .iter()
+                    .map(|a| format!("autoscaler/{}", a.name))
+                    .collect(),
                 autoscalers_table(&items, wide, now),
                 "autoscalers",
             )
         }
     };
+    if let Some(name) = name {
+        if values.is_empty() && resource != Resource::Events {
+            let kind = what.trim_end_matches('s');
+            return Err(CliError::NotFound(format!("{kind} \"{name}\" not found")));
+        }
+    }
+    // One named object reads as that object, as kubectl prints it.
+    let doc = match (name, resource) {
+        (Some(_), r) if r != Resource::Events && values.len() == 1 => values[0].clone(),
+        _ => json!({ "items": values }),
+    };
     Ok(match output {
         Output::Table | Output::Wide => table.render(what),
-        Output::Json => {
-            serde_json::to_string_pretty(&json!({ "items": values })).expect("json") + "\n"
-        }
-        Output::Yaml => serde_saphyr::to_string(&json!({ "items": values })).expect("yaml"),
+        Output::Name => names.iter().map(|n| format!("{n}\n")).collect(),
+        Output::Json => serde_json::to_string_pretty(&doc).expect("json") + "\n",
+        Output::Yaml => serde_saphyr::to_string(&doc).expect("yaml"),
     })
 }
 

@@ -519,4 +519,13 @@ impl pb::operator_server::Operator for OperatorApi {
         let stream = upstream.take_until(shutdown.cancelled_owned());
         Ok(Response::new(Box::pin(stream)))
     }
+
+    async fn version(
+        &self,
+        _request: Request<pb::VersionRequest>,
+    ) -> Result<Response<pb::VersionResponse>, Status> {
+        Ok(Response::new(pb::VersionResponse {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        }))
+    }
 }

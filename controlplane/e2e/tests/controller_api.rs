@@ -420,3 +420,60 @@ async fn a_huge_source_name_is_cut_short_in_events_and_errors() {
     );
     c.stop().await;
 }
+
+/// What a kubectl user reaches for first: `get KIND NAME`, `get KIND/NAME`, `get all`,
+/// `-o name`, `apply -f DIR/`, `delete -f FILE`, `version`.
+#[tokio::test]
+async fn get_by_name_all_and_name_output_apply_a_directory_and_delete_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = RunningController::start(&dir.path().join("pss.db")).await;
+    let examples = repo_path("examples");
+    let applied = c
+        .ctl(&["apply", "-f", examples.to_str().unwrap()])
+        .await
+        .unwrap();
+    for obj in [
+        "workload/my-app created",
+        "service/my-service created",
+        "autoscalepolicy/my-autoscaler created",
+    ] {
+        assert!(applied.contains(obj), "{applied}");
+    }
+    let one = c.ctl(&["get", "workloads", "my-app"]).await.unwrap();
+    assert_eq!(one.lines().count(), 2, "header and one row: {one}");
+    assert_eq!(c.ctl(&["get", "workload/my-app"]).await.unwrap(), one);
+    let json = c
+        .ctl(&["get", "svc/my-service", "-o", "json"])
+        .await
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["name"], "my-service", "one object, not a list: {json}");
+    let err = c.ctl(&["get", "workload", "nope"]).await.unwrap_err();
+    assert_eq!(err.to_string(), "workload \"nope\" not found");
+    assert!(matches!(
+        c.ctl(&["get", "gizmos"]).await.unwrap_err(),
+        CliError::Usage(_)
+    ));
+    let names = c.ctl(&["get", "workloads", "-o", "name"]).await.unwrap();
+    assert_eq!(names, "workload/my-app\n");
+    let all = c.ctl(&["get", "all"]).await.unwrap();
+    for part in ["my-app", "my-service", "my-autoscaler"] {
+        assert!(all.contains(part), "{all}");
+    }
+    let version = c.ctl(&["version"]).await.unwrap();
+    assert_eq!(version.lines().count(), 2, "{version}");
+    assert!(
+        version.starts_with("pssctl ") && version.contains("pss-controller "),
+        "{version}"
+    );
+    let deleted = c
+        .ctl(&["delete", "-f", example("my-autoscaler.yaml").as_str()])
+        .await
+        .unwrap();
+    assert_eq!(deleted, "autoscaler/my-autoscaler deleted\n");
+    assert_eq!(
+        c.ctl(&["get", "autoscalers"]).await.unwrap(),
+        "No autoscalers found.\n"
+    );
+    c.stop().await;
+}
