@@ -163,3 +163,55 @@ async fn large_hostile_manifests_are_refused_quickly_by_the_server() {
     );
     c.stop().await;
 }
+
+/// `Scale` and `Autoscale` above the replica limit, sent raw. 5,000 is above the default limit
+/// (1,000) yet small enough not to hurt the test machine if it were accepted.
+#[tokio::test]
+#[ignore = "needs the controller's Scale/Autoscale to call pss_core::model::validate_replicas / AutoScalePolicy::validate (operator.rs)"]
+async fn scale_and_autoscale_above_the_replica_limit_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = RunningController::start(&dir.path().join("pss.db")).await;
+    c.ctl(&[
+        "apply",
+        "-f",
+        &repo_path("examples/my-app.yaml").display().to_string(),
+    ])
+    .await
+    .unwrap();
+    let mut op = operator(&c).await;
+    let status = op
+        .scale(pss_proto::v1::ScaleRequest {
+            workload: "my-app".into(),
+            replicas: 5_000,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains("5000 is above the limit of 1000 (pss-controller --max-replicas)"),
+        "{}",
+        status.message()
+    );
+    let status = op
+        .autoscale(pss_proto::v1::AutoscaleRequest {
+            workload: "my-app".into(),
+            min_replicas: 1,
+            max_replicas: 5_000,
+            cpu_percent: 50,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().contains("above the limit of 1000"),
+        "{}",
+        status.message()
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&c.ctl(&["get", "workloads", "-o", "json"]).await.unwrap()).unwrap();
+    assert_eq!(v["items"][0]["replicas"], 3);
+    c.stop().await;
+}

@@ -26,8 +26,8 @@ pub struct Limits {
     pub max_containers: usize,
     /// Ports one pod declares.
     pub max_ports: usize,
-    /// Length of a workload name, so that pod IDs stay 63-character labels (at most
-    /// [`MAX_WORKLOAD_NAME_LEN`]).
+    /// Length of a workload name, so that pod IDs stay 63-character labels; a value above
+    /// [`MAX_WORKLOAD_NAME_LEN`] counts as that.
     pub max_workload_name_len: usize,
     /// Length of an image reference in bytes.
     pub max_image_len: usize,

@@ -10,7 +10,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::field::{shorten, FieldError, FieldPath, FieldResult};
-use super::limits::{above, Limits, MAX_REPLICAS_SETTING};
+use super::limits::{above, Limits, MAX_REPLICAS_SETTING, MAX_WORKLOAD_NAME_LEN};
 use super::{
     validate_dns1123, AutoScalePolicy, Container, Object, PodSpec, PortSpec, ReadinessProbe,
     Resources, Service, Workload,
@@ -100,14 +100,16 @@ pub(crate) fn object_name(name: &str, at: &FieldPath) -> FieldResult<()> {
 /// A workload name: a DNS-1123 label short enough for its pod IDs.
 pub(crate) fn workload_name(name: &str, limits: &Limits, at: &FieldPath) -> FieldResult<()> {
     object_name(name, at)?;
-    if name.len() > limits.max_workload_name_len {
+    // Never above what pod IDs allow, whatever the caller's limits say.
+    let max = limits.max_workload_name_len.min(MAX_WORKLOAD_NAME_LEN);
+    if name.len() > max {
         return Err(FieldError::new(
             at.clone(),
             format!(
                 "name {} is {} characters long, above the limit of {} (pod IDs add 6 and must stay 63-character labels)",
                 shorten(name),
                 name.len(),
-                limits.max_workload_name_len
+                max
             ),
         ));
     }
