@@ -167,7 +167,6 @@ async fn large_hostile_manifests_are_refused_quickly_by_the_server() {
 /// `Scale` and `Autoscale` above the replica limit, sent raw. 5,000 is above the default limit
 /// (1,000) yet small enough not to hurt the test machine if it were accepted.
 #[tokio::test]
-#[ignore = "needs the controller's Scale/Autoscale to call pss_core::model::validate_replicas / AutoScalePolicy::validate (operator.rs)"]
 async fn scale_and_autoscale_above_the_replica_limit_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let c = RunningController::start(&dir.path().join("pss.db")).await;

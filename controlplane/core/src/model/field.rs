@@ -11,17 +11,14 @@ pub const ECHO_CHARS: usize = 64;
 pub fn shorten(value: &str) -> String {
     match value.char_indices().nth(ECHO_CHARS) {
         None => format!("{value:?}"),
-        Some((cut, _)) => format!("{:?}…({} bytes)", &value[..cut], value.len()),
+        Some((end, _)) => format!("{:?}…({} bytes)", &value[..end], value.len()),
     }
 }
 
 /// `text` unquoted, cut after `max` characters with its size (`aaaa…(1048576 bytes)`): for
 /// text that is shown as is, such as a file name or a parser's message.
 pub(crate) fn cut(text: &str, max: usize) -> String {
-    match text.char_indices().nth(max) {
-        None => text.to_string(),
-        Some((at, _)) => format!("{}…({} bytes)", &text[..at], text.len()),
-    }
+    crate::text::cut_short(text, max).into_owned()
 }
 
 /// One step of a [`FieldPath`].
