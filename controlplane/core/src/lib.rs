@@ -12,6 +12,8 @@
 //! - [`crashloop`]: when a failing pod may restart.
 //! - [`liveness`]: which nodes went silent, and what becomes of their pods.
 //! - [`endpoints`]: which pods are a service's endpoints.
+//! - [`node_condition`]: conditions of a node besides readiness (RuntimeUnresponsive).
+//! - [`node_input`]: the bounds on what agents send (registration, heartbeats, pod reports).
 
 pub mod autoscaler;
 pub mod crashloop;
@@ -19,6 +21,8 @@ pub mod endpoints;
 mod error;
 pub mod liveness;
 pub mod model;
+pub mod node_condition;
+pub mod node_input;
 pub mod podstate;
 pub mod reconciler;
 pub mod scheduler;
