@@ -224,13 +224,12 @@ async fn a_frozen_podman_makes_the_node_unschedulable_never_dead() {
     let thawed_at = Instant::now();
 
     // The condition clears by itself and the pending pod is placed.
-    let recovered = eventually(Duration::from_secs(30), "the condition clears", || async {
+    eventually(Duration::from_secs(30), "the condition clears", || async {
         let n = the_node(&cluster).await;
         (n["conditions"] == serde_json::json!([]) && n["unschedulable"] == false).then_some(())
     })
     .await;
     let cleared_after = thawed_at.elapsed();
-    let _ = recovered;
     let after = cluster
         .wait_running("web", 3, Duration::from_secs(60))
         .await;
