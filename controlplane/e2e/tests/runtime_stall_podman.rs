@@ -112,8 +112,12 @@ fn pod_ids(pods: &[serde_json::Value]) -> BTreeSet<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_podman_makes_the_node_unschedulable_never_dead() {
     let podman = PodmanService::start().await;
-    // fast_config: --node-timeout 6s.
-    let mut cluster = Cluster::start_with_config(&[], |_| {}).await;
+    // fast_config: --node-timeout 6s, drain 0.5 s; a 10 s stop grace, so that a stop that
+    // waits for SIGKILL cannot pass for a prompt one.
+    let mut cluster = Cluster::start_with_config(&[], |c| {
+        c.stop_grace = Duration::from_secs(10);
+    })
+    .await;
     let node = format!("stall-{}", rand::random::<u32>());
     let controller = cluster.controller.addr.to_string();
     cluster.agents.push(AgentProcess::start_on_socket(
@@ -240,6 +244,27 @@ async fn a_frozen_podman_makes_the_node_unschedulable_never_dead() {
     );
     assert_eq!(podman_pods_on(&node).len(), 3);
 
+    // An ordinary scale-down: the pod is drained (0.5 s here) and stopped with a 10 s grace.
+    // busybox httpd ignores SIGTERM as PID 1; with Podman's init in the container the stop
+    // takes well under a second instead of the whole grace period.
+    let scaled_at = Instant::now();
+    c.ctl(&["scale", "workload/web", "--replicas", "2"])
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(20),
+        "one Podman pod is gone",
+        || async { (podman_pods_on(&node).len() == 2).then_some(()) },
+    )
+    .await;
+    let scale_down = scaled_at.elapsed();
+    assert!(
+        scale_down < Duration::from_secs(5),
+        "drain 0.5 s + a prompt stop, not drain + the 10 s grace: {scale_down:?}"
+    );
+    let n = the_node(&cluster).await;
+    assert_eq!(n["status"], "Ready", "{n}");
+
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (ok, failures) = client.stop().await;
     stop_proxy.cancel();
@@ -259,6 +284,7 @@ async fn a_frozen_podman_makes_the_node_unschedulable_never_dead() {
     eprintln!(
         "runtime stall: condition shown {detected_after:?} after SIGSTOP; cleared \
          {cleared_after:?} and pending pod running {placed_after:?} after SIGCONT; \
+         scale 3->2 done (Podman pod gone) {scale_down:?} after pssctl scale; \
          {ok} requests through the proxy, 0 failed"
     );
     drop(cluster);
