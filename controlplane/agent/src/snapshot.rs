@@ -330,6 +330,92 @@ mod tests {
         assert_eq!((a.phase, a.cpu_percent, a.memory_bytes), (4, 12.0, 7));
     }
 
+    /// A Podman that accepts connections and answers nothing until `answer` is notified, then
+    /// answers every request with an empty JSON list.
+    async fn hung_podman(
+        socket: &std::path::Path,
+        answer: Arc<tokio::sync::Notify>,
+    ) -> tokio::task::JoinHandle<()> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::UnixListener::bind(socket).unwrap();
+        tokio::spawn(async move {
+            let answered = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            loop {
+                let Ok((mut conn, _)) = listener.accept().await else {
+                    return;
+                };
+                let (answer, answered) = (answer.clone(), answered.clone());
+                tokio::spawn(async move {
+                    loop {
+                        let mut buf = [0u8; 4096];
+                        match conn.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(_) => {}
+                        }
+                        if !answered.load(std::sync::atomic::Ordering::SeqCst) {
+                            answer.notified().await;
+                            answered.store(true, std::sync::atomic::Ordering::SeqCst);
+                        }
+                        let reply = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n[]";
+                        if conn.write_all(reply.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        })
+    }
+
+    #[tokio::test]
+    async fn a_refresh_past_its_deadline_marks_the_runtime_unresponsive_until_it_answers() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("podman.sock");
+        let answer = Arc::new(tokio::sync::Notify::new());
+        let server = hung_podman(&socket, answer.clone()).await;
+        let runtime = Arc::new(Runtime::new(
+            crate::podman::Podman::new(&socket),
+            "n",
+            "127.0.0.1",
+        ));
+        let snapshot = runtime.snapshot();
+        snapshot.update(report("known", 3));
+        let shutdown = CancellationToken::new();
+        let refresh = {
+            let (runtime, snapshot, shutdown) =
+                (runtime.clone(), snapshot.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                let mut cpu = PodCpuTracker::default();
+                refresh_once(
+                    &runtime,
+                    &snapshot,
+                    &mut cpu,
+                    Duration::from_millis(200),
+                    &shutdown,
+                )
+                .await;
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        match snapshot.health() {
+            RuntimeHealth::Unresponsive { reason, since_ms } => {
+                assert!(reason.contains("within 200ms"), "{reason}");
+                assert!(since_ms > 0);
+            }
+            h => panic!("expected unresponsive, got {h:?}"),
+        }
+        // The heartbeat meanwhile still has the last known pods.
+        assert_eq!(snapshot.pods().len(), 1);
+        // Podman answers the call that was in flight: responsive again, the refresh installed.
+        answer.notify_one();
+        tokio::time::timeout(Duration::from_secs(5), refresh)
+            .await
+            .expect("the refresh ends once Podman answers")
+            .unwrap();
+        assert!(snapshot.health().is_responsive());
+        assert!(snapshot.pods().is_empty(), "Podman listed no pods");
+        server.abort();
+    }
+
     #[test]
     fn health_flips_are_reported_once() {
         let s = NodeSnapshot::default();
