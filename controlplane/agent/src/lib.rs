@@ -207,6 +207,7 @@ pub async fn run(
         runtime.clone(),
         identity,
         config.metrics_interval,
+        config.runtime_deadline,
         config.backoff,
     );
 

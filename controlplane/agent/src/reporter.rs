@@ -69,6 +69,8 @@ pub struct Reporter {
     runtime: Arc<Runtime>,
     node: NodeIdentity,
     metrics_interval: Duration,
+    /// The refresher's deadline (see [`crate::snapshot`]).
+    runtime_deadline: Duration,
     backoff: Backoff,
     node_sampler: NodeSampler,
     /// What heartbeats send about the pods and the runtime.
@@ -83,6 +85,7 @@ impl Reporter {
         runtime: Arc<Runtime>,
         node: NodeIdentity,
         metrics_interval: Duration,
+        runtime_deadline: Duration,
         backoff: Backoff,
     ) -> Self {
         Self {
@@ -91,6 +94,7 @@ impl Reporter {
             runtime,
             node,
             metrics_interval,
+            runtime_deadline,
             backoff,
             node_sampler: NodeSampler::default(),
             connected: true,
@@ -188,7 +192,12 @@ impl Reporter {
     async fn heartbeat(&mut self, shutdown: &CancellationToken) -> bool {
         let started = std::time::Instant::now();
         let mut metrics = self.node_sampler.sample();
-        if let RuntimeHealth::Unresponsive { since_ms, reason } = self.snapshot.health() {
+        // The refresher runs every interval and gives up waiting after its deadline; a snapshot
+        // older than two intervals plus that means the refresher itself is stuck.
+        let max_age = 2 * self.metrics_interval + self.runtime_deadline;
+        if let RuntimeHealth::Unresponsive { since_ms, reason } =
+            self.snapshot.health_at(std::time::Instant::now(), max_age)
+        {
             metrics.runtime_unresponsive = true;
             metrics.runtime_unresponsive_since_ms = since_ms;
             metrics.runtime_reason = reason;

@@ -60,6 +60,8 @@ struct Inner {
     /// Pods removed (StopPod) after this generation: a refresh that started earlier must not
     /// bring them back.
     removed: BTreeMap<String, u64>,
+    /// When the last refresh was installed (`None`: never).
+    refreshed_at: Option<std::time::Instant>,
 }
 
 /// The node's last known state, shared by the refresher, the pushers and the heartbeat.
@@ -76,6 +78,7 @@ impl Default for NodeSnapshot {
                 generation: 0,
                 health: RuntimeHealth::Responsive,
                 removed: BTreeMap::new(),
+                refreshed_at: None,
             }),
         }
     }
@@ -97,6 +100,24 @@ impl NodeSnapshot {
 
     pub fn health(&self) -> RuntimeHealth {
         self.lock().health.clone()
+    }
+
+    /// The health a heartbeat reports at `now`: [`NodeSnapshot::health`], except that a
+    /// snapshot not refreshed for longer than `max_age` counts as unresponsive too (the
+    /// refresher itself is stuck or gone), since the moment it became too old.
+    pub fn health_at(&self, now: std::time::Instant, max_age: Duration) -> RuntimeHealth {
+        let inner = self.lock();
+        if let (RuntimeHealth::Responsive, Some(at)) = (&inner.health, inner.refreshed_at) {
+            let age = now.saturating_duration_since(at);
+            if age > max_age {
+                let late = age - max_age;
+                return RuntimeHealth::Unresponsive {
+                    since_ms: unix_ms() - ms(late),
+                    reason: format!("no pod list from Podman for {}s", age.as_secs()),
+                };
+            }
+        }
+        inner.health.clone()
     }
 
     /// A newer report of one pod (a status push or RunPod's answer); keeps the usage figures of
@@ -152,6 +173,7 @@ impl NodeSnapshot {
         }
         inner.pods = pods;
         inner.removed.retain(|_, g| *g > started);
+        inner.refreshed_at = Some(std::time::Instant::now());
     }
 
     /// Marks the runtime unresponsive; true when that is news (the first such call).
@@ -414,6 +436,33 @@ mod tests {
         assert!(snapshot.health().is_responsive());
         assert!(snapshot.pods().is_empty(), "Podman listed no pods");
         server.abort();
+    }
+
+    #[test]
+    fn a_snapshot_not_refreshed_for_too_long_counts_as_unresponsive() {
+        let s = NodeSnapshot::default();
+        let max_age = Duration::from_secs(9);
+        let now = std::time::Instant::now();
+        // Never refreshed (registration installs the first one): nothing to judge yet.
+        assert!(s.health_at(now, max_age).is_responsive());
+        s.install(0, Vec::new());
+        let now = std::time::Instant::now();
+        assert!(s.health_at(now, max_age).is_responsive());
+        match s.health_at(now + Duration::from_secs(12), max_age) {
+            RuntimeHealth::Unresponsive { reason, .. } => {
+                assert!(reason.contains("for 12s"), "{reason}")
+            }
+            h => panic!("{h:?}"),
+        }
+        // The refresher's own verdict wins while it has one.
+        s.set_unresponsive("slow".into(), 5);
+        assert_eq!(
+            s.health_at(now + Duration::from_secs(12), max_age),
+            RuntimeHealth::Unresponsive {
+                since_ms: 5,
+                reason: "slow".into()
+            }
+        );
     }
 
     #[test]
