@@ -7,7 +7,7 @@ use thiserror::Error;
 pub enum Error {
     /// Talking to Podman failed.
     #[error("podman: {0}")]
-    Podman(String),
+    Podman(#[from] crate::podman::PodmanError),
     /// The agent was started with an unusable configuration (flags, environment).
     #[error("{0}")]
     Config(String),
@@ -23,9 +23,6 @@ pub enum Error {
     /// I/O failed.
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
-    /// Podman's JSON could not be decoded.
-    #[error("decode: {0}")]
-    Decode(#[from] serde_json::Error),
 }
 
 /// Result with the agent's [`Error`].

@@ -9,7 +9,7 @@ use pss_proto::v1::{ContainerStatus, PodPhase, PodReport};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::podman::Event;
+use crate::podman::{ContainerState, Event};
 use crate::runtime::{derive_phase, Runtime, LABEL_NODE, LABEL_POD};
 use pss_plumbing::Backoff;
 
@@ -131,14 +131,11 @@ pub fn apply_event(
         .iter_mut()
         .filter(|c| c.id == container_id)
     {
-        if c.state == "running" || oom {
+        let running = ContainerState::parse(&c.state) == ContainerState::Running;
+        if running || oom {
             *c = ContainerStatus {
-                state: "exited".into(),
-                exit_code: if c.state == "running" {
-                    exit_code
-                } else {
-                    c.exit_code
-                },
+                state: ContainerState::Exited.as_str().into(),
+                exit_code: if running { exit_code } else { c.exit_code },
                 oom_killed: c.oom_killed || oom,
                 ..c.clone()
             };

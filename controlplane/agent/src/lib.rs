@@ -9,6 +9,8 @@
 //! - [`reporter`]: Register (with the pods already running: adoption), heartbeats with
 //!   [`metrics`], and status pushes; [`events`] (Podman's event stream) and [`readiness`]
 //!   (TCP probes) feed those pushes.
+//! - [`snapshot`]: the last known pods and the runtime's health, refreshed from Podman with a
+//!   deadline; heartbeats send it and never wait on Podman.
 //!
 //! # Running an agent
 //!
@@ -37,6 +39,7 @@ pub mod readiness;
 pub mod reporter;
 pub mod runtime;
 pub mod server;
+pub mod snapshot;
 pub mod socket;
 
 use std::path::PathBuf;
@@ -65,6 +68,9 @@ pub mod defaults {
     pub const METRICS_INTERVAL: Duration = Duration::from_secs(15);
     /// Address the controller dials back and pods' ports are reached on.
     pub const ADVERTISE_ADDRESS: &str = "127.0.0.1";
+    /// How long one read of the node's pods from Podman may take before the runtime is
+    /// reported unresponsive.
+    pub const RUNTIME_DEADLINE: Duration = crate::snapshot::DEFAULT_RUNTIME_DEADLINE;
 }
 
 /// Everything an agent needs to know; the flags of `pss-agent`.
@@ -78,14 +84,19 @@ pub struct AgentConfig {
     pub node_name: String,
     /// Host the controller dials back and pods' ports are reached on.
     pub advertise_address: String,
+    /// Host address pods' ports are published on; `None`: the advertise address when it is an
+    /// IP address, else every address. `0.0.0.0` publishes on every address explicitly.
+    pub publish_address: Option<String>,
     /// Podman socket; `None` auto-detects (see [`socket`]).
     pub socket: Option<PathBuf>,
     /// CPU capacity offered to the scheduler, in millicores.
     pub cpu_millis: u64,
     /// Memory capacity offered to the scheduler, in bytes.
     pub memory_bytes: u64,
-    /// Heartbeat (metrics) interval.
+    /// Heartbeat (metrics) interval; the pod snapshot is refreshed as often.
     pub metrics_interval: Duration,
+    /// Deadline of one snapshot refresh: beyond it, the runtime is reported unresponsive.
+    pub runtime_deadline: Duration,
     /// Retry policy of registration and the event stream.
     pub backoff: Backoff,
 }
@@ -103,10 +114,12 @@ impl AgentConfig {
             token: token.into(),
             node_name: node_name.into(),
             advertise_address: defaults::ADVERTISE_ADDRESS.into(),
+            publish_address: None,
             socket: None,
             cpu_millis: default_cpu_millis(),
             memory_bytes: defaults::MEMORY_MIB * 1024 * 1024,
             metrics_interval: defaults::METRICS_INTERVAL,
+            runtime_deadline: defaults::RUNTIME_DEADLINE,
             backoff: Backoff::default(),
         }
     }
@@ -120,10 +133,12 @@ impl std::fmt::Debug for AgentConfig {
             .field("token", &"<redacted>")
             .field("node_name", &self.node_name)
             .field("advertise_address", &self.advertise_address)
+            .field("publish_address", &self.publish_address)
             .field("socket", &self.socket)
             .field("cpu_millis", &self.cpu_millis)
             .field("memory_bytes", &self.memory_bytes)
             .field("metrics_interval", &self.metrics_interval)
+            .field("runtime_deadline", &self.runtime_deadline)
             .field("backoff", &self.backoff)
             .finish()
     }
@@ -163,11 +178,21 @@ pub async fn run(
     tracing::info!(socket = %podman.socket().display(), node = %config.node_name, "Podman answers");
     let port = listener.local_addr()?.port();
     let agent_address = format!("{}:{port}", config.advertise_address);
-    let runtime = Arc::new(Runtime::new(
-        podman,
-        config.node_name.clone(),
-        config.advertise_address.clone(),
-    ));
+    let publish = config.publish_address.clone().or_else(|| {
+        config
+            .advertise_address
+            .parse::<std::net::IpAddr>()
+            .ok()
+            .map(|ip| ip.to_string())
+    });
+    let runtime = Arc::new(
+        Runtime::new(
+            podman,
+            config.node_name.clone(),
+            config.advertise_address.clone(),
+        )
+        .with_publish_address(publish),
+    );
 
     let client = reporter::connect(&config.controller, &config.token)?;
     let identity = reporter::NodeIdentity {
@@ -182,12 +207,19 @@ pub async fn run(
         runtime.clone(),
         identity,
         config.metrics_interval,
+        config.runtime_deadline,
         config.backoff,
     );
 
     let tasks = shutdown.child_token();
     let mut background = tokio::task::JoinSet::new();
     background.spawn(reporter.run(updates_rx, tasks.clone()));
+    background.spawn(snapshot::refresh(
+        runtime.clone(),
+        config.metrics_interval,
+        config.runtime_deadline,
+        tasks.clone(),
+    ));
     background.spawn(events::run(
         runtime.clone(),
         updates_tx.clone(),

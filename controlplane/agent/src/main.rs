@@ -47,6 +47,14 @@ struct Args {
     /// Address the controller dials back and pods' ports are reached on.
     #[arg(long, env = "PSS_ADVERTISE_ADDRESS", default_value = defaults::ADVERTISE_ADDRESS)]
     advertise_address: String,
+    /// Host address pods' ports are published on (default: the advertise address when it is
+    /// an IP address; 0.0.0.0 publishes on every address).
+    #[arg(long, env = "PSS_PUBLISH_ADDRESS")]
+    publish_address: Option<String>,
+    /// How long one read of the node's pods from Podman may take before heartbeats report the
+    /// runtime unresponsive (the node stays Ready but gets no new pods).
+    #[arg(long, default_value_t = HumanDuration(defaults::RUNTIME_DEADLINE))]
+    runtime_deadline: HumanDuration,
     /// Log format: text or json.
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
@@ -69,6 +77,8 @@ async fn main() -> anyhow::Result<()> {
         args.node_name.unwrap_or_else(hostname),
     );
     config.advertise_address = args.advertise_address;
+    config.publish_address = args.publish_address;
+    config.runtime_deadline = args.runtime_deadline.into();
     config.socket = args.socket;
     config.cpu_millis = args.cpu.unwrap_or_else(default_cpu_millis);
     config.memory_bytes = args.mem * 1024 * 1024;

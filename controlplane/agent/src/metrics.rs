@@ -93,6 +93,8 @@ impl NodeSampler {
             cpu_usage_percent,
             memory_used_bytes: used,
             memory_total_bytes: total,
+            // The reporter fills in the runtime's health.
+            ..Default::default()
         }
     }
 }

@@ -5,9 +5,10 @@
 //! event stream (JSON lines). Every call is bounded by a timeout so a wedged Podman cannot wedge
 //! the agent; the streaming calls (logs with `follow`, events) are not.
 //!
-//! Podman answers errors as `{"cause": ..., "message": ..., "response": <status>}`; the message
-//! is what [`crate::Error::Podman`] carries. "Not found" is not an error for inspect-like calls:
-//! they return `None`.
+//! Podman answers errors as `{"cause": ..., "message": ..., "response": <status>}`; they become
+//! a typed [`PodmanError`] (classified once, by status, in [`PodmanError::from_response`]), so
+//! callers match on variants, never on message text. "Not found" is not an error for
+//! inspect-like calls: they return `None`. Container states are parsed into [`ContainerState`].
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -24,7 +25,148 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, Result};
+/// Result of a Podman call.
+pub type Result<T, E = PodmanError> = std::result::Result<T, E>;
+
+/// Why a Podman call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PodmanError {
+    /// The pod, container or image does not exist (404, or the 500 "no such ..." Podman answers
+    /// for an object being removed right now).
+    #[error("{message}")]
+    NotFound { message: String },
+    /// The object is in a state that does not allow the call (409), e.g. a name in use.
+    #[error("conflict: {message}")]
+    Conflict { message: String },
+    /// The socket could not be dialled or the connection broke.
+    #[error("{} unreachable: {detail}", socket.display())]
+    Unreachable { socket: PathBuf, detail: String },
+    /// Podman did not answer within the call's deadline.
+    #[error("{what}: no answer within {after:?}")]
+    Timeout { what: String, after: Duration },
+    /// Any other error status, with Podman's message.
+    #[error("{message} ({status})")]
+    Api { status: StatusCode, message: String },
+    /// A body (Podman's answer or our request) could not be (de)serialized.
+    #[error("decoding {what}: {source}")]
+    Decode {
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// No candidate socket answered a ping (see [`crate::socket::detect`]).
+    #[error("no Podman API socket answered; tried:\n{tried}\nstart one with `scripts/podman-setup.sh` and pass the socket it prints (--socket /run/pss/podman.sock or PSS_PODMAN_SOCK), or run `podman system service --time=0 unix:///run/podman/podman.sock`")]
+    NoSocket { tried: String },
+}
+
+impl PodmanError {
+    /// The typed error of a non-success answer. Podman sometimes answers 500 with "no such pod"
+    /// or "no such container" while the object is being removed: that is NotFound too (the one
+    /// place Podman's message text is looked at).
+    pub fn from_response(status: StatusCode, body: &[u8]) -> Self {
+        let message = error_message(body);
+        match status {
+            StatusCode::NOT_FOUND => PodmanError::NotFound { message },
+            StatusCode::CONFLICT => PodmanError::Conflict { message },
+            _ if message.contains("no such pod") || message.contains("no such container") => {
+                PodmanError::NotFound { message }
+            }
+            status => PodmanError::Api { status, message },
+        }
+    }
+
+    /// True when the object does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, PodmanError::NotFound { .. })
+    }
+
+    /// True when Podman did not answer in time or could not be reached: the runtime, not the
+    /// request, is at fault.
+    pub fn is_unresponsive(&self) -> bool {
+        matches!(
+            self,
+            PodmanError::Timeout { .. } | PodmanError::Unreachable { .. }
+        )
+    }
+
+    fn decode(what: impl Into<String>, source: serde_json::Error) -> Self {
+        PodmanError::Decode {
+            what: what.into(),
+            source,
+        }
+    }
+}
+
+/// A container's state as Podman reports it (`State.Status` of a container inspect).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ContainerState {
+    Created,
+    Initialized,
+    Running,
+    Paused,
+    Stopping,
+    Stopped,
+    Exited,
+    Removing,
+    Dead,
+    /// A state this agent does not know (a newer Podman); treated as not running.
+    Unknown,
+}
+
+impl ContainerState {
+    /// Parses Podman's lower-case name (`"running"`, `"exited"`, ...); case-insensitive.
+    pub fn parse(s: &str) -> Self {
+        match s.to_ascii_lowercase().as_str() {
+            "created" | "configured" => ContainerState::Created,
+            "initialized" => ContainerState::Initialized,
+            "running" => ContainerState::Running,
+            "paused" => ContainerState::Paused,
+            "stopping" => ContainerState::Stopping,
+            "stopped" => ContainerState::Stopped,
+            "exited" => ContainerState::Exited,
+            "removing" => ContainerState::Removing,
+            "dead" => ContainerState::Dead,
+            _ => ContainerState::Unknown,
+        }
+    }
+
+    /// The name Podman uses (and `PodReport.containers[].state` carries).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ContainerState::Created => "created",
+            ContainerState::Initialized => "initialized",
+            ContainerState::Running => "running",
+            ContainerState::Paused => "paused",
+            ContainerState::Stopping => "stopping",
+            ContainerState::Stopped => "stopped",
+            ContainerState::Exited => "exited",
+            ContainerState::Removing => "removing",
+            ContainerState::Dead => "dead",
+            ContainerState::Unknown => "unknown",
+        }
+    }
+
+    /// The container ran and ended (it will not run again by itself).
+    pub fn is_terminated(self) -> bool {
+        matches!(
+            self,
+            ContainerState::Exited | ContainerState::Stopped | ContainerState::Dead
+        )
+    }
+}
+
+impl std::fmt::Display for ContainerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for ContainerState {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Ok(ContainerState::parse(&s))
+    }
+}
 
 /// API version prefix; Podman 4.x serves `/v4.0.0/libpod/...` (4.0.0 is its minimum).
 const API: &str = "/v4.0.0/libpod";
@@ -71,28 +213,28 @@ impl Podman {
         if status.is_success() && body.as_ref() == b"OK" {
             Ok(())
         } else {
-            Err(Error::Podman(format!(
-                "ping answered {status}: {}",
-                String::from_utf8_lossy(&body)
-            )))
+            Err(PodmanError::Api {
+                status,
+                message: format!("ping answered {:?}", String::from_utf8_lossy(&body)),
+            })
         }
     }
 
-    /// Whether `image` exists locally. `Err(message)` inside `Ok` is Podman's "not found"
-    /// message, so callers can show it.
-    pub async fn image_exists(&self, image: &str) -> Result<std::result::Result<(), String>> {
+    /// Ok when `image` exists locally; [`PodmanError::NotFound`] (with Podman's message, for
+    /// callers to show) when it does not.
+    pub async fn image_exists(&self, image: &str) -> Result<()> {
         let path = format!("{API}/images/{}/exists", encode_path(image));
         let (status, body) = self.call(Method::GET, &path, None).await?;
-        match status {
-            s if s.is_success() => Ok(Ok(())),
-            StatusCode::NOT_FOUND => Ok(Err(error_message(&body))),
-            s => Err(api_error(s, &body)),
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(PodmanError::from_response(status, &body))
         }
     }
 
     /// Creates a pod; returns its Podman ID.
     pub async fn create_pod(&self, spec: &PodCreate) -> Result<String> {
-        let body = serde_json::to_value(spec)?;
+        let body = serde_json::to_value(spec).map_err(|e| PodmanError::decode("pod spec", e))?;
         let created: IdResponse = self
             .json(Method::POST, &format!("{API}/pods/create"), Some(body))
             .await?;
@@ -101,7 +243,8 @@ impl Podman {
 
     /// Creates a container; returns its ID.
     pub async fn create_container(&self, spec: &ContainerCreate) -> Result<String> {
-        let body = serde_json::to_value(spec)?;
+        let body =
+            serde_json::to_value(spec).map_err(|e| PodmanError::decode("container spec", e))?;
         let created: IdResponse = self
             .json(
                 Method::POST,
@@ -120,7 +263,7 @@ impl Podman {
         if status.is_success() || status == StatusCode::NOT_MODIFIED {
             Ok(())
         } else {
-            Err(api_error(status, &body))
+            Err(PodmanError::from_response(status, &body))
         }
     }
 
@@ -152,10 +295,12 @@ impl Podman {
         let (status, body) = self
             .call_timeout(Method::POST, &path, None, timeout)
             .await?;
-        match status {
-            s if s.is_success() || s == StatusCode::NOT_MODIFIED => Ok(true),
-            StatusCode::NOT_FOUND => Ok(false),
-            s => Err(api_error(s, &body)),
+        if status.is_success() || status == StatusCode::NOT_MODIFIED {
+            return Ok(true);
+        }
+        match PodmanError::from_response(status, &body) {
+            e if e.is_not_found() => Ok(false),
+            e => Err(e),
         }
     }
 
@@ -164,10 +309,12 @@ impl Podman {
     pub async fn remove_pod(&self, pod: &str) -> Result<bool> {
         let path = format!("{API}/pods/{}?force=true", encode_path(pod));
         let (status, body) = self.call(Method::DELETE, &path, None).await?;
-        match status {
-            s if s.is_success() => Ok(true),
-            StatusCode::NOT_FOUND => Ok(false),
-            s => Err(api_error(s, &body)),
+        if status.is_success() {
+            return Ok(true);
+        }
+        match PodmanError::from_response(status, &body) {
+            e if e.is_not_found() => Ok(false),
+            e => Err(e),
         }
     }
 
@@ -182,7 +329,7 @@ impl Podman {
         if status.is_success() {
             Ok(())
         } else {
-            Err(api_error(status, &body))
+            Err(PodmanError::from_response(status, &body))
         }
     }
 
@@ -199,11 +346,15 @@ impl Podman {
         }
         let (status, body) = self.call(Method::GET, &path, None).await?;
         if !status.is_success() {
-            return Err(api_error(status, &body));
+            return Err(PodmanError::from_response(status, &body));
         }
-        let report: StatsReport = serde_json::from_slice(&body)?;
+        let report: StatsReport =
+            serde_json::from_slice(&body).map_err(|e| PodmanError::decode("stats", e))?;
         if let Some(err) = report.error.filter(|e| !e.is_null()) {
-            return Err(Error::Podman(format!("stats: {err}")));
+            return Err(PodmanError::Api {
+                status,
+                message: format!("stats: {err}"),
+            });
         }
         Ok(report.stats.unwrap_or_default())
     }
@@ -220,11 +371,14 @@ impl Podman {
         }
         let response = tokio::time::timeout(CALL_TIMEOUT, self.send(Method::GET, &path, None))
             .await
-            .map_err(|_| Error::Podman(format!("logs of {id}: timed out")))??;
+            .map_err(|_| PodmanError::Timeout {
+                what: format!("logs of {id}"),
+                after: CALL_TIMEOUT,
+            })??;
         let status = response.status();
         if !status.is_success() {
             let body = collect(response.into_body()).await?;
-            return Err(api_error(status, &body));
+            return Err(PodmanError::from_response(status, &body));
         }
         Ok(ByteStream {
             body: response.into_body(),
@@ -240,11 +394,14 @@ impl Podman {
         );
         let response = tokio::time::timeout(CALL_TIMEOUT, self.send(Method::GET, &path, None))
             .await
-            .map_err(|_| Error::Podman("events: timed out".into()))??;
+            .map_err(|_| PodmanError::Timeout {
+                what: "events".into(),
+                after: CALL_TIMEOUT,
+            })??;
         let status = response.status();
         if !status.is_success() {
             let body = collect(response.into_body()).await?;
-            return Err(api_error(status, &body));
+            return Err(PodmanError::from_response(status, &body));
         }
         Ok(EventStream {
             bytes: ByteStream {
@@ -267,17 +424,23 @@ impl Podman {
         let body = match body {
             Some(v) => {
                 req = req.header(hyper::header::CONTENT_TYPE, "application/json");
-                Full::new(Bytes::from(serde_json::to_vec(&v)?))
+                Full::new(Bytes::from(
+                    serde_json::to_vec(&v).map_err(|e| PodmanError::decode(path, e))?,
+                ))
             }
             None => Full::new(Bytes::new()),
         };
-        let req = req
-            .body(body)
-            .map_err(|e| Error::Podman(format!("building request for {path}: {e}")))?;
+        let req = req.body(body).map_err(|e| PodmanError::Unreachable {
+            socket: self.socket.to_path_buf(),
+            detail: format!("building request for {path}: {e}"),
+        })?;
         self.http
             .request(req)
             .await
-            .map_err(|e| Error::Podman(format!("{} unreachable: {e}", self.socket.display())))
+            .map_err(|e| PodmanError::Unreachable {
+                socket: self.socket.to_path_buf(),
+                detail: e.to_string(),
+            })
     }
 
     async fn call(
@@ -300,11 +463,14 @@ impl Podman {
         let fut = async {
             let response = self.send(method, path, body).await?;
             let status = response.status();
-            Ok::<_, Error>((status, collect(response.into_body()).await?))
+            Ok::<_, PodmanError>((status, collect(response.into_body()).await?))
         };
         tokio::time::timeout(timeout, fut)
             .await
-            .map_err(|_| Error::Podman(format!("{what}: no answer within {timeout:?}")))?
+            .map_err(|_| PodmanError::Timeout {
+                what,
+                after: timeout,
+            })?
     }
 
     async fn json<T: DeserializeOwned>(
@@ -315,22 +481,24 @@ impl Podman {
     ) -> Result<T> {
         let (status, bytes) = self.call(method, path, body).await?;
         if !status.is_success() {
-            return Err(api_error(status, &bytes));
+            return Err(PodmanError::from_response(status, &bytes));
         }
-        Ok(serde_json::from_slice(&bytes)?)
+        serde_json::from_slice(&bytes).map_err(|e| PodmanError::decode(path, e))
     }
 
     async fn json_opt<T: DeserializeOwned>(&self, path: &str) -> Result<Option<T>> {
         let (status, bytes) = self.call(Method::GET, path, None).await?;
-        match status {
-            s if s.is_success() => Ok(Some(serde_json::from_slice(&bytes)?)),
-            StatusCode::NOT_FOUND => Ok(None),
-            // A pod or container being removed right now: Podman answers 500 "no such ...".
-            s if is_vanishing(&bytes) => {
-                tracing::debug!(status = %s, path, "object vanished while inspected");
+        if status.is_success() {
+            return serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| PodmanError::decode(path, e));
+        }
+        match PodmanError::from_response(status, &bytes) {
+            PodmanError::NotFound { message } => {
+                tracing::debug!(status = %status, path, detail = %message, "no such object");
                 Ok(None)
             }
-            s => Err(api_error(s, &bytes)),
+            e => Err(e),
         }
     }
 }
@@ -339,7 +507,10 @@ async fn collect(body: Incoming) -> Result<Bytes> {
     body.collect()
         .await
         .map(|c| c.to_bytes())
-        .map_err(|e| Error::Podman(format!("reading response: {e}")))
+        .map_err(|e| PodmanError::Api {
+            status: StatusCode::OK,
+            message: format!("reading the response body: {e}"),
+        })
 }
 
 /// Podman's error message from an error body (or the body itself when it is not JSON).
@@ -352,17 +523,6 @@ fn error_message(body: &[u8]) -> String {
         Ok(e) => e.message,
         Err(_) => String::from_utf8_lossy(body).trim().to_string(),
     }
-}
-
-/// True for Podman's "no such pod/container" errors, which it sometimes answers with a 500
-/// while the object is being removed.
-fn is_vanishing(body: &[u8]) -> bool {
-    let message = error_message(body);
-    message.contains("no such pod") || message.contains("no such container")
-}
-
-fn api_error(status: StatusCode, body: &[u8]) -> Error {
-    Error::Podman(format!("{} ({status})", error_message(body)))
 }
 
 /// Query values: everything but RFC 3986 unreserved characters is escaped.
@@ -398,7 +558,12 @@ impl ByteStream {
                         return Some(Ok(data));
                     }
                 }
-                Err(e) => return Some(Err(Error::Podman(format!("stream: {e}")))),
+                Err(e) => {
+                    return Some(Err(PodmanError::Api {
+                        status: StatusCode::OK,
+                        message: format!("stream broke: {e}"),
+                    }))
+                }
             }
         }
     }
@@ -421,7 +586,9 @@ impl EventStream {
                 if line.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
-                return Ok(Some(serde_json::from_slice(line)?));
+                return serde_json::from_slice(line)
+                    .map(Some)
+                    .map_err(|e| PodmanError::decode("event", e));
             }
             match self.bytes.next_chunk().await {
                 Some(chunk) => self.buf.extend_from_slice(&chunk?),
@@ -448,6 +615,9 @@ pub struct PortMapping {
     pub container_port: u16,
     pub host_port: u16,
     pub protocol: String,
+    /// Host address the port is bound on; `None` (Podman's default) binds every address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_ip: Option<String>,
 }
 
 /// `POST /libpod/containers/create` (a subset of Podman's SpecGenerator).
@@ -467,6 +637,10 @@ pub struct ContainerCreate {
     pub labels: HashMap<String, String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resource_limits: Option<ResourceLimits>,
+    /// Run Podman's init (catatonit) as PID 1: it forwards SIGTERM to the program, which
+    /// otherwise ignores it as PID 1 when it installed no handler (busybox httpd does not),
+    /// so every stop would wait out the whole grace period before SIGKILL.
+    pub init: bool,
 }
 
 /// OCI resource limits (the parts PSS sets).
@@ -587,8 +761,12 @@ pub struct PortBinding {
 pub struct PodContainer {
     pub id: String,
     pub name: String,
-    #[serde(default)]
-    pub state: String,
+    #[serde(default = "unknown_state")]
+    pub state: ContainerState,
+}
+
+fn unknown_state() -> ContainerState {
+    ContainerState::Unknown
 }
 
 /// `GET /libpod/containers/{id}/json` (the fields PSS reads).
@@ -619,7 +797,7 @@ impl ContainerInspect {
 #[serde(rename_all = "PascalCase")]
 pub struct ContainerStateInfo {
     /// created, running, paused, stopped, exited, ...
-    pub status: String,
+    pub status: ContainerState,
     #[serde(default)]
     pub running: bool,
     #[serde(default)]
@@ -724,6 +902,50 @@ mod tests {
             "failed to find image x: image not known"
         );
         assert_eq!(error_message(b"plain\n"), "plain");
+    }
+
+    #[test]
+    fn errors_are_classified_by_status_not_by_callers() {
+        let e = PodmanError::from_response(
+            StatusCode::NOT_FOUND,
+            br#"{"message":"failed to find image x: image not known","response":404}"#,
+        );
+        assert!(e.is_not_found(), "{e:?}");
+        assert_eq!(e.to_string(), "failed to find image x: image not known");
+        // A pod being removed right now: 500 "no such pod" is NotFound.
+        let e = PodmanError::from_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            br#"{"message":"no such pod abc","response":500}"#,
+        );
+        assert!(e.is_not_found(), "{e:?}");
+        let e = PodmanError::from_response(StatusCode::CONFLICT, br#"{"message":"name in use"}"#);
+        assert!(matches!(e, PodmanError::Conflict { .. }), "{e:?}");
+        let e = PodmanError::from_response(StatusCode::INTERNAL_SERVER_ERROR, b"boom");
+        assert!(
+            matches!(&e, PodmanError::Api { status, message } if *status == StatusCode::INTERNAL_SERVER_ERROR && message == "boom"),
+            "{e:?}"
+        );
+        assert!(!e.is_unresponsive());
+        let t = PodmanError::Timeout {
+            what: "GET /x".into(),
+            after: Duration::from_secs(5),
+        };
+        assert!(t.is_unresponsive());
+        assert_eq!(t.to_string(), "GET /x: no answer within 5s");
+    }
+
+    #[test]
+    fn container_states_parse_from_podman_json() {
+        let info: ContainerStateInfo =
+            serde_json::from_str(r#"{"Status":"running","Running":true}"#).unwrap();
+        assert_eq!(info.status, ContainerState::Running);
+        for s in ["exited", "stopped", "dead"] {
+            assert!(ContainerState::parse(s).is_terminated(), "{s}");
+            assert_eq!(ContainerState::parse(s).as_str(), s);
+        }
+        assert_eq!(ContainerState::parse("Running"), ContainerState::Running);
+        assert_eq!(ContainerState::parse("weird"), ContainerState::Unknown);
+        assert!(!ContainerState::Unknown.is_terminated());
     }
 
     #[test]

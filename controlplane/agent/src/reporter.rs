@@ -3,8 +3,11 @@
 //! - **Register** at start with every PSS pod already on the node (adoption: a restarted agent
 //!   keeps its pods), retried with exponential back-off and jitter until the controller answers;
 //!   pods in the answer's `stop_pods` are stopped.
-//! - **Heartbeat** every metrics interval: node metrics and each pod's report with CPU/memory
-//!   usage (see [`crate::metrics`]); `stop_pods` are stopped, `known = false` registers again.
+//! - **Heartbeat** every metrics interval, on a timer of its own: node metrics (read from
+//!   `/proc`, see [`crate::metrics`]) and the last known pod reports and runtime health from
+//!   the [`crate::snapshot`]. A heartbeat never waits on Podman: it is the node's lease, and a
+//!   slow Podman is reported as such (`NodeMetrics.runtime_unresponsive`), never by silence.
+//!   `stop_pods` are stopped, `known = false` registers again.
 //! - **ReportPodStatus** for every update the event watcher and readiness loop produce, at
 //!   once and independently of heartbeats; the ack's `stop_pods` are stopped.
 //!
@@ -23,8 +26,9 @@ use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::metrics::{pod_usage, NodeSampler, PodCpuTracker};
+use crate::metrics::NodeSampler;
 use crate::runtime::Runtime;
+use crate::snapshot::{NodeSnapshot, RuntimeHealth};
 use crate::{Error, Result};
 use pss_plumbing::Backoff;
 
@@ -65,9 +69,12 @@ pub struct Reporter {
     runtime: Arc<Runtime>,
     node: NodeIdentity,
     metrics_interval: Duration,
+    /// The refresher's deadline (see [`crate::snapshot`]).
+    runtime_deadline: Duration,
     backoff: Backoff,
     node_sampler: NodeSampler,
-    pod_cpu: PodCpuTracker,
+    /// What heartbeats send about the pods and the runtime.
+    snapshot: Arc<NodeSnapshot>,
     /// Whether the last call reached the controller (only changes are logged).
     connected: bool,
 }
@@ -78,16 +85,18 @@ impl Reporter {
         runtime: Arc<Runtime>,
         node: NodeIdentity,
         metrics_interval: Duration,
+        runtime_deadline: Duration,
         backoff: Backoff,
     ) -> Self {
         Self {
             client,
+            snapshot: runtime.snapshot(),
             runtime,
             node,
             metrics_interval,
+            runtime_deadline,
             backoff,
             node_sampler: NodeSampler::default(),
-            pod_cpu: PodCpuTracker::default(),
             connected: true,
         }
     }
@@ -96,12 +105,11 @@ impl Reporter {
     pub async fn run(mut self, updates: mpsc::Receiver<PodReport>, shutdown: CancellationToken) {
         // Prime the CPU counters so the first heartbeat already carries deltas.
         self.node_sampler.sample();
-        let _ = self.pod_reports().await;
         if !self.register(&shutdown).await {
             return;
         }
-        // Status pushes run beside the heartbeats so that a slow heartbeat (it inspects every
-        // pod) never delays news of a dead container.
+        // Status pushes run beside the heartbeats so that a slow controller answer to one
+        // never delays the other.
         let pusher = tokio::spawn(push_updates(
             self.client.clone(),
             self.runtime.clone(),
@@ -156,9 +164,14 @@ impl Reporter {
         }
     }
 
-    /// One registration; returns how many pods it reported and the pods to stop.
+    /// One registration; returns how many pods it reported and the pods to stop. The pods are
+    /// read from Podman (the controller takes a pod missing from a registration as gone, so
+    /// they must be current); this is the one report that waits on Podman, and it is not a
+    /// heartbeat: the node is not registered (or was forgotten) until it succeeds.
     async fn try_register(&mut self) -> Result<(usize, Vec<String>)> {
         let pods = crate::readiness::probe_all(&self.runtime).await?;
+        let started = self.snapshot.begin_refresh();
+        self.snapshot.install(started, pods.clone());
         tracing::debug!(
             pods = pods.len(),
             "registering with the pods already on this node"
@@ -175,27 +188,29 @@ impl Reporter {
         Ok((count, stop))
     }
 
-    /// One heartbeat (false: shut down while registering again).
+    /// One heartbeat (false: shut down while registering again). Reads nothing from Podman.
     async fn heartbeat(&mut self, shutdown: &CancellationToken) -> bool {
         let started = std::time::Instant::now();
-        let metrics = self.node_sampler.sample();
-        let pods = match self.pod_reports().await {
-            Ok(pods) => pods,
-            Err(e) => {
-                tracing::warn!(error = %e, "heartbeat: reading pods from Podman");
-                return true;
-            }
-        };
+        let mut metrics = self.node_sampler.sample();
+        // The refresher runs every interval and gives up waiting after its deadline; a snapshot
+        // older than two intervals plus that means the refresher itself is stuck.
+        let max_age = 2 * self.metrics_interval + self.runtime_deadline;
+        if let RuntimeHealth::Unresponsive { since_ms, reason } =
+            self.snapshot.health_at(std::time::Instant::now(), max_age)
+        {
+            metrics.runtime_unresponsive = true;
+            metrics.runtime_unresponsive_since_ms = since_ms;
+            metrics.runtime_reason = reason;
+        }
         let request = HeartbeatRequest {
             node: self.node.name.clone(),
             metrics: Some(metrics),
-            pods,
+            pods: self.snapshot.pods(),
         };
         let count = request.pods.len();
-        let collected = started.elapsed();
         match self.client.heartbeat(request).await {
             Ok(response) => {
-                tracing::debug!(pods = count, ?collected, took = ?started.elapsed(), "heartbeat");
+                tracing::debug!(pods = count, took = ?started.elapsed(), "heartbeat");
                 self.reached();
                 let response = response.into_inner();
                 self.stop_pods(response.stop_pods);
@@ -207,31 +222,6 @@ impl Reporter {
             Err(status) => self.unreachable("heartbeat", &status),
         }
         true
-    }
-
-    /// Every pod's report with its usage since the previous sample.
-    async fn pod_reports(&mut self) -> Result<Vec<PodReport>> {
-        let mut reports = self.runtime.reports().await?;
-        let running: Vec<String> = reports
-            .iter()
-            .flat_map(|r| r.containers.iter())
-            .filter(|c| c.state == "running")
-            .map(|c| c.id.clone())
-            .collect();
-        let stats = match self.runtime.podman().container_stats(&running).await {
-            Ok(stats) => stats,
-            Err(e) => {
-                tracing::debug!(error = %e, "container stats");
-                Vec::new()
-            }
-        };
-        let usage = self.pod_cpu.update(&stats, std::time::Instant::now());
-        for r in &mut reports {
-            let u = pod_usage(r.containers.iter().map(|c| c.id.as_str()), &usage);
-            r.cpu_percent = u.cpu_percent;
-            r.memory_bytes = u.memory_bytes;
-        }
-        Ok(reports)
     }
 
     fn reached(&mut self) {
@@ -273,6 +263,8 @@ async fn push_updates(
                 None => return,
             },
         };
+        // The next heartbeats carry it too, even while Podman is slow.
+        runtime.snapshot().update(pod.clone());
         let id = pod.id.clone();
         let update = PodStatusUpdate {
             node: node.clone(),

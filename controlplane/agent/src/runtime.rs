@@ -17,9 +17,10 @@ use std::time::Duration;
 use pss_proto::v1::{ContainerStatus, PodPhase, PodReport, PortAddress, RunPodRequest};
 
 use crate::podman::{
-    ContainerCreate, CpuLimits, MemoryLimits, PodCreate, PodInspect, Podman, PortMapping,
-    ResourceLimits,
+    ContainerCreate, ContainerState, CpuLimits, MemoryLimits, PodCreate, PodInspect, Podman,
+    PodmanError, PortMapping, ResourceLimits,
 };
+use crate::snapshot::NodeSnapshot;
 use crate::{Error, Result};
 
 /// Label: the PSS pod ID.
@@ -89,22 +90,43 @@ pub struct Runtime {
     node: String,
     /// Host part of the pods' addresses.
     advertise: String,
+    /// Host address pods' ports are published on (`None`: every address).
+    publish: Option<String>,
     /// Per-pod agent state, by pod ID.
     tracked: Mutex<HashMap<String, Tracked>>,
+    /// The last known reports, which heartbeats send (see [`crate::snapshot`]).
+    snapshot: Arc<NodeSnapshot>,
     /// Per-pod operation locks: a RunPod and a StopPod (or two RunPods: the controller retries)
     /// of one pod never interleave.
     ops: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Runtime {
+    /// A runtime whose pods' ports are published on `advertise` (see
+    /// [`Runtime::with_publish_address`]).
     pub fn new(podman: Podman, node: impl Into<String>, advertise: impl Into<String>) -> Self {
+        let advertise = advertise.into();
         Self {
             podman,
             node: node.into(),
-            advertise: advertise.into(),
+            publish: Some(advertise.clone()),
+            advertise,
+            snapshot: Arc::new(NodeSnapshot::default()),
             tracked: Mutex::new(HashMap::new()),
             ops: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Publishes pods' ports on `address` instead of the advertise address; `None` or
+    /// `"0.0.0.0"` publishes on every host address (Podman's default).
+    pub fn with_publish_address(mut self, address: Option<String>) -> Self {
+        self.publish = address.filter(|a| !a.is_empty() && a != "0.0.0.0");
+        self
+    }
+
+    /// The node's last known state (what heartbeats send).
+    pub fn snapshot(&self) -> Arc<NodeSnapshot> {
+        self.snapshot.clone()
     }
 
     pub fn podman(&self) -> &Podman {
@@ -131,6 +153,9 @@ impl Runtime {
         }
         let guard = self.lock_pod(&req.id).await;
         let result = self.run_pod_locked(req).await;
+        if let Ok(report) = &result {
+            self.snapshot.update(report.clone());
+        }
         drop(guard);
         self.release_lock(&req.id);
         result
@@ -157,10 +182,12 @@ impl Runtime {
                     self.podman.start_pod(&req.id).await?;
                     tracing::info!(pod = %req.id, "pod restarted in place");
                     return self.report(&req.id).await?.ok_or_else(|| {
-                        Error::Podman(format!(
-                            "pod {} vanished right after it was restarted",
-                            req.id
-                        ))
+                        Error::Podman(PodmanError::NotFound {
+                            message: format!(
+                                "pod {} vanished right after it was restarted",
+                                req.id
+                            ),
+                        })
                     });
                 }
                 // It ended and runs an old spec: make room for the new one.
@@ -171,13 +198,17 @@ impl Runtime {
 
         let spec = req.spec.as_ref().expect("checked by run_pod");
         for c in &spec.containers {
-            if let Err(message) = self.podman.image_exists(&c.image).await? {
-                tracing::warn!(pod = %req.id, image = %c.image, "image not found locally");
-                return Ok(self.failed_report(
-                    req,
-                    "ImageNotFound",
-                    format!("image {:?}: {message}", c.image),
-                ));
+            match self.podman.image_exists(&c.image).await {
+                Ok(()) => {}
+                Err(PodmanError::NotFound { message }) => {
+                    tracing::warn!(pod = %req.id, image = %c.image, "image not found locally");
+                    return Ok(self.failed_report(
+                        req,
+                        "ImageNotFound",
+                        format!("image {:?}: {message}", c.image),
+                    ));
+                }
+                Err(e) => return Err(e.into()),
             }
         }
 
@@ -194,10 +225,9 @@ impl Runtime {
         }
         tracing::info!(pod = %req.id, workload = %req.workload, "pod started");
         self.report(&req.id).await?.ok_or_else(|| {
-            Error::Podman(format!(
-                "pod {} vanished right after it was started",
-                req.id
-            ))
+            Error::Podman(PodmanError::NotFound {
+                message: format!("pod {} vanished right after it was started", req.id),
+            })
         })
     }
 
@@ -240,6 +270,7 @@ impl Runtime {
                     container_port,
                     host_port: 0,
                     protocol,
+                    host_ip: self.publish.clone(),
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -288,10 +319,11 @@ impl Runtime {
                 labels,
                 resource_limits: (limits.cpu.is_some() || limits.memory.is_some())
                     .then_some(limits),
+                init: true,
             };
             self.podman.create_container(&create).await?;
         }
-        self.podman.start_pod(&req.id).await
+        Ok(self.podman.start_pod(&req.id).await?)
     }
 
     /// A FAILED report for a pod that could not be created.
@@ -328,6 +360,9 @@ impl Runtime {
             Ok(existed || removed)
         }
         .await;
+        if result.is_ok() {
+            self.snapshot.remove(id);
+        }
         match &result {
             Ok(true) => tracing::info!(pod = %id, "pod stopped and removed"),
             Ok(false) => tracing::debug!(pod = %id, "StopPod: no such pod"),
@@ -445,7 +480,7 @@ impl Runtime {
             containers.push(ContainerStatus {
                 name,
                 id: info.id.clone(),
-                state: info.state.status.clone(),
+                state: info.state.status.as_str().to_string(),
                 exit_code: info.state.exit_code,
                 oom_killed: info.state.oom_killed,
             });
@@ -508,8 +543,8 @@ pub fn derive_phase(containers: &[ContainerStatus]) -> (PodPhase, String, String
             "the pod has no containers".into(),
         );
     }
-    let terminated =
-        |c: &ContainerStatus| matches!(c.state.as_str(), "exited" | "stopped" | "dead");
+    let state = |c: &ContainerStatus| ContainerState::parse(&c.state);
+    let terminated = |c: &ContainerStatus| state(c).is_terminated();
     if let Some(c) = containers.iter().find(|c| c.oom_killed) {
         return (
             PodPhase::Failed,
@@ -536,7 +571,7 @@ pub fn derive_phase(containers: &[ContainerStatus]) -> (PodPhase, String, String
     }
     if containers
         .iter()
-        .all(|c| c.state == "running" || terminated(c))
+        .all(|c| state(c) == ContainerState::Running || terminated(c))
     {
         return (PodPhase::Running, String::new(), String::new());
     }

@@ -79,7 +79,12 @@ impl Agent for AgentService {
             })?;
         let mut targets = Vec::new();
         for c in pod.app_containers() {
-            let info = self.runtime.podman().inspect_container(&c.id).await?;
+            let info = self
+                .runtime
+                .podman()
+                .inspect_container(&c.id)
+                .await
+                .map_err(crate::Error::from)?;
             let name = info
                 .as_ref()
                 .and_then(|i| i.label(LABEL_CONTAINER))

@@ -12,7 +12,7 @@
 
 use std::path::PathBuf;
 
-use crate::podman::Podman;
+use crate::podman::{Podman, PodmanError};
 use crate::{Error, Result};
 
 /// A place the socket may be, and where that idea came from.
@@ -97,12 +97,9 @@ pub async fn detect(explicit: Option<PathBuf>) -> Result<Podman> {
             Err(e) => tried.push(format!("  {} ({}): {e}", c.path.display(), c.source)),
         }
     }
-    Err(Error::Podman(format!(
-        "no Podman API socket answered; tried:\n{}\nstart one with `scripts/podman-setup.sh` and \
-         pass the socket it prints (--socket /run/pss/podman.sock or PSS_PODMAN_SOCK), or run \
-         `podman system service --time=0 unix:///run/podman/podman.sock`",
-        tried.join("\n")
-    )))
+    Err(Error::Podman(PodmanError::NoSocket {
+        tried: tried.join("\n"),
+    }))
 }
 
 #[cfg(test)]

@@ -917,3 +917,51 @@ async fn another_node_s_pods_are_left_alone() {
         tonic::Code::NotFound
     );
 }
+
+/// busybox httpd as PID 1 installs no SIGTERM handler, so without an init in the container a
+/// stop waits out the whole grace period before SIGKILL. With Podman's init (catatonit) it
+/// ends at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pid1_program_that_ignores_sigterm_stops_well_within_the_grace_period() {
+    let h = Harness::start("prompt-stop").await;
+    let id = h.pod_id("web-prompt");
+    h.run_pod(&id, "web-prompt", web_spec()).await;
+    let started = std::time::Instant::now();
+    let stopped = h
+        .client()
+        .await
+        .stop_pod(StopPodRequest {
+            id: id.clone(),
+            grace_period_ms: 10_000,
+        })
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    assert!(stopped.into_inner().existed);
+    eprintln!("StopPod of busybox httpd with a 10s grace took {took:?}");
+    assert!(
+        took < Duration::from_secs(3),
+        "SIGTERM ends the pod, not the SIGKILL after the grace period: {took:?}"
+    );
+}
+
+/// Ports are published on the advertise address (127.0.0.1 here), not on 0.0.0.0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ports_are_published_on_the_advertise_address_only() {
+    let h = Harness::start("publish").await;
+    let id = h.pod_id("web-publish");
+    h.run_pod(&id, "web-publish", web_spec()).await;
+    let pod = h.podman.inspect_pod(&id).await.unwrap().expect("the pod");
+    let bindings = pod
+        .infra_config
+        .as_ref()
+        .and_then(|c| c.port_bindings.as_ref())
+        .and_then(|b| b.get("80/tcp"))
+        .cloned()
+        .unwrap_or_default();
+    assert!(!bindings.is_empty(), "{pod:?}");
+    assert!(
+        bindings.iter().all(|b| b.host_ip == "127.0.0.1"),
+        "published on 127.0.0.1 only: {bindings:?}"
+    );
+}

@@ -318,9 +318,21 @@ fn node_status(n: &pb::Node) -> &'static str {
     }
 }
 
+/// `Ready`, or with the node's conditions appended like kubectl's `Ready,SchedulingDisabled`:
+/// `Ready,RuntimeUnresponsive`.
+fn node_status_with_conditions(n: &pb::Node) -> String {
+    std::iter::once(node_status(n))
+        .chain(n.conditions.iter().map(String::as_str))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 fn node_json(n: &pb::Node) -> Value {
     json!({
-        "name": n.name, "status": node_status(n), "agentAddress": n.agent_address,
+        "name": n.name, "status": node_status(n), "conditions": n.conditions,
+        "unschedulable": n.unschedulable, "runtimeReason": n.runtime_reason,
+        "runtimeUnresponsiveSinceMs": n.runtime_unresponsive_since_ms,
+        "agentAddress": n.agent_address,
         "cpuMillis": n.cpu_millis, "memoryBytes": n.memory_bytes,
         "cpuAllocatedMillis": n.cpu_allocated_millis, "memoryAllocatedBytes": n.memory_allocated_bytes,
         "cpuUsagePercent": n.cpu_usage_percent, "memoryUsedBytes": n.memory_used_bytes,
@@ -346,7 +358,7 @@ fn nodes_table(items: &[pb::Node], wide: bool, now: i64) -> Table {
     for n in items {
         let mut row = vec![
             n.name.clone(),
-            node_status(n).to_string(),
+            node_status_with_conditions(n),
             n.pod_count.to_string(),
             format!("{}m/{}m", n.cpu_allocated_millis, n.cpu_millis),
             format!(

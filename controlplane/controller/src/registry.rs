@@ -4,6 +4,13 @@
 //! Every RPC here funnels into [`Ingest`], which applies the pure state machine
 //! [`pss_core::podstate::apply_report`] to the stored records and answers which pods the node
 //! must stop (pods the controller does not want: never two copies of a pod).
+//!
+//! Input from agents is checked first by [`pss_core::node_input`] (InvalidArgument naming the
+//! field, the value cut short and the limit). A heartbeat is the node's lease: it keeps the
+//! node Ready whatever it says about the runtime. When it says the runtime (Podman) does not
+//! answer, the node gets the RuntimeUnresponsive condition ([`pss_core::node_condition`]:
+//! unschedulable, an event on each flip) and its pod reports are not read: they are the
+//! agent's last known ones, so a pod missing from them, or shown in an old phase, says nothing.
 
 use crate::error::to_status;
 use pss_plumbing::clock::now_ms;
@@ -15,7 +22,16 @@ use tonic::{Request, Response, Status};
 
 use crate::Shared;
 use pss_core::model::{EventRecord, NodeRecord, NodeStatus, PodPhase};
+use pss_core::node_condition::{
+    ConditionFlip, NodeConditions, RUNTIME_RECOVERED, RUNTIME_UNRESPONSIVE,
+};
+use pss_core::node_input;
 use pss_core::podstate::apply_report;
+
+/// The gRPC error for input the guard refused.
+fn refused(e: node_input::InputError) -> Status {
+    Status::invalid_argument(e.to_string())
+}
 
 /// Folds a batch of pod reports from one node into the store.
 struct Ingest<'a> {
@@ -118,12 +134,8 @@ impl pb::node_registry_server::NodeRegistry for RegistryApi {
         &self,
         request: Request<pb::RegisterNodeRequest>,
     ) -> Result<Response<pb::RegisterNodeResponse>, Status> {
-        let req = request.into_inner();
-        pss_core::model::validate_dns1123(&req.name)
-            .map_err(|e| Status::invalid_argument(format!("node name {:?}: {e}", req.name)))?;
-        if req.agent_address.is_empty() {
-            return Err(Status::invalid_argument("agent_address is required"));
-        }
+        let mut req = request.into_inner();
+        node_input::check_registration(&mut req).map_err(refused)?;
         let shared = &self.shared;
         let now = now_ms();
         let previous = shared.store.get_node(&req.name).map_err(to_status)?;
@@ -139,6 +151,8 @@ impl pb::node_registry_server::NodeRegistry for RegistryApi {
                 memory_used_bytes: 0,
                 last_heartbeat_ms: now,
                 registered_at_ms: now,
+                // An agent registers once Podman answered it: no condition.
+                conditions: NodeConditions::default(),
             })
             .map_err(to_status)?;
         let msg = format!(
@@ -195,7 +209,8 @@ impl pb::node_registry_server::NodeRegistry for RegistryApi {
         &self,
         request: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
-        let req = request.into_inner();
+        let mut req = request.into_inner();
+        node_input::check_heartbeat(&mut req).map_err(refused)?;
         let shared = &self.shared;
         let Some(node) = shared.store.get_node(&req.node).map_err(to_status)? else {
             return Ok(Response::new(pb::HeartbeatResponse {
@@ -204,14 +219,10 @@ impl pb::node_registry_server::NodeRegistry for RegistryApi {
             }));
         };
         let m = req.metrics.unwrap_or_default();
+        let now = now_ms();
         shared
             .store
-            .record_heartbeat(
-                &req.node,
-                m.cpu_usage_percent,
-                m.memory_used_bytes,
-                now_ms(),
-            )
+            .record_heartbeat(&req.node, m.cpu_usage_percent, m.memory_used_bytes, now)
             .map_err(to_status)?;
         let mut ingest = Ingest::new(shared, &req.node);
         if node.status != NodeStatus::Ready {
@@ -222,8 +233,50 @@ impl pb::node_registry_server::NodeRegistry for RegistryApi {
             ));
             ingest.kick = true;
         }
-        for p in &req.pods {
-            ingest.pod(p)?;
+        let reported = m
+            .runtime_unresponsive
+            .then_some((m.runtime_unresponsive_since_ms, m.runtime_reason.as_str()));
+        let (conditions, flip) = node.conditions.on_heartbeat(reported, now);
+        if conditions != node.conditions {
+            shared
+                .store
+                .set_node_conditions(&req.node, &conditions)
+                .map_err(to_status)?;
+        }
+        let object = format!("node/{}", req.node);
+        match flip {
+            ConditionFlip::None => {}
+            ConditionFlip::RuntimeUnresponsive => {
+                tracing::warn!(node = %req.node, reason = %m.runtime_reason, "node runtime unresponsive: unschedulable, its pods are kept");
+                shared.event(EventRecord::warning(
+                    RUNTIME_UNRESPONSIVE,
+                    object,
+                    format!(
+                        "node {}: the container runtime does not answer ({}); no new pods go \
+                         there, its pods are kept",
+                        req.node, m.runtime_reason
+                    ),
+                ));
+            }
+            ConditionFlip::RuntimeRecovered => {
+                tracing::info!(node = %req.node, "node runtime answers again");
+                shared.event(EventRecord::normal(
+                    RUNTIME_RECOVERED,
+                    object,
+                    format!(
+                        "node {}: the container runtime answers again; schedulable",
+                        req.node
+                    ),
+                ));
+                // Pods left Pending while the node was unschedulable can go there now.
+                ingest.kick = true;
+            }
+        }
+        // Stale reports (the runtime did not answer the agent) are not read at all.
+        if conditions.reports_are_current() {
+            for p in &req.pods {
+                ingest.pod(p)?;
+            }
         }
         let stop_pods = ingest.finish();
         Ok(Response::new(pb::HeartbeatResponse {
@@ -237,9 +290,11 @@ impl pb::node_registry_server::NodeRegistry for RegistryApi {
         request: Request<pb::PodStatusUpdate>,
     ) -> Result<Response<pb::PodStatusAck>, Status> {
         let req = request.into_inner();
-        let pod = req
+        node_input::check_node_name("node", &req.node).map_err(refused)?;
+        let mut pod = req
             .pod
             .ok_or_else(|| Status::invalid_argument("pod is required"))?;
+        node_input::check_pod_report(&mut pod).map_err(refused)?;
         let mut ingest = Ingest::new(&self.shared, &req.node);
         ingest.pod(&pod)?;
         let stop_pods = ingest.finish();

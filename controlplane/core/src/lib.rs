@@ -14,6 +14,8 @@
 //! - [`endpoints`]: which pods are a service's endpoints.
 //! - [`paging`]: keyset paging of lists that grow (pods, events).
 //! - [`text`]: echoed input cut short.
+//! - [`node_condition`]: conditions of a node besides readiness (RuntimeUnresponsive).
+//! - [`node_input`]: the bounds on what agents send (registration, heartbeats, pod reports).
 
 pub mod autoscaler;
 pub mod crashloop;
@@ -21,6 +23,8 @@ pub mod endpoints;
 mod error;
 pub mod liveness;
 pub mod model;
+pub mod node_condition;
+pub mod node_input;
 pub mod paging;
 pub mod podstate;
 pub mod reconciler;

@@ -487,6 +487,9 @@ pub fn holds_resources(phase: PodPhase) -> bool {
 /// as the sum of the requests of the placed pods that hold resources ([`holds_resources`]).
 /// `request_of(workload)` gives one pod's requests (`None`, e.g. for a deleted workload, counts
 /// as nothing). `workload_pods` is left at 0: [`plan`] counts it per workload.
+/// A node is placeable (`ready`) when it is Ready *and* schedulable: a node with a condition
+/// such as RuntimeUnresponsive (see [`crate::node_condition`]) keeps its pods but gets no new
+/// ones, and no restart in place either (its runtime would not answer).
 pub fn node_states(
     nodes: &[NodeRecord],
     pods: &[PodRecord],
@@ -511,7 +514,7 @@ pub fn node_states(
         .zip(allocated)
         .map(|(n, allocated)| NodeState {
             name: n.name.clone(),
-            ready: n.status == NodeStatus::Ready,
+            ready: n.status == NodeStatus::Ready && n.conditions.schedulable(),
             capacity: Resources {
                 cpu_millis: n.cpu_millis,
                 memory_bytes: n.memory_bytes,
@@ -807,6 +810,7 @@ mod tests {
             memory_used_bytes: 0,
             last_heartbeat_ms: 0,
             registered_at_ms: 0,
+            conditions: Default::default(),
         }];
         let states = node_states(&nodes, &records, |w| {
             (w == "w").then_some(Resources {

@@ -361,8 +361,18 @@ async fn a_cpu_burning_workload_scales_up_and_back_down() {
     cluster
         .wait_running("burner", 1, Duration::from_secs(60))
         .await;
-    let hpa = c.ctl(&["get", "autoscalers", "-o", "json"]).await.unwrap();
-    let v: serde_json::Value = serde_json::from_str(&hpa).unwrap();
-    assert_eq!(v["items"][0]["currentReplicas"], 1);
+    // The status is written by each evaluation (every metrics interval) and the one that
+    // scaled down still shows the replicas it started from: wait for the next one. (Pods now
+    // stop in well under a second, so wait_running can return before that evaluation.)
+    eventually(
+        Duration::from_secs(10),
+        "the autoscaler's status shows 1 replica",
+        || async {
+            let hpa = c.ctl(&["get", "autoscalers", "-o", "json"]).await.ok()?;
+            let v: serde_json::Value = serde_json::from_str(&hpa).ok()?;
+            (v["items"][0]["currentReplicas"] == 1).then_some(())
+        },
+    )
+    .await;
     cluster.agents.clear();
 }

@@ -15,6 +15,7 @@ use pss_core::model::{
     AutoScalePolicy, AutoscalerStatus, EventRecord, NodeRecord, NodeStatus, Object, PodRecord,
     Service, Workload,
 };
+use pss_core::node_condition::NodeConditions;
 
 /// A workload as stored, with bookkeeping.
 #[derive(Debug, Clone, PartialEq)]
@@ -99,6 +100,8 @@ pub trait StateStore: Send + Sync + 'static {
         now_ms: i64,
     ) -> Result<()>;
     fn set_node_status(&self, name: &str, status: NodeStatus) -> Result<()>;
+    /// Sets a node's conditions (e.g. RuntimeUnresponsive); `NotFound` if unregistered.
+    fn set_node_conditions(&self, name: &str, conditions: &NodeConditions) -> Result<()>;
 
     // ----- pods
 

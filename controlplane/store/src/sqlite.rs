@@ -28,6 +28,7 @@ use crate::Result;
 use pss_core::model::{
     AutoScalePolicy, AutoscalerStatus, EventRecord, NodeRecord, NodeStatus, Object, PodRecord,
 };
+use pss_core::node_condition::NodeConditions;
 use pss_plumbing::clock::now_ms;
 
 /// SQLite-backed [`super::StateStore`].
@@ -195,6 +196,10 @@ impl StateStore for SqliteStore {
 
     fn set_node_status(&self, name: &str, status: NodeStatus) -> Result<()> {
         self.write(|tx| observed::set_node_status(tx, name, status))
+    }
+
+    fn set_node_conditions(&self, name: &str, conditions: &NodeConditions) -> Result<()> {
+        self.write(|tx| observed::set_node_conditions(tx, name, conditions))
     }
 
     fn put_pod(&self, pod: &PodRecord) -> Result<()> {

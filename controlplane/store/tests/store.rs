@@ -95,6 +95,7 @@ fn node(name: &str) -> NodeRecord {
         memory_used_bytes: 3 << 30,
         last_heartbeat_ms: 1_700_000_000_500,
         registered_at_ms: 1_700_000_000_000,
+        conditions: Default::default(),
     }
 }
 

@@ -503,6 +503,24 @@ impl NodeRecord {
             pod_count,
             last_heartbeat_ms: self.last_heartbeat_ms,
             registered_at_ms: self.registered_at_ms,
+            conditions: self
+                .conditions
+                .names()
+                .into_iter()
+                .map(String::from)
+                .collect(),
+            unschedulable: !self.conditions.schedulable(),
+            runtime_reason: self
+                .conditions
+                .runtime_unresponsive
+                .as_ref()
+                .map(|c| c.reason.clone())
+                .unwrap_or_default(),
+            runtime_unresponsive_since_ms: self
+                .conditions
+                .runtime_unresponsive
+                .as_ref()
+                .map_or(0, |c| c.since_ms),
         }
     }
 }
@@ -873,6 +891,7 @@ spec: {workload: my-app, minReplicas: 2, maxReplicas: 10, memory: 80}
             memory_used_bytes: 1 << 30,
             last_heartbeat_ms: 5,
             registered_at_ms: 1,
+            conditions: Default::default(),
         };
         let alloc = Resources {
             cpu_millis: 300,

@@ -391,6 +391,9 @@ pub struct NodeRecord {
     pub memory_used_bytes: u64,
     pub last_heartbeat_ms: i64,
     pub registered_at_ms: i64,
+    /// Conditions besides readiness (e.g. RuntimeUnresponsive: Ready but unschedulable).
+    #[serde(default)]
+    pub conditions: crate::node_condition::NodeConditions,
 }
 
 /// Severity of an event.

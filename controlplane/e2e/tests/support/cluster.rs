@@ -115,6 +115,38 @@ impl AgentProcess {
         }
     }
 
+    /// Starts `pss-agent` for `node` against `controller` on the Podman API at `socket`, with
+    /// `extra` flags appended (later flags win).
+    pub fn start_on_socket(
+        node: &str,
+        port: u16,
+        controller: &str,
+        socket: &str,
+        extra: &[&str],
+    ) -> Self {
+        let child = Command::new(super::workspace_bin("pss-agent"))
+            .args(["--controller", controller, "--token", TOKEN])
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--advertise-address",
+                "127.0.0.1",
+            ])
+            .args(["--node-name", node, "--socket", socket])
+            .args(["--metrics-interval", "2s", "--cpu", "4000", "--mem", "4096"])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start pss-agent");
+        AgentProcess {
+            node: node.to_string(),
+            port,
+            child,
+        }
+    }
+
     /// SIGKILL, no goodbye.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -290,4 +322,104 @@ pub fn http_get(addr: &str) -> std::io::Result<String> {
 /// The demo manifests' directory.
 pub fn examples() -> PathBuf {
     repo_path("examples")
+}
+
+/// A Podman API service of the test's own (`podman system service` on a socket in a temp
+/// directory, same storage and containers.conf as the shared one), so that a test can freeze it
+/// with SIGSTOP without freezing everybody else's Podman. Killed when dropped.
+pub struct PodmanService {
+    pub socket: String,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl PodmanService {
+    /// Starts the service and waits until it answers `/_ping`.
+    pub async fn start() -> Self {
+        let env = podman_env();
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("podman.sock").display().to_string();
+        let child = Command::new("podman")
+            .args(["system", "service", "--time=0", &format!("unix://{socket}")])
+            .env("CONTAINERS_CONF", &env.containers_conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start podman system service");
+        let service = PodmanService {
+            socket,
+            child,
+            _dir: dir,
+        };
+        let path = service.socket.clone();
+        eventually(
+            Duration::from_secs(30),
+            "the private Podman service answers /_ping",
+            || {
+                let path = path.clone();
+                async move { ping(&path).then_some(()) }
+            },
+        )
+        .await;
+        service
+    }
+
+    /// The service's process ID (the process a SIGSTOP freezes).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Freezes the service with SIGSTOP until the returned guard is dropped (SIGCONT), also when
+    /// the test panics meanwhile.
+    pub fn freeze(&self) -> Frozen {
+        signal(self.pid(), "STOP");
+        Frozen { pid: self.pid() }
+    }
+}
+
+impl Drop for PodmanService {
+    fn drop(&mut self) {
+        signal(self.child.id(), "CONT");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A process stopped with SIGSTOP; dropping the guard sends SIGCONT.
+pub struct Frozen {
+    pid: u32,
+}
+
+impl Frozen {
+    /// SIGCONT now.
+    pub fn thaw(self) {}
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        signal(self.pid, "CONT");
+    }
+}
+
+fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status();
+}
+
+/// `GET /_ping` on a Podman unix socket answers `OK` within a second.
+pub fn ping(socket: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::os::unix::net::UnixStream::connect(socket) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+    if s.write_all(b"GET /_ping HTTP/1.0\r\nHost: d\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut buf = String::new();
+    let _ = s.read_to_string(&mut buf);
+    buf.ends_with("OK")
 }

@@ -11,15 +11,25 @@ use super::codec::{
 };
 use crate::Result;
 use pss_core::model::{NodeRecord, NodeStatus, PodRecord};
+use pss_core::node_condition::{NodeConditions, RuntimeUnresponsive};
 
 // ----- nodes
 
 const SELECT_NODE: &str = "SELECT name, agent_address, cpu_millis, memory_bytes, status, cpu_usage,
-                                  memory_used, last_heartbeat, registered_at
+                                  memory_used, last_heartbeat, registered_at,
+                                  runtime_unresponsive_since, runtime_reason
                            FROM nodes";
 
 fn decode_node(row: &Row<'_>) -> Result<NodeRecord> {
+    let since: Option<i64> = row.get("runtime_unresponsive_since")?;
+    let conditions = NodeConditions {
+        runtime_unresponsive: since.map(|since_ms| RuntimeUnresponsive {
+            since_ms,
+            reason: row.get("runtime_reason").unwrap_or_default(),
+        }),
+    };
     Ok(NodeRecord {
+        conditions,
         name: row.get("name")?,
         agent_address: row.get("agent_address")?,
         cpu_millis: get_u64(row, "cpu_millis")?,
@@ -34,16 +44,20 @@ fn decode_node(row: &Row<'_>) -> Result<NodeRecord> {
 
 /// Inserts a node or updates every field of an existing one but `registered_at`.
 pub(super) fn upsert_node(conn: &Connection, node: &NodeRecord) -> Result<()> {
+    let runtime = node.conditions.runtime_unresponsive.as_ref();
     execute(
         conn,
         "INSERT INTO nodes (name, agent_address, cpu_millis, memory_bytes, status, cpu_usage,
-                            memory_used, last_heartbeat, registered_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                            memory_used, last_heartbeat, registered_at,
+                            runtime_unresponsive_since, runtime_reason)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
          ON CONFLICT (name) DO UPDATE SET
              agent_address = excluded.agent_address, cpu_millis = excluded.cpu_millis,
              memory_bytes = excluded.memory_bytes, status = excluded.status,
              cpu_usage = excluded.cpu_usage, memory_used = excluded.memory_used,
-             last_heartbeat = excluded.last_heartbeat",
+             last_heartbeat = excluded.last_heartbeat,
+             runtime_unresponsive_since = excluded.runtime_unresponsive_since,
+             runtime_reason = excluded.runtime_reason",
         params![
             node.name,
             node.agent_address,
@@ -53,7 +67,9 @@ pub(super) fn upsert_node(conn: &Connection, node: &NodeRecord) -> Result<()> {
             node.cpu_usage_percent,
             u64_to_sql(node.memory_used_bytes),
             node.last_heartbeat_ms,
-            node.registered_at_ms
+            node.registered_at_ms,
+            runtime.map(|c| c.since_ms),
+            runtime.map_or("", |c| c.reason.as_str()),
         ],
     )?;
     Ok(())
@@ -95,6 +111,25 @@ pub(super) fn record_heartbeat(
             u64_to_sql(memory_used_bytes),
             now_ms,
             NodeStatus::Ready.as_str()
+        ],
+    )?;
+    found.then_some(()).ok_or_else(|| not_found("node", name))
+}
+
+/// Sets a node's conditions; `NotFound` if unregistered.
+pub(super) fn set_node_conditions(
+    conn: &Connection,
+    name: &str,
+    conditions: &NodeConditions,
+) -> Result<()> {
+    let runtime = conditions.runtime_unresponsive.as_ref();
+    let found = execute(
+        conn,
+        "UPDATE nodes SET runtime_unresponsive_since = ?2, runtime_reason = ?3 WHERE name = ?1",
+        params![
+            name,
+            runtime.map(|c| c.since_ms),
+            runtime.map_or("", |c| c.reason.as_str())
         ],
     )?;
     found.then_some(()).ok_or_else(|| not_found("node", name))

@@ -100,6 +100,11 @@ const MIGRATIONS: &[&str] = &[
         version INTEGER NOT NULL
     );
     "#,
+    // 2: node conditions (a node whose agent heartbeats but whose runtime does not answer).
+    r#"
+    ALTER TABLE nodes ADD COLUMN runtime_unresponsive_since INTEGER;  -- unix ms; NULL = answers
+    ALTER TABLE nodes ADD COLUMN runtime_reason TEXT NOT NULL DEFAULT '';
+    "#,
 ];
 
 /// The schema version this build writes and understands.
@@ -164,6 +169,30 @@ mod tests {
         migrate(&mut conn).unwrap();
         migrate(&mut conn).unwrap();
         assert_eq!(user_version(&conn).unwrap(), LATEST_VERSION);
+    }
+
+    #[test]
+    fn a_version_1_database_gains_the_node_condition_columns_with_its_rows_kept() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        let tx = conn.transaction().unwrap();
+        tx.execute_batch(MIGRATIONS[0]).unwrap();
+        tx.pragma_update(None, "user_version", 1).unwrap();
+        tx.commit().unwrap();
+        conn.execute(
+            "INSERT INTO nodes VALUES ('n', '127.0.0.1:1', 1000, 1, 'Ready', 0.0, 0, 5, 1)",
+            [],
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        assert_eq!(user_version(&conn).unwrap(), LATEST_VERSION);
+        let (since, reason): (Option<i64>, String) = conn
+            .query_row(
+                "SELECT runtime_unresponsive_since, runtime_reason FROM nodes WHERE name = 'n'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((since, reason.as_str()), (None, ""));
     }
 
     #[test]

@@ -67,6 +67,7 @@ fn node(name: &str, registered_at_ms: i64) -> NodeRecord {
         memory_used_bytes: 0,
         last_heartbeat_ms: 0,
         registered_at_ms,
+        conditions: Default::default(),
     }
 }
 
@@ -479,4 +480,39 @@ fn pod_pages_follow_ids_and_filter_by_workload() {
     let odd = store.list_pods_page(Some("w1"), None, 100).unwrap();
     assert_eq!(odd.len(), 12);
     assert!(odd.iter().all(|p| p.workload == "w1"));
+}
+
+#[test]
+fn node_conditions_persist_and_survive_heartbeats_and_reopening() {
+    use pss_core::node_condition::{NodeConditions, RuntimeUnresponsive};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pss.db");
+    let stalled = NodeConditions {
+        runtime_unresponsive: Some(RuntimeUnresponsive {
+            since_ms: 4_000,
+            reason: "GET /pods/json: no answer within 5s".into(),
+        }),
+    };
+    {
+        let store = SqliteStore::open(&path).unwrap();
+        store.upsert_node(&node("n1", 100)).unwrap();
+        store.set_node_conditions("n1", &stalled).unwrap();
+        // A heartbeat does not touch the conditions.
+        store.record_heartbeat("n1", 1.0, 1, 5_000).unwrap();
+        assert_eq!(store.get_node("n1").unwrap().unwrap().conditions, stalled);
+        let err = store.set_node_conditions("ghost", &stalled).unwrap_err();
+        assert!(
+            matches!(err, Error::NotFound { kind: "node", .. }),
+            "{err:?}"
+        );
+    }
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(store.list_nodes().unwrap()[0].conditions, stalled);
+    store
+        .set_node_conditions("n1", &NodeConditions::default())
+        .unwrap();
+    assert_eq!(
+        store.get_node("n1").unwrap().unwrap().conditions,
+        NodeConditions::default()
+    );
 }
