@@ -78,6 +78,12 @@ impl Podman {
         }
     }
 
+    /// `GET /libpod/info`: host facts (rootless, cgroup version and controllers; see
+    /// [`crate::cgroups`]).
+    pub async fn info(&self) -> Result<serde_json::Value> {
+        self.json(Method::GET, &format!("{API}/info"), None).await
+    }
+
     /// Whether `image` exists locally. `Err(message)` inside `Ok` is Podman's "not found"
     /// message, so callers can show it.
     pub async fn image_exists(&self, image: &str) -> Result<std::result::Result<(), String>> {

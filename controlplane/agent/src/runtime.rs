@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use pss_proto::v1::{ContainerStatus, PodPhase, PodReport, PortAddress, RunPodRequest};
 
+use crate::cgroups::LimitSupport;
 use crate::podman::{
     ContainerCreate, CpuLimits, MemoryLimits, PodCreate, PodInspect, Podman, PortMapping,
     ResourceLimits,
@@ -91,6 +92,9 @@ pub struct Runtime {
     advertise: String,
     /// Per-pod agent state, by pod ID.
     tracked: Mutex<HashMap<String, Tracked>>,
+    /// Which resource limits Podman here can enforce (rootless: maybe none); the others are
+    /// left out of the containers.
+    limits: LimitSupport,
     /// Per-pod operation locks: a RunPod and a StopPod (or two RunPods: the controller retries)
     /// of one pod never interleave.
     ops: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -104,7 +108,14 @@ impl Runtime {
             advertise: advertise.into(),
             tracked: Mutex::new(HashMap::new()),
             ops: Mutex::new(HashMap::new()),
+            limits: LimitSupport::default(),
         }
+    }
+
+    /// Creates containers with only the limits `limits` says Podman enforces (default: all).
+    pub fn with_limit_support(mut self, limits: LimitSupport) -> Self {
+        self.limits = limits;
+        self
     }
 
     pub fn podman(&self) -> &Podman {
@@ -286,8 +297,7 @@ impl Runtime {
                     .map(|e| (e.name.clone(), e.value.clone()))
                     .collect(),
                 labels,
-                resource_limits: (limits.cpu.is_some() || limits.memory.is_some())
-                    .then_some(limits),
+                resource_limits: self.limits.apply(limits),
             };
             self.podman.create_container(&create).await?;
         }
