@@ -68,6 +68,7 @@ fn seed(store: &SqliteStore) {
             memory_used_bytes: 0,
             last_heartbeat_ms: now,
             registered_at_ms: now,
+            limits_unenforced: String::new(),
         })
         .unwrap();
     for (i, id) in ["w-aaaaa", "w-bbbbb"].iter().enumerate() {

@@ -139,6 +139,7 @@ impl pb::node_registry_server::NodeRegistry for RegistryApi {
                 memory_used_bytes: 0,
                 last_heartbeat_ms: now,
                 registered_at_ms: now,
+                limits_unenforced: req.limits_unenforced.clone(),
             })
             .map_err(to_status)?;
         let msg = format!(

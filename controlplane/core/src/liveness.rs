@@ -89,6 +89,7 @@ mod tests {
             memory_used_bytes: 0,
             last_heartbeat_ms: last,
             registered_at_ms: 0,
+            limits_unenforced: String::new(),
         }
     }
 

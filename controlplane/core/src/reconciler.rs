@@ -807,6 +807,7 @@ mod tests {
             memory_used_bytes: 0,
             last_heartbeat_ms: 0,
             registered_at_ms: 0,
+            limits_unenforced: String::new(),
         }];
         let states = node_states(&nodes, &records, |w| {
             (w == "w").then_some(Resources {

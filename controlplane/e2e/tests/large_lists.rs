@@ -39,6 +39,7 @@ fn converged_cluster(db: &std::path::Path) {
                 memory_used_bytes: 0,
                 last_heartbeat_ms: now,
                 registered_at_ms: now,
+                limits_unenforced: String::new(),
             })
             .unwrap();
     }

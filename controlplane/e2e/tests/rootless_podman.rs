@@ -324,6 +324,24 @@ async fn a_root_and_a_rootless_node_serve_one_workload_and_service() {
         !warned_on(&root_node, &all),
         "root's Podman enforces limits: {all:?}"
     );
+    // ... and the node shows it.
+    let nodes: serde_json::Value =
+        serde_json::from_str(&c.ctl(&["get", "nodes", "-o", "json"]).await.unwrap()).unwrap();
+    let shown = |node: &str| {
+        nodes["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["name"] == node)
+            .unwrap()["limitsUnenforced"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(shown(&root_node), "");
+    assert_eq!(shown(&rootless_node).is_empty(), enforced, "{nodes}");
+    let wide = c.ctl(&["get", "nodes", "-o", "wide"]).await.unwrap();
+    assert!(wide.contains("LIMITS"), "{wide}");
 
     // Apply: four pods with resources, two on each node (spread).
     cluster.apply_text(WEB).await;

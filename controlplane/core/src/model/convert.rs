@@ -503,6 +503,7 @@ impl NodeRecord {
             pod_count,
             last_heartbeat_ms: self.last_heartbeat_ms,
             registered_at_ms: self.registered_at_ms,
+            limits_unenforced: self.limits_unenforced.clone(),
         }
     }
 }
@@ -761,6 +762,7 @@ spec: {workload: my-app, minReplicas: 2, maxReplicas: 10, memory: 80}
             memory_used_bytes: 1 << 30,
             last_heartbeat_ms: 5,
             registered_at_ms: 1,
+            limits_unenforced: String::new(),
         };
         let alloc = Resources {
             cpu_millis: 300,

@@ -391,6 +391,10 @@ pub struct NodeRecord {
     pub memory_used_bytes: u64,
     pub last_heartbeat_ms: i64,
     pub registered_at_ms: i64,
+    /// Resource limits the node's Podman cannot enforce (rootless Podman without delegated
+    /// cgroup controllers), as the agent said at registration; empty: all enforced.
+    #[serde(default)]
+    pub limits_unenforced: String,
 }
 
 /// Severity of an event.

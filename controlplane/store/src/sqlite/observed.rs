@@ -15,7 +15,7 @@ use pss_core::model::{NodeRecord, NodeStatus, PodRecord};
 // ----- nodes
 
 const SELECT_NODE: &str = "SELECT name, agent_address, cpu_millis, memory_bytes, status, cpu_usage,
-                                  memory_used, last_heartbeat, registered_at
+                                  memory_used, last_heartbeat, registered_at, limits_unenforced
                            FROM nodes";
 
 fn decode_node(row: &Row<'_>) -> Result<NodeRecord> {
@@ -29,6 +29,7 @@ fn decode_node(row: &Row<'_>) -> Result<NodeRecord> {
         memory_used_bytes: get_u64(row, "memory_used")?,
         last_heartbeat_ms: row.get("last_heartbeat")?,
         registered_at_ms: row.get("registered_at")?,
+        limits_unenforced: row.get("limits_unenforced")?,
     })
 }
 
@@ -37,13 +38,14 @@ pub(super) fn upsert_node(conn: &Connection, node: &NodeRecord) -> Result<()> {
     execute(
         conn,
         "INSERT INTO nodes (name, agent_address, cpu_millis, memory_bytes, status, cpu_usage,
-                            memory_used, last_heartbeat, registered_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                            memory_used, last_heartbeat, registered_at, limits_unenforced)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
          ON CONFLICT (name) DO UPDATE SET
              agent_address = excluded.agent_address, cpu_millis = excluded.cpu_millis,
              memory_bytes = excluded.memory_bytes, status = excluded.status,
              cpu_usage = excluded.cpu_usage, memory_used = excluded.memory_used,
-             last_heartbeat = excluded.last_heartbeat",
+             last_heartbeat = excluded.last_heartbeat,
+             limits_unenforced = excluded.limits_unenforced",
         params![
             node.name,
             node.agent_address,
@@ -53,7 +55,8 @@ pub(super) fn upsert_node(conn: &Connection, node: &NodeRecord) -> Result<()> {
             node.cpu_usage_percent,
             u64_to_sql(node.memory_used_bytes),
             node.last_heartbeat_ms,
-            node.registered_at_ms
+            node.registered_at_ms,
+            node.limits_unenforced
         ],
     )?;
     Ok(())

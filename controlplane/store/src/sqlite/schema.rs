@@ -100,6 +100,10 @@ const MIGRATIONS: &[&str] = &[
         version INTEGER NOT NULL
     );
     "#,
+    // 2: what a (rootless) node's Podman cannot enforce (issue 13).
+    r#"
+    ALTER TABLE nodes ADD COLUMN limits_unenforced TEXT NOT NULL DEFAULT '';
+    "#,
 ];
 
 /// The schema version this build writes and understands.

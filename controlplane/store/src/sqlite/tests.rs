@@ -67,6 +67,7 @@ fn node(name: &str, registered_at_ms: i64) -> NodeRecord {
         memory_used_bytes: 0,
         last_heartbeat_ms: 0,
         registered_at_ms,
+        limits_unenforced: String::new(),
     }
 }
 
