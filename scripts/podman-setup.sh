@@ -73,6 +73,7 @@ rootless_setup() {
         log "created user $R_USER"
     fi
     local subids=()
+    touch /etc/subuid /etc/subgid
     grep -q "^$R_USER:" /etc/subuid 2>/dev/null || subids+=(--add-subuids "$(next_subid_start /etc/subuid)-$(( $(next_subid_start /etc/subuid) + 65535 ))")
     grep -q "^$R_USER:" /etc/subgid 2>/dev/null || subids+=(--add-subgids "$(next_subid_start /etc/subgid)-$(( $(next_subid_start /etc/subgid) + 65535 ))")
     if [ ${#subids[@]} -gt 0 ]; then
