@@ -2,6 +2,8 @@
 # The whole PSS test suite, on a fresh Debian machine (as root): prepares Podman (packages,
 # containers.conf, the locally built demo image, the API socket) and runs every test of the
 # workspace — unit, proptest, SQLite, gRPC on loopback, and the real-Podman cluster tests.
+# The rootless test (rootless_podman) prepares its own user with
+# `scripts/podman-setup.sh --rootless pss-rootless`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

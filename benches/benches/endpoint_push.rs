@@ -69,6 +69,7 @@ fn seed(store: &SqliteStore) {
             last_heartbeat_ms: now,
             registered_at_ms: now,
             conditions: Default::default(),
+            limits_unenforced: String::new(),
         })
         .unwrap();
     for (i, id) in ["w-aaaaa", "w-bbbbb"].iter().enumerate() {

@@ -2,7 +2,8 @@
 //! socket and keeps the controller informed.
 //!
 //! - [`podman`]: the REST client (hyperlocal); [`logs`]: Podman's log-frame demultiplexer;
-//!   [`socket`]: where the Podman socket is.
+//!   [`socket`]: where the Podman socket is; [`cgroups`]: which resource limits it enforces
+//!   (rootless Podman may enforce none).
 //! - [`runtime`]: PSS pods as labelled Podman pods (create, stop, read back as `PodReport`).
 //! - [`server`]: the `pss.v1.Agent` gRPC service the controller dials back (RunPod, StopPod,
 //!   PodLogs), behind the shared-token check.
@@ -30,6 +31,7 @@
 //! # }
 //! ```
 
+pub mod cgroups;
 mod error;
 pub mod events;
 pub mod logs;
@@ -176,6 +178,13 @@ pub async fn run(
     }
     let podman = socket::detect(config.socket.clone()).await?;
     tracing::info!(socket = %podman.socket().display(), node = %config.node_name, "Podman answers");
+    let limits = cgroups::LimitSupport::probe(&podman).await;
+    let limits_unenforced = limits.unenforced().unwrap_or_default();
+    if !limits_unenforced.is_empty() {
+        tracing::warn!(
+            "{limits_unenforced}: pods run without them, and are still scheduled by their requests"
+        );
+    }
     let port = listener.local_addr()?.port();
     let agent_address = format!("{}:{port}", config.advertise_address);
     let publish = config.publish_address.clone().or_else(|| {
@@ -191,7 +200,8 @@ pub async fn run(
             config.node_name.clone(),
             config.advertise_address.clone(),
         )
-        .with_publish_address(publish),
+        .with_publish_address(publish)
+        .with_limit_support(limits),
     );
 
     let client = reporter::connect(&config.controller, &config.token)?;
@@ -200,6 +210,7 @@ pub async fn run(
         agent_address: agent_address.clone(),
         cpu_millis: config.cpu_millis,
         memory_bytes: config.memory_bytes,
+        limits_unenforced,
     };
     let (updates_tx, updates_rx) = mpsc::channel(1024);
     let reporter = reporter::Reporter::new(

@@ -220,6 +220,12 @@ impl Podman {
         }
     }
 
+    /// `GET /libpod/info`: host facts (rootless, cgroup version and controllers; see
+    /// [`crate::cgroups`]).
+    pub async fn info(&self) -> Result<serde_json::Value> {
+        self.json(Method::GET, &format!("{API}/info"), None).await
+    }
+
     /// Ok when `image` exists locally; [`PodmanError::NotFound`] (with Podman's message, for
     /// callers to show) when it does not.
     pub async fn image_exists(&self, image: &str) -> Result<()> {

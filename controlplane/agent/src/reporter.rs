@@ -61,6 +61,8 @@ pub struct NodeIdentity {
     pub agent_address: String,
     pub cpu_millis: u64,
     pub memory_bytes: u64,
+    /// Resource limits Podman here cannot enforce (see [`crate::cgroups`]); empty: none.
+    pub limits_unenforced: String,
 }
 
 /// Drives registration, heartbeats and status pushes until shutdown.
@@ -183,6 +185,7 @@ impl Reporter {
             memory_bytes: self.node.memory_bytes,
             agent_address: self.node.agent_address.clone(),
             pods,
+            limits_unenforced: self.node.limits_unenforced.clone(),
         };
         let stop = self.client.register(request).await?.into_inner().stop_pods;
         Ok((count, stop))

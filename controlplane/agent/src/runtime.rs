@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use pss_proto::v1::{ContainerStatus, PodPhase, PodReport, PortAddress, RunPodRequest};
 
+use crate::cgroups::LimitSupport;
 use crate::podman::{
     ContainerCreate, ContainerState, CpuLimits, MemoryLimits, PodCreate, PodInspect, Podman,
     PodmanError, PortMapping, ResourceLimits,
@@ -96,6 +97,9 @@ pub struct Runtime {
     tracked: Mutex<HashMap<String, Tracked>>,
     /// The last known reports, which heartbeats send (see [`crate::snapshot`]).
     snapshot: Arc<NodeSnapshot>,
+    /// Which resource limits Podman here can enforce (rootless: maybe none); the others are
+    /// left out of the containers.
+    limits: LimitSupport,
     /// Per-pod operation locks: a RunPod and a StopPod (or two RunPods: the controller retries)
     /// of one pod never interleave.
     ops: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -114,6 +118,7 @@ impl Runtime {
             snapshot: Arc::new(NodeSnapshot::default()),
             tracked: Mutex::new(HashMap::new()),
             ops: Mutex::new(HashMap::new()),
+            limits: LimitSupport::default(),
         }
     }
 
@@ -127,6 +132,12 @@ impl Runtime {
     /// The node's last known state (what heartbeats send).
     pub fn snapshot(&self) -> Arc<NodeSnapshot> {
         self.snapshot.clone()
+    }
+
+    /// Creates containers with only the limits `limits` says Podman enforces (default: all).
+    pub fn with_limit_support(mut self, limits: LimitSupport) -> Self {
+        self.limits = limits;
+        self
     }
 
     pub fn podman(&self) -> &Podman {
@@ -317,8 +328,7 @@ impl Runtime {
                     .map(|e| (e.name.clone(), e.value.clone()))
                     .collect(),
                 labels,
-                resource_limits: (limits.cpu.is_some() || limits.memory.is_some())
-                    .then_some(limits),
+                resource_limits: self.limits.apply(limits),
                 init: true,
             };
             self.podman.create_container(&create).await?;

@@ -337,6 +337,7 @@ fn node_json(n: &pb::Node) -> Value {
         "cpuAllocatedMillis": n.cpu_allocated_millis, "memoryAllocatedBytes": n.memory_allocated_bytes,
         "cpuUsagePercent": n.cpu_usage_percent, "memoryUsedBytes": n.memory_used_bytes,
         "pods": n.pod_count, "lastHeartbeatMs": n.last_heartbeat_ms, "registeredAtMs": n.registered_at_ms,
+        "limitsUnenforced": n.limits_unenforced,
     })
 }
 
@@ -352,7 +353,7 @@ fn nodes_table(items: &[pb::Node], wide: bool, now: i64) -> Table {
         "AGE",
     ];
     if wide {
-        headers.extend(["MEMORY-USED", "LAST-HEARTBEAT"]);
+        headers.extend(["MEMORY-USED", "LAST-HEARTBEAT", "LIMITS"]);
     }
     let mut t = Table::new(&headers);
     for n in items {
@@ -374,6 +375,12 @@ fn nodes_table(items: &[pb::Node], wide: bool, now: i64) -> Table {
             row.extend([
                 bytes(n.memory_used_bytes),
                 format!("{} ago", human_duration(now - n.last_heartbeat_ms)),
+                // What rootless Podman cannot hold pods to (their requests still count).
+                if n.limits_unenforced.is_empty() {
+                    "enforced".to_string()
+                } else {
+                    n.limits_unenforced.clone()
+                },
             ]);
         }
         t.row(row);

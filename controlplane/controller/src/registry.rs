@@ -153,6 +153,7 @@ impl pb::node_registry_server::NodeRegistry for RegistryApi {
                 registered_at_ms: now,
                 // An agent registers once Podman answered it: no condition.
                 conditions: NodeConditions::default(),
+                limits_unenforced: req.limits_unenforced.clone(),
             })
             .map_err(to_status)?;
         let msg = format!(
@@ -169,6 +170,18 @@ impl pb::node_registry_server::NodeRegistry for RegistryApi {
             format!("node/{}", req.name),
             msg,
         ));
+        if !req.limits_unenforced.is_empty() {
+            // Rootless Podman that cannot apply cgroup limits: pods still run and are still
+            // scheduled by their requests, but nothing holds them to their limits.
+            shared.event(EventRecord::warning(
+                "LimitsNotEnforced",
+                format!("node/{}", req.name),
+                format!(
+                    "node {}: {}; pods are scheduled by their requests but not held to their limits",
+                    req.name, req.limits_unenforced
+                ),
+            ));
+        }
 
         let mut ingest = Ingest::new(shared, &req.name);
         for p in &req.pods {

@@ -90,6 +90,7 @@ mod tests {
             last_heartbeat_ms: last,
             registered_at_ms: 0,
             conditions: Default::default(),
+            limits_unenforced: String::new(),
         }
     }
 

@@ -181,6 +181,7 @@ mod tests {
             last_heartbeat_ms: 0,
             registered_at_ms: 0,
             conditions: NodeConditions::default(),
+            limits_unenforced: String::new(),
         };
         let request = Resources {
             cpu_millis: 100,

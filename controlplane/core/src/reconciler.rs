@@ -811,6 +811,7 @@ mod tests {
             last_heartbeat_ms: 0,
             registered_at_ms: 0,
             conditions: Default::default(),
+            limits_unenforced: String::new(),
         }];
         let states = node_states(&nodes, &records, |w| {
             (w == "w").then_some(Resources {

@@ -40,6 +40,7 @@ fn converged_cluster(db: &std::path::Path) {
                 last_heartbeat_ms: now,
                 registered_at_ms: now,
                 conditions: Default::default(),
+                limits_unenforced: String::new(),
             })
             .unwrap();
     }

@@ -18,6 +18,7 @@ fn register(name: &str, address: &str, cpu: u64, memory: u64) -> pb::RegisterNod
         memory_bytes: memory,
         agent_address: address.into(),
         pods: Vec::new(),
+        ..Default::default()
     }
 }
 

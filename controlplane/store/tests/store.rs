@@ -96,6 +96,7 @@ fn node(name: &str) -> NodeRecord {
         last_heartbeat_ms: 1_700_000_000_500,
         registered_at_ms: 1_700_000_000_000,
         conditions: Default::default(),
+        limits_unenforced: String::new(),
     }
 }
 
@@ -285,6 +286,61 @@ fn default_event_retention_is_bounded() {
     let events = store.list_events(usize::MAX).unwrap();
     assert_eq!(events.len(), SqliteStore::DEFAULT_EVENT_RETENTION);
     assert_eq!(events[0].message, "10");
+}
+
+/// Issue 13: a rootless node's "limits not enforced" survives a controller restart, and a
+/// re-registration that no longer says so clears it.
+#[test]
+fn a_node_keeps_what_its_podman_cannot_enforce() {
+    let (_dir, path) = temp_db();
+    let store = open(&path);
+    let mut rootless = node("rootless");
+    rootless.limits_unenforced =
+        "cpu and memory limits not enforced: rootless Podman on cgroup v1".into();
+    store.upsert_node(&rootless).unwrap();
+    store.upsert_node(&node("root")).unwrap();
+    drop(store);
+    let store = open(&path);
+    assert_eq!(store.get_node("rootless").unwrap().unwrap(), rootless);
+    assert_eq!(
+        store.get_node("root").unwrap().unwrap().limits_unenforced,
+        ""
+    );
+    store.upsert_node(&node("rootless")).unwrap();
+    assert_eq!(
+        store
+            .get_node("rootless")
+            .unwrap()
+            .unwrap()
+            .limits_unenforced,
+        ""
+    );
+}
+
+/// A database written before node conditions and limits existed (schema 1) gains their
+/// columns, empty, on open: migrations 2 and 3 run in order.
+#[test]
+fn a_schema_1_database_is_migrated_with_nodes_kept() {
+    let (_dir, path) = temp_db();
+    drop(open(&path));
+    {
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "ALTER TABLE nodes DROP COLUMN limits_unenforced;
+             ALTER TABLE nodes DROP COLUMN runtime_reason;
+             ALTER TABLE nodes DROP COLUMN runtime_unresponsive_since;
+             INSERT INTO nodes (name, agent_address, cpu_millis, memory_bytes, status, cpu_usage,
+                                memory_used, last_heartbeat, registered_at)
+             VALUES ('old', '127.0.0.1:1', 1000, 1024, 'Ready', 0.0, 0, 1, 1);
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+    }
+    let store = open(&path);
+    let old = store.get_node("old").unwrap().unwrap();
+    assert_eq!(old.limits_unenforced, "");
+    assert_eq!(old.conditions, Default::default());
+    assert_eq!(old.cpu_millis, 1000);
 }
 
 #[test]

@@ -521,6 +521,7 @@ impl NodeRecord {
                 .runtime_unresponsive
                 .as_ref()
                 .map_or(0, |c| c.since_ms),
+            limits_unenforced: self.limits_unenforced.clone(),
         }
     }
 }
@@ -892,6 +893,7 @@ spec: {workload: my-app, minReplicas: 2, maxReplicas: 10, memory: 80}
             last_heartbeat_ms: 5,
             registered_at_ms: 1,
             conditions: Default::default(),
+            limits_unenforced: String::new(),
         };
         let alloc = Resources {
             cpu_millis: 300,

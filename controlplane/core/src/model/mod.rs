@@ -394,6 +394,10 @@ pub struct NodeRecord {
     /// Conditions besides readiness (e.g. RuntimeUnresponsive: Ready but unschedulable).
     #[serde(default)]
     pub conditions: crate::node_condition::NodeConditions,
+    /// Resource limits the node's Podman cannot enforce (rootless Podman without delegated
+    /// cgroup controllers), as the agent said at registration; empty: all enforced.
+    #[serde(default)]
+    pub limits_unenforced: String,
 }
 
 /// Severity of an event.

@@ -76,6 +76,7 @@ impl FakeAgent {
                             memory_bytes: 8 << 30,
                             agent_address: addr.to_string(),
                             pods: me.reports(),
+                            ..Default::default()
                         };
                         if reg.register(req).await.is_err() {
                             break;

@@ -17,7 +17,7 @@ use pss_core::node_condition::{NodeConditions, RuntimeUnresponsive};
 
 const SELECT_NODE: &str = "SELECT name, agent_address, cpu_millis, memory_bytes, status, cpu_usage,
                                   memory_used, last_heartbeat, registered_at,
-                                  runtime_unresponsive_since, runtime_reason
+                                  runtime_unresponsive_since, runtime_reason, limits_unenforced
                            FROM nodes";
 
 fn decode_node(row: &Row<'_>) -> Result<NodeRecord> {
@@ -39,6 +39,7 @@ fn decode_node(row: &Row<'_>) -> Result<NodeRecord> {
         memory_used_bytes: get_u64(row, "memory_used")?,
         last_heartbeat_ms: row.get("last_heartbeat")?,
         registered_at_ms: row.get("registered_at")?,
+        limits_unenforced: row.get("limits_unenforced")?,
     })
 }
 
@@ -49,15 +50,16 @@ pub(super) fn upsert_node(conn: &Connection, node: &NodeRecord) -> Result<()> {
         conn,
         "INSERT INTO nodes (name, agent_address, cpu_millis, memory_bytes, status, cpu_usage,
                             memory_used, last_heartbeat, registered_at,
-                            runtime_unresponsive_since, runtime_reason)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                            runtime_unresponsive_since, runtime_reason, limits_unenforced)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
          ON CONFLICT (name) DO UPDATE SET
              agent_address = excluded.agent_address, cpu_millis = excluded.cpu_millis,
              memory_bytes = excluded.memory_bytes, status = excluded.status,
              cpu_usage = excluded.cpu_usage, memory_used = excluded.memory_used,
              last_heartbeat = excluded.last_heartbeat,
              runtime_unresponsive_since = excluded.runtime_unresponsive_since,
-             runtime_reason = excluded.runtime_reason",
+             runtime_reason = excluded.runtime_reason,
+             limits_unenforced = excluded.limits_unenforced",
         params![
             node.name,
             node.agent_address,
@@ -70,6 +72,7 @@ pub(super) fn upsert_node(conn: &Connection, node: &NodeRecord) -> Result<()> {
             node.registered_at_ms,
             runtime.map(|c| c.since_ms),
             runtime.map_or("", |c| c.reason.as_str()),
+            node.limits_unenforced
         ],
     )?;
     Ok(())

@@ -105,6 +105,10 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE nodes ADD COLUMN runtime_unresponsive_since INTEGER;  -- unix ms; NULL = answers
     ALTER TABLE nodes ADD COLUMN runtime_reason TEXT NOT NULL DEFAULT '';
     "#,
+    // 3: what a (rootless) node's Podman cannot enforce (issue 13).
+    r#"
+    ALTER TABLE nodes ADD COLUMN limits_unenforced TEXT NOT NULL DEFAULT '';
+    "#,
 ];
 
 /// The schema version this build writes and understands.

@@ -68,6 +68,7 @@ fn node(name: &str, registered_at_ms: i64) -> NodeRecord {
         last_heartbeat_ms: 0,
         registered_at_ms,
         conditions: Default::default(),
+        limits_unenforced: String::new(),
     }
 }
 
