@@ -9,12 +9,14 @@
 //! - [`shutdown`]: SIGINT/SIGTERM into one `CancellationToken`.
 //! - [`logging`]: tracing set-up (text or JSON, `RUST_LOG`).
 //! - [`token`]: the shared token every binary starts with.
+//! - [`server_args`]: the flags every server shares, and the first steps of its `main`.
 
 pub mod addr;
 pub mod backoff;
 pub mod clock;
 pub mod duration;
 pub mod logging;
+pub mod server_args;
 pub mod shutdown;
 pub mod token;
 

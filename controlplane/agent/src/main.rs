@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Parser;
 use pss_agent::{default_cpu_millis, defaults, hostname, run, AgentConfig};
-use pss_plumbing::addr::parse_listen;
 use pss_plumbing::duration::HumanDuration;
+use pss_plumbing::server_args::{bind, ServerArgs};
 use tokio_util::sync::CancellationToken;
 
 /// PSS node agent: runs the controller's pods on Podman (libpod REST API over its unix
@@ -17,13 +17,6 @@ struct Args {
     /// Controller gRPC address.
     #[arg(long, env = "PSS_CONTROLLER", default_value = "localhost:50051")]
     controller: String,
-    /// Shared auth token (required; at least 16 bytes). Prefer --token-file or the PSS_TOKEN
-    /// environment variable: a value given here is visible to every user in `ps`.
-    #[arg(long, env = "PSS_TOKEN", hide_env_values = true)]
-    token: Option<String>,
-    /// File holding the shared auth token (its trailing newline is ignored).
-    #[arg(long, env = "PSS_TOKEN_FILE")]
-    token_file: Option<PathBuf>,
     /// Agent gRPC listen address (the controller dials back here).
     #[arg(long, env = "PSS_AGENT_LISTEN", default_value = ":50052")]
     listen: String,
@@ -55,21 +48,15 @@ struct Args {
     /// runtime unresponsive (the node stays Ready but gets no new pods).
     #[arg(long, default_value_t = HumanDuration(defaults::RUNTIME_DEADLINE))]
     runtime_deadline: HumanDuration,
-    /// Log format: text or json.
-    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
-    log_format: String,
+    #[command(flatten)]
+    server: ServerArgs,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    pss_plumbing::logging::init(&args.log_format);
-    let token = pss_plumbing::token::load(args.token, args.token_file.as_deref())
-        .map_err(anyhow::Error::msg)?;
-    let addr = parse_listen(&args.listen).map_err(anyhow::Error::msg)?;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding {addr}"))?;
+    let token = args.server.start().map_err(anyhow::Error::msg)?;
+    let listener = bind(&args.listen).await.map_err(anyhow::Error::msg)?;
 
     let mut config = AgentConfig::new(
         args.controller,

@@ -41,10 +41,8 @@ pub const LABEL_PROBE_INTERVAL: &str = "pss.probe-interval-ms";
 /// Label: probe connect timeout in milliseconds.
 pub const LABEL_PROBE_TIMEOUT: &str = "pss.probe-timeout-ms";
 
-/// Probe interval when the spec sets none.
-pub const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_secs(2);
-/// Probe timeout when the spec sets none.
-pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Probe interval and timeout when the spec sets none: the model's one definition.
+pub use pss_core::model::{DEFAULT_PROBE_INTERVAL, DEFAULT_PROBE_TIMEOUT};
 
 /// CFS period used for CPU limits (Podman's default, 100 ms).
 const CPU_PERIOD_US: u64 = 100_000;

@@ -7,8 +7,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use pss_controller::{defaults, serve, ControllerConfig};
-use pss_plumbing::addr::parse_listen;
 use pss_plumbing::duration::{parse_duration, HumanDuration};
+use pss_plumbing::server_args::{bind, ServerArgs};
 use pss_store::SqliteStore;
 use tokio_util::sync::CancellationToken;
 
@@ -23,13 +23,6 @@ struct Args {
     /// SQLite database path.
     #[arg(long, env = "PSS_DB", default_value = "pss.db")]
     db: PathBuf,
-    /// Shared auth token (required; at least 16 bytes). Prefer --token-file or the PSS_TOKEN
-    /// environment variable: a value given here is visible to every user in `ps`.
-    #[arg(long, env = "PSS_TOKEN", hide_env_values = true)]
-    token: Option<String>,
-    /// File holding the shared auth token (its trailing newline is ignored).
-    #[arg(long, env = "PSS_TOKEN_FILE")]
-    token_file: Option<PathBuf>,
     /// Periodic reconcile interval (changes also reconcile at once).
     #[arg(long, default_value_t = HumanDuration(defaults::RECONCILE_INTERVAL))]
     reconcile_interval: HumanDuration,
@@ -56,23 +49,17 @@ struct Args {
     /// workloads above it are reported and not run.
     #[arg(long, default_value_t = pss_core::model::Limits::default().max_replicas)]
     max_replicas: u32,
-    /// Log format: text or json.
-    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
-    log_format: String,
+    #[command(flatten)]
+    server: ServerArgs,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    pss_plumbing::logging::init(&args.log_format);
-    let token = pss_plumbing::token::load(args.token, args.token_file.as_deref())
-        .map_err(anyhow::Error::msg)?;
-    let addr = parse_listen(&args.listen).map_err(anyhow::Error::msg)?;
+    let token = args.server.start().map_err(anyhow::Error::msg)?;
     let store = SqliteStore::open(&args.db)
         .with_context(|| format!("opening database {}", args.db.display()))?;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding {addr}"))?;
+    let listener = bind(&args.listen).await.map_err(anyhow::Error::msg)?;
     let mut config = ControllerConfig::new(token);
     config.reconcile_interval = args.reconcile_interval.into();
     config.metrics_interval = args.metrics_interval.into();
