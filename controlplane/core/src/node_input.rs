@@ -15,11 +15,13 @@
 //! - **cut short**: a pod report's reason, message and container strings longer than their
 //!   limits keep their first bytes (at a character boundary) and end in `…`.
 //!
-//! Every error names the field, the value (cut to [`SHOWN_VALUE_BYTES`]) and the limit.
+//! Every error names the field, the value (cut short by [`crate::model::shorten`]) and the limit.
 
 use std::fmt;
 
 use pss_proto::v1 as pb;
+
+use crate::text::truncate;
 
 /// Longest agent address accepted (a DNS name is at most 253 bytes, plus `:port`).
 pub const MAX_ADDRESS_BYTES: usize = 255;
@@ -40,13 +42,13 @@ pub const MAX_MESSAGE_BYTES: usize = 1024;
 /// Other short strings of a pod report (workload, container name/id/state, address).
 pub const MAX_SHORT_BYTES: usize = 255;
 /// How much of an offending value an error shows.
-pub const SHOWN_VALUE_BYTES: usize = 64;
+pub const SHOWN_VALUE_BYTES: usize = crate::model::ECHO_CHARS;
 
 /// An input refused, naming the field, the value (cut short) and the limit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InputError {
     pub field: String,
-    /// The offending value, cut to [`SHOWN_VALUE_BYTES`].
+    /// The offending value, quoted and cut to [`SHOWN_VALUE_BYTES`] characters.
     pub value: String,
     /// The rule it broke.
     pub limit: String,
@@ -67,45 +69,9 @@ fn refuse(
 ) -> InputError {
     InputError {
         field: field.into(),
-        value: shown(&value.to_string()),
+        value: crate::model::shorten(&value.to_string()),
         limit: limit.into(),
     }
-}
-
-/// `value` quoted, cut to [`SHOWN_VALUE_BYTES`] with its full length noted.
-fn shown(value: &str) -> String {
-    if value.len() <= SHOWN_VALUE_BYTES {
-        format!("{value:?}")
-    } else {
-        format!(
-            "{:?}… ({} bytes)",
-            cut_at_boundary(value, SHOWN_VALUE_BYTES),
-            value.len()
-        )
-    }
-}
-
-/// The longest prefix of `s` of at most `max` bytes that ends at a character boundary.
-fn cut_at_boundary(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
-
-/// Cuts `s` to at most `max` bytes, ending in `…`; true when it was cut.
-pub fn cut_short(s: &mut String, max: usize) -> bool {
-    if s.len() <= max {
-        return false;
-    }
-    let keep = cut_at_boundary(s, max.saturating_sub('…'.len_utf8())).len();
-    s.truncate(keep);
-    s.push('…');
-    true
 }
 
 /// A node name: DNS-1123 label (checked for length first, so a huge name is not echoed).
@@ -214,7 +180,7 @@ pub fn check_metrics(m: &mut pb::NodeMetrics) -> Result<(), InputError> {
             ));
         }
     }
-    cut_short(&mut m.runtime_reason, MAX_MESSAGE_BYTES);
+    truncate(&mut m.runtime_reason, MAX_MESSAGE_BYTES);
     Ok(())
 }
 
@@ -258,20 +224,23 @@ pub fn check_pod_report(p: &mut pb::PodReport) -> Result<(), InputError> {
             return Err(refuse(
                 field,
                 format!("{len} entries"),
-                format!("at most {MAX_LIST} entries in pod {}", shown(&p.id)),
+                format!(
+                    "at most {MAX_LIST} entries in pod {}",
+                    crate::model::shorten(&p.id)
+                ),
             ));
         }
     }
-    cut_short(&mut p.workload, MAX_SHORT_BYTES);
-    cut_short(&mut p.reason, MAX_REASON_BYTES);
-    cut_short(&mut p.message, MAX_MESSAGE_BYTES);
+    truncate(&mut p.workload, MAX_SHORT_BYTES);
+    truncate(&mut p.reason, MAX_REASON_BYTES);
+    truncate(&mut p.message, MAX_MESSAGE_BYTES);
     for c in &mut p.containers {
-        cut_short(&mut c.name, MAX_SHORT_BYTES);
-        cut_short(&mut c.id, MAX_SHORT_BYTES);
-        cut_short(&mut c.state, MAX_SHORT_BYTES);
+        truncate(&mut c.name, MAX_SHORT_BYTES);
+        truncate(&mut c.id, MAX_SHORT_BYTES);
+        truncate(&mut c.state, MAX_SHORT_BYTES);
     }
     for a in &mut p.addresses {
-        cut_short(&mut a.address, MAX_SHORT_BYTES);
+        truncate(&mut a.address, MAX_SHORT_BYTES);
     }
     if !p.cpu_percent.is_finite() || p.cpu_percent < 0.0 {
         p.cpu_percent = 0.0;
@@ -399,7 +368,7 @@ mod tests {
         #[test]
         fn cut_short_keeps_a_valid_prefix_within_the_limit(s in "\\PC{0,300}", max in 4usize..200) {
             let mut t = s.clone();
-            let cut = cut_short(&mut t, max);
+            let cut = truncate(&mut t, max);
             prop_assert!(t.len() <= max.max(s.len().min(max)));
             prop_assert_eq!(cut, s.len() > max);
             if cut {

@@ -12,6 +12,21 @@ pub fn cut_short(s: &str, max: usize) -> Cow<'_, str> {
     }
 }
 
+/// Cuts `s` in place to at most `max_bytes` bytes (on a character boundary), ending in `…`;
+/// true when it was cut. For text that is stored or forwarded, where the bound is in bytes.
+pub fn truncate(s: &mut String, max_bytes: usize) -> bool {
+    if s.len() <= max_bytes {
+        return false;
+    }
+    let mut end = max_bytes.saturating_sub('…'.len_utf8());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.truncate(end);
+    s.push('…');
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
