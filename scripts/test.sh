@@ -9,6 +9,11 @@ cd "$(dirname "$0")/.."
 
 bash scripts/podman-setup.sh >/dev/null
 
+# The end-to-end tests run the real binaries (pss-controller, pss-agent, pss-proxy) from
+# target/debug; cargo builds a package's binaries for its own integration tests only, so build
+# every binary first and no test ever runs a stale one.
+cargo build --workspace --bins
+
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --no-fail-fast
 else
