@@ -152,7 +152,7 @@ done
 echo
 cat <<MSG
 The cluster is running. Try:
-  export PSS_TOKEN=$(cat "$STATE/token") PSS_CONTROLLER=$CTRL_ADDR
+  export PSS_TOKEN_FILE=$STATE/token PSS_CONTROLLER=$CTRL_ADDR
   $BIN/pssctl get pods -o wide
   $BIN/pssctl scale workload/my-app --replicas 5
   curl http://$PROXY_ADDR/
