@@ -111,6 +111,32 @@ impl FromStr for ProxyProtocol {
     }
 }
 
+/// How worker threads wait for and dispatch socket events.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventLoop {
+    /// One edge-triggered `mio` poller per worker, each socket registered once, coarse timers
+    /// (copy and splice engines; see `event_loop`).
+    #[default]
+    Mio,
+    /// A current-thread tokio runtime per worker, a task per connection (also what the uring
+    /// engine always uses).
+    Tokio,
+}
+
+impl FromStr for EventLoop {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "mio" => Ok(EventLoop::Mio),
+            "tokio" => Ok(EventLoop::Tokio),
+            other => Err(format!(
+                "unknown event loop `{other}` (expected mio or tokio)"
+            )),
+        }
+    }
+}
+
 /// The whole proxy.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -128,6 +154,11 @@ pub struct ProxyConfig {
     pub max_pipes_per_worker: usize,
     /// Controller to subscribe to for controller-fed services.
     pub controller: Option<ControllerConfig>,
+    /// Worker event loop (`tokio` whenever a service uses the uring engine).
+    pub event_loop: EventLoop,
+    /// Run the workers with `SCHED_BATCH` (a hint that they are throughput work: fewer
+    /// wake-up preemptions of the clients and backends sharing the cores).
+    pub sched_batch: bool,
     /// The services to proxy.
     pub services: Vec<ServiceConfig>,
 }
@@ -150,6 +181,8 @@ impl Default for ProxyConfig {
             drain_timeout: Duration::from_secs(10),
             max_pipes_per_worker: 4096,
             controller: None,
+            event_loop: EventLoop::default(),
+            sched_batch: false,
             services: Vec::new(),
         }
     }
@@ -708,6 +741,8 @@ pub struct Overrides {
     pub reuseport: Option<bool>,
     pub send_proxy: Option<ProxyProtocol>,
     pub defer_accept: Option<bool>,
+    pub event_loop: Option<EventLoop>,
+    pub sched_batch: Option<bool>,
 }
 
 /// The default listen address of the seed and static forms.
@@ -795,6 +830,12 @@ pub fn load(o: &Overrides) -> Result<ProxyConfig> {
     }
     if let Some(d) = o.drain_timeout {
         config.drain_timeout = d;
+    }
+    if let Some(e) = o.event_loop {
+        config.event_loop = e;
+    }
+    if let Some(b) = o.sched_batch {
+        config.sched_batch = b;
     }
     for s in &mut config.services {
         if let Some(e) = o.engine {

@@ -39,6 +39,7 @@
 
 pub mod balancer;
 pub mod config;
+mod event_loop;
 pub mod fds;
 pub mod forward;
 pub mod health;
@@ -53,8 +54,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 pub use config::{
-    Backends, ControllerConfig, Engine, HealthConfig, ListenerTuning, ProxyConfig, ProxyProtocol,
-    ServiceConfig,
+    Backends, ControllerConfig, Engine, EventLoop, HealthConfig, ListenerTuning, ProxyConfig,
+    ProxyProtocol, ServiceConfig,
 };
 pub use metrics::ServiceStats;
 pub use proxy::{Proxy, ProxyHandle, ServiceHandle};

@@ -115,9 +115,9 @@ fn set_defer_accept(sock: &Socket, secs: libc::c_int) -> io::Result<()> {
     Ok(())
 }
 
-/// Connects to a backend without blocking, with the service's socket options, and registers
-/// the socket with the current runtime.
-pub async fn connect(addr: SocketAddr, t: &ListenerTuning) -> io::Result<AsyncFd<TcpStream>> {
+/// Starts a non-blocking connect with the service's socket options; the socket becomes
+/// writable when the handshake is over, one way or the other.
+pub fn start_connect(addr: SocketAddr, t: &ListenerTuning) -> io::Result<TcpStream> {
     let sock = Socket::new(
         Domain::for_address(addr),
         Type::STREAM.nonblocking().cloexec(),
@@ -129,7 +129,13 @@ pub async fn connect(addr: SocketAddr, t: &ListenerTuning) -> io::Result<AsyncFd
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
         Err(e) => return Err(e),
     }
-    let fd = register(TcpStream::from(sock))?;
+    Ok(TcpStream::from(sock))
+}
+
+/// Connects to a backend without blocking, with the service's socket options, and registers
+/// the socket with the current runtime.
+pub async fn connect(addr: SocketAddr, t: &ListenerTuning) -> io::Result<AsyncFd<TcpStream>> {
+    let fd = register(start_connect(addr, t)?)?;
     // Writable means the handshake finished, one way or the other. A failed one also reports
     // HUP/ERR (seen as write-closed); only then is SO_ERROR worth a system call.
     let ready = fd.writable().await?;

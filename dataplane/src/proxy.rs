@@ -35,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::balancer::{Backend, Balancer};
-use crate::config::{Backends, Engine, ProxyConfig, ServiceConfig};
+use crate::config::{Backends, Engine, EventLoop, ProxyConfig, ServiceConfig};
 use crate::fds::BUDGET;
 use crate::forward::{self, Conn, Ctx, Outcome};
 use crate::health;
@@ -44,21 +44,21 @@ use crate::{listener, watch, Error, Result};
 
 /// What every worker and control task shares about one service.
 #[derive(Debug)]
-struct Service {
+pub(crate) struct Service {
     /// Unique per listener generation: a re-bound service is a new `Service` with a new id.
-    id: u64,
+    pub(crate) id: u64,
     /// Tuning; a reload may swap it (new connections read it once).
-    config: ArcSwap<ServiceConfig>,
+    pub(crate) config: ArcSwap<ServiceConfig>,
     /// The address actually bound (the port is real even if the config said 0).
-    local_addr: SocketAddr,
-    balancer: Arc<Balancer>,
-    metrics: Arc<ServiceMetrics>,
+    pub(crate) local_addr: SocketAddr,
+    pub(crate) balancer: Arc<Balancer>,
+    pub(crate) metrics: Arc<ServiceMetrics>,
     /// Open connections across workers; maintained only when `max_connections` is set.
-    open: AtomicUsize,
+    pub(crate) open: AtomicUsize,
 }
 
 impl Service {
-    fn name(&self) -> String {
+    pub(crate) fn name(&self) -> String {
         self.config.load().name.clone()
     }
 }
@@ -246,29 +246,79 @@ impl Proxy {
         let mut done = futures::stream::FuturesUnordered::new();
         let mut commands = Vec::new();
         let mut result = Ok(());
+        let mio_loop = !uring && config.event_loop == EventLoop::Mio;
+        let sched_batch = config.sched_batch;
         for (id, listeners) in per_worker.into_iter().enumerate() {
             let (tx, rx) = oneshot::channel();
             let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
-            let worker = Worker {
-                id,
-                listeners,
-                commands: cmd_rx,
-                stop: stop.clone(),
-                force: force.clone(),
-                drain: config.drain_timeout,
-                max_pipes: config.max_pipes_per_worker,
-            };
-            let spawned = std::thread::Builder::new()
-                .name(format!("pss-worker-{id}"))
-                .spawn(move || {
-                    let r = worker.run(uring);
-                    let _ = tx.send(r);
+            let spawned = if mio_loop {
+                let (poll, waker) = crate::event_loop::new_poll()?;
+                // The loop cannot await the tokens: turn their cancellation into wake-ups.
+                let (w, st, f, cs) = (
+                    Arc::clone(&waker),
+                    stop.clone(),
+                    force.clone(),
+                    control_stop.clone(),
+                );
+                control.tasks.spawn(async move {
+                    tokio::select! {
+                        _ = st.cancelled() => { let _ = w.wake(); }
+                        _ = cs.cancelled() => return,
+                    }
+                    tokio::select! {
+                        _ = f.cancelled() => { let _ = w.wake(); }
+                        _ = cs.cancelled() => {}
+                    }
                 });
+                let worker = crate::event_loop::MioWorker {
+                    id,
+                    poll,
+                    listeners,
+                    commands: cmd_rx,
+                    stop: stop.clone(),
+                    force: force.clone(),
+                    drain: config.drain_timeout,
+                    max_pipes: config.max_pipes_per_worker,
+                };
+                commands.push(WorkerLink {
+                    tx: cmd_tx,
+                    waker: Some(waker),
+                });
+                std::thread::Builder::new()
+                    .name(format!("pss-worker-{id}"))
+                    .spawn(move || {
+                        if sched_batch {
+                            crate::event_loop::sched_batch();
+                        }
+                        let r = worker.run();
+                        let _ = tx.send(r);
+                    })
+            } else {
+                let worker = Worker {
+                    id,
+                    listeners,
+                    commands: cmd_rx,
+                    stop: stop.clone(),
+                    force: force.clone(),
+                    drain: config.drain_timeout,
+                    max_pipes: config.max_pipes_per_worker,
+                };
+                commands.push(WorkerLink {
+                    tx: cmd_tx,
+                    waker: None,
+                });
+                std::thread::Builder::new()
+                    .name(format!("pss-worker-{id}"))
+                    .spawn(move || {
+                        if sched_batch {
+                            crate::event_loop::sched_batch();
+                        }
+                        let r = worker.run(uring);
+                        let _ = tx.send(r);
+                    })
+            };
             match spawned {
-                Ok(_) => {
-                    done.push(async move { (id, rx.await) });
-                    commands.push(cmd_tx);
-                }
+                Ok(_) => done.push(async move { (id, rx.await) }),
                 Err(e) => {
                     result = Err(Error::Worker(format!("cannot start worker {id}: {e}")));
                     stop.cancel();
@@ -359,7 +409,7 @@ fn reload(
     shared: &Shared,
     running: &mut ProxyConfig,
     mut new: ProxyConfig,
-    workers: &[mpsc::UnboundedSender<WorkerCmd>],
+    workers: &[WorkerLink],
     control: &mut Control,
 ) -> Result<Vec<String>> {
     new.validate()?;
@@ -369,7 +419,18 @@ fn reload(
     new.admin = running.admin;
     new.max_pipes_per_worker = running.max_pipes_per_worker;
     new.controller = running.controller.clone();
-    if new.services.iter().any(|s| s.engine == Engine::Uring) {
+    new.event_loop = running.event_loop;
+    new.sched_batch = running.sched_batch;
+    let uring = |c: &ProxyConfig| c.services.iter().any(|s| s.engine == Engine::Uring);
+    if uring(&new) {
+        if !uring(running) {
+            return Err(Error::Config {
+                at: None,
+                path: "services".into(),
+                reason: "a first uring service needs a restart (the workers run another loop)"
+                    .into(),
+            });
+        }
         probe_uring()?;
     }
     // Bind everything new first: a failure leaves the running proxy as it was.
@@ -386,20 +447,28 @@ fn reload(
         let svc = match (bound.remove(&i), old) {
             (Some(socks), old) => {
                 let local_addr = socks[0].local_addr()?;
+                // Backends are in place before any worker may accept on the new sockets.
+                let initial: &[SocketAddr] = match &cfg.backends {
+                    Backends::Static(list) => list,
+                    Backends::Controller(_) => &[],
+                };
                 let (balancer, metrics) = match old {
                     Some(o) => (Arc::clone(&o.balancer), Arc::clone(&o.metrics)),
                     None => (
-                        Arc::new(Balancer::new(0, &[])),
+                        Arc::new(Balancer::new(0, initial)),
                         Arc::new(ServiceMetrics::new(&cfg.name, running.workers)),
                     ),
                 };
+                if old.is_some() && !initial.is_empty() {
+                    balancer.replace(0, initial);
+                }
                 let svc = new_service(cfg.clone(), local_addr, balancer, metrics);
                 for (w, sock) in workers.iter().zip(socks) {
-                    let _ = w.send(WorkerCmd::Add(Arc::clone(&svc), sock));
+                    w.send(WorkerCmd::Add(Arc::clone(&svc), sock));
                 }
                 if let Some(o) = old {
                     for w in workers {
-                        let _ = w.send(WorkerCmd::Remove(o.id));
+                        w.send(WorkerCmd::Remove(o.id));
                     }
                 }
                 svc
@@ -434,7 +503,7 @@ fn reload(
     for name in &plan.removed {
         if let Some(o) = old_services.iter().find(|s| &s.config.load().name == name) {
             for w in workers {
-                let _ = w.send(WorkerCmd::Remove(o.id));
+                w.send(WorkerCmd::Remove(o.id));
             }
         }
         control.stop_service(name);
@@ -566,8 +635,24 @@ impl ServiceHandle {
 /// How often a worker closes the pooled pipes it did not need.
 const POOL_TRIM_PERIOD: Duration = Duration::from_secs(1);
 
+/// The control side's line to one worker: its command channel, and the waker of its event
+/// loop (a tokio worker wakes on the channel by itself).
+struct WorkerLink {
+    tx: mpsc::UnboundedSender<WorkerCmd>,
+    waker: Option<Arc<mio::Waker>>,
+}
+
+impl WorkerLink {
+    fn send(&self, cmd: WorkerCmd) {
+        let _ = self.tx.send(cmd);
+        if let Some(w) = &self.waker {
+            let _ = w.wake();
+        }
+    }
+}
+
 /// What the control side asks of a worker.
-enum WorkerCmd {
+pub(crate) enum WorkerCmd {
     /// Start accepting on this worker's socket of a (new or re-bound) service.
     Add(Arc<Service>, TcpListener),
     /// Stop accepting for the service with this id (its open connections go on).
@@ -709,19 +794,19 @@ impl Worker {
 }
 
 /// A service as one worker sees it.
-struct WorkerService {
-    worker: usize,
-    service: Arc<Service>,
+pub(crate) struct WorkerService {
+    pub(crate) worker: usize,
+    pub(crate) service: Arc<Service>,
     /// Last time this worker logged a refused connection (rate limit: one line per second).
-    last_warn: Mutex<Option<Instant>>,
+    pub(crate) last_warn: Mutex<Option<Instant>>,
 }
 
 impl WorkerService {
-    fn shard(&self) -> &crate::metrics::Shard {
+    pub(crate) fn shard(&self) -> &crate::metrics::Shard {
         self.service.metrics.shard(self.worker)
     }
 
-    fn warn_limited(&self, what: &str) {
+    pub(crate) fn warn_limited(&self, what: &str) {
         let now = Instant::now();
         let mut last = self.last_warn.lock().unwrap_or_else(|p| p.into_inner());
         if last.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
@@ -926,48 +1011,129 @@ fn finish(ws: &WorkerService, r: std::io::Result<Outcome>, backend: &Backend, ct
     }
 }
 
-/// Connects to the next healthy backend, retrying the following ones on failure (each failure
-/// counts toward that backend's `fall`). `None` when no backend is up or every attempt failed.
+/// One client's walk over the backends: which to try next (shared by both worker loops).
 ///
 /// Without active checks nothing but a client connect can show that an ejected backend is
 /// back, so when none is up every backend is tried anyway (a restarted single backend serves
 /// again at once), and a success clears the ejection.
-async fn connect_backend(ws: &WorkerService, cfg: &ServiceConfig) -> Option<(Conn, Arc<Backend>)> {
-    let svc = &ws.service;
-    let passive = cfg.health.interval.is_zero();
-    let (start, any) = {
-        let snap = svc.balancer.load();
-        match snap.start() {
-            Some(start) => (start, false),
-            None if passive => (snap.start_any()?, true),
-            None => return None,
+pub(crate) struct Pick {
+    start: usize,
+    /// No backend was up: walk all of them.
+    any: bool,
+    attempt: usize,
+    failed: Option<SocketAddr>,
+}
+
+impl Pick {
+    /// A pick that offers nothing (a placeholder while one is moved around).
+    pub(crate) fn empty() -> Pick {
+        Pick {
+            start: 0,
+            any: false,
+            attempt: usize::MAX,
+            failed: None,
         }
-    };
-    // Each attempt looks at the current snapshot (a failure may just have changed it) and
-    // takes the next backend in it other than the one that just failed.
-    let pick = |attempt: usize, failed: Option<SocketAddr>| {
+    }
+
+    /// Backends handed out so far.
+    pub(crate) fn attempts(&self) -> usize {
+        self.attempt
+    }
+
+    /// Starts a pick; `None` when no backend may be tried at all.
+    pub(crate) fn begin(svc: &Service, cfg: &ServiceConfig) -> Option<Pick> {
         let snap = svc.balancer.load();
-        let n = if any {
+        let (start, any) = match snap.start() {
+            Some(start) => (start, false),
+            None if cfg.health.interval.is_zero() => (snap.start_any()?, true),
+            None => return None,
+        };
+        Some(Pick {
+            start,
+            any,
+            attempt: 0,
+            failed: None,
+        })
+    }
+
+    /// The next backend to try, within `connect_attempts`. Each attempt looks at the current
+    /// snapshot (a failure may just have changed it) and skips the one that just failed.
+    pub(crate) fn next(&mut self, svc: &Service, cfg: &ServiceConfig) -> Option<Arc<Backend>> {
+        if self.attempt >= cfg.connect_attempts as usize {
+            return None;
+        }
+        let snap = svc.balancer.load();
+        let n = if self.any {
             snap.backends().len()
         } else {
             snap.healthy_count()
         };
-        (0..n)
+        let b = (0..n)
             .filter_map(|i| {
-                let k = (attempt + i) % n;
-                if any {
-                    snap.candidate_any(start, k)
+                let k = (self.attempt + i) % n;
+                if self.any {
+                    snap.candidate_any(self.start, k)
                 } else {
-                    snap.candidate(start, k)
+                    snap.candidate(self.start, k)
                 }
             })
-            .find(|b| Some(b.addr) != failed)
-            .cloned()
-    };
-    let mut failed: Option<SocketAddr> = None;
-    for attempt in 0..cfg.connect_attempts as usize {
-        let backend = pick(attempt, failed)?;
-        if attempt > 0 {
+            .find(|b| Some(b.addr) != self.failed)
+            .cloned();
+        self.attempt += 1;
+        b
+    }
+}
+
+/// Bookkeeping after a successful backend connect (passive readmission).
+pub(crate) fn connect_succeeded(svc: &Service, cfg: &ServiceConfig, backend: &Backend) {
+    if cfg.health.interval.is_zero() && (backend.on_probation() || !backend.is_up()) {
+        health::report(
+            &cfg.name,
+            &svc.balancer,
+            &svc.metrics,
+            &cfg.health,
+            backend.addr,
+            true,
+            health::Source::ClientConnect,
+        );
+    }
+}
+
+/// Bookkeeping after a failed backend connect; returns whether another backend may be tried
+/// (not when the proxy itself is out of descriptors: the backend is not to blame).
+pub(crate) fn connect_failed(
+    ws: &WorkerService,
+    cfg: &ServiceConfig,
+    pick: &mut Pick,
+    addr: SocketAddr,
+    err: &std::io::Error,
+) -> bool {
+    if crate::fds::is_local_exhaustion(err) {
+        ws.warn_limited(&format!("cannot open a backend socket: {err}"));
+        return false;
+    }
+    pick.failed = Some(addr);
+    ws.shard().connect_error();
+    tracing::debug!(service = %cfg.name, backend = %addr, error = %err, "backend connect failed");
+    health::report(
+        &cfg.name,
+        &ws.service.balancer,
+        &ws.service.metrics,
+        &cfg.health,
+        addr,
+        false,
+        health::Source::ClientConnect,
+    );
+    true
+}
+
+/// Connects to the next healthy backend, retrying the following ones on failure (each failure
+/// counts toward that backend's `fall`). `None` when no backend is up or every attempt failed.
+async fn connect_backend(ws: &WorkerService, cfg: &ServiceConfig) -> Option<(Conn, Arc<Backend>)> {
+    let svc = &ws.service;
+    let mut pick = Pick::begin(svc, cfg)?;
+    while let Some(backend) = pick.next(svc, cfg) {
+        if pick.attempt > 1 {
             ws.shard().retry();
         }
         let addr = backend.addr;
@@ -976,39 +1142,15 @@ async fn connect_backend(ws: &WorkerService, cfg: &ServiceConfig) -> Option<(Con
                 .await
             {
                 Ok(Ok(conn)) => {
-                    if passive && (backend.on_probation() || !backend.is_up()) {
-                        health::report(
-                            &cfg.name,
-                            &svc.balancer,
-                            &svc.metrics,
-                            &cfg.health,
-                            addr,
-                            true,
-                            health::Source::ClientConnect,
-                        );
-                    }
+                    connect_succeeded(svc, cfg, &backend);
                     return Some((conn, backend));
                 }
                 Ok(Err(e)) => e,
                 Err(_) => std::io::ErrorKind::TimedOut.into(),
             };
-        if crate::fds::is_local_exhaustion(&err) {
-            // Our own socket() failed: the backend is not to blame.
-            ws.warn_limited(&format!("cannot open a backend socket: {err}"));
+        if !connect_failed(ws, cfg, &mut pick, addr, &err) {
             return None;
         }
-        failed = Some(addr);
-        ws.shard().connect_error();
-        tracing::debug!(service = %cfg.name, backend = %addr, error = %err, "backend connect failed");
-        health::report(
-            &cfg.name,
-            &svc.balancer,
-            &svc.metrics,
-            &cfg.health,
-            addr,
-            false,
-            health::Source::ClientConnect,
-        );
     }
     None
 }

@@ -117,6 +117,16 @@ pub fn plan(old: &ProxyConfig, new: &ProxyConfig) -> Result<Plan> {
         format!("{:?}", new.admin),
     );
     restart(
+        "event_loop",
+        format!("{:?}", old.event_loop),
+        format!("{:?}", new.event_loop),
+    );
+    restart(
+        "sched_batch",
+        old.sched_batch.to_string(),
+        new.sched_batch.to_string(),
+    );
+    restart(
         "max_pipes_per_worker",
         old.max_pipes_per_worker.to_string(),
         new.max_pipes_per_worker.to_string(),

@@ -11,8 +11,8 @@ use tokio::sync::oneshot;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_engine_forwards_random_payloads_intact_both_ways() {
     let backend = Backend::echo().await;
-    for engine in engines() {
-        let proxy = start(config(vec![service(engine, vec![backend.addr])]));
+    for (engine, lp) in engine_loops() {
+        let proxy = start(config_on(lp, vec![service(engine, vec![backend.addr])]));
         let addr = proxy.addr("svc");
         // Sizes around the copy buffer, the splice threshold and the pipe size.
         let sizes = [
@@ -82,8 +82,8 @@ async fn client_half_close_reaches_backend_and_client_still_reads() {
         s.shutdown().await.unwrap();
     })
     .await;
-    for engine in engines() {
-        let proxy = start(config(vec![service(engine, vec![backend.addr])]));
+    for (engine, lp) in engine_loops() {
+        let proxy = start(config_on(lp, vec![service(engine, vec![backend.addr])]));
         let data = payload(200_000, 7);
         let mut s = TcpStream::connect(proxy.addr("svc")).await.unwrap();
         s.write_all(&data).await.unwrap();
@@ -104,7 +104,7 @@ async fn client_half_close_reaches_backend_and_client_still_reads() {
 /// backend receives all of it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backend_half_close_reaches_client_and_backend_still_reads() {
-    for engine in engines() {
+    for (engine, lp) in engine_loops() {
         let (tx, rx) = oneshot::channel::<Vec<u8>>();
         let tx = std::sync::Mutex::new(Some(tx));
         let tx = std::sync::Arc::new(tx);
@@ -123,7 +123,7 @@ async fn backend_half_close_reaches_client_and_backend_still_reads() {
         .await;
         let mut svc = service(engine, vec![backend.addr]);
         svc.health.interval = std::time::Duration::ZERO; // only the test's connection
-        let proxy = start(config(vec![svc]));
+        let proxy = start(config_on(lp, vec![svc]));
         let mut s = TcpStream::connect(proxy.addr("svc")).await.unwrap();
         let mut greeting = Vec::new();
         tokio::time::timeout(PATIENCE, s.read_to_end(&mut greeting))
@@ -144,8 +144,8 @@ async fn backend_half_close_reaches_client_and_backend_still_reads() {
 async fn every_engine_carries_64_mib_both_ways() {
     let backend = Backend::echo().await;
     let data = payload(64 << 20, 64);
-    for engine in engines() {
-        let proxy = start(config(vec![service(engine, vec![backend.addr])]));
+    for (engine, lp) in engine_loops() {
+        let proxy = start(config_on(lp, vec![service(engine, vec![backend.addr])]));
         let got = echo_roundtrip(proxy.addr("svc"), &data).await;
         assert_eq!(got.len(), data.len(), "{engine}");
         assert!(got == data, "{engine}: 64 MiB came back different");
@@ -157,8 +157,8 @@ async fn every_engine_carries_64_mib_both_ways() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_small_segments_arrive_in_order() {
     let backend = Backend::echo().await;
-    for engine in engines() {
-        let proxy = start(config(vec![service(engine, vec![backend.addr])]));
+    for (engine, lp) in engine_loops() {
+        let proxy = start(config_on(lp, vec![service(engine, vec![backend.addr])]));
         let mut s = TcpStream::connect(proxy.addr("svc")).await.unwrap();
         s.set_nodelay(true).unwrap();
         let mut buf = [0u8; 16];
@@ -171,6 +171,7 @@ async fn many_small_segments_arrive_in_order() {
                 .unwrap();
             assert_eq!(&buf[..4], &msg, "{engine}");
         }
+        drop(s); // else the stop waits out the drain
         proxy.stop().await;
     }
 }
@@ -180,8 +181,8 @@ async fn many_small_segments_arrive_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_connection_moves_between_bulk_and_small_messages() {
     let backend = Backend::echo().await;
-    for engine in engines() {
-        let proxy = start(config(vec![service(engine, vec![backend.addr])]));
+    for (engine, lp) in engine_loops() {
+        let proxy = start(config_on(lp, vec![service(engine, vec![backend.addr])]));
         let mut s = TcpStream::connect(proxy.addr("svc")).await.unwrap();
         s.set_nodelay(true).unwrap();
         for round in 0..3u64 {

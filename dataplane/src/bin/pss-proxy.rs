@@ -15,7 +15,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Parser;
 use pss_dataplane::config::{self, Overrides};
-use pss_dataplane::{Engine, Proxy, ProxyHandle, ProxyProtocol};
+use pss_dataplane::{Engine, EventLoop, Proxy, ProxyHandle, ProxyProtocol};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser, Debug)]
@@ -78,6 +78,12 @@ struct Args {
     /// protocols only) [default: false].
     #[arg(long)]
     defer_accept: Option<bool>,
+    /// Worker event loop: mio (one epoll per worker, default) or tokio.
+    #[arg(long)]
+    event_loop: Option<EventLoop>,
+    /// Run workers with SCHED_BATCH [default: false].
+    #[arg(long)]
+    sched_batch: Option<bool>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -105,6 +111,8 @@ fn main() -> anyhow::Result<()> {
         reuseport: args.reuseport,
         send_proxy: args.send_proxy,
         defer_accept: args.defer_accept,
+        event_loop: args.event_loop,
+        sched_batch: args.sched_batch,
     };
     let config = config::load(&overrides).context("invalid configuration")?;
     if args.check {

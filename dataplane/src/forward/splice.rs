@@ -35,13 +35,13 @@ use crate::metrics::Shard;
 
 /// Bytes asked of one socket → pipe splice: the default pipe capacity (16 pages). A 256 KiB
 /// pipe (`F_SETPIPE_SZ`) measured no better on loopback iperf3, so pipes keep the default.
-const PIPE_SIZE: usize = 64 * 1024;
+pub(crate) const PIPE_SIZE: usize = 64 * 1024;
 
 /// A non-blocking pipe.
 #[derive(Debug)]
-struct Pipe {
-    read: OwnedFd,
-    write: OwnedFd,
+pub(crate) struct Pipe {
+    pub(crate) read: OwnedFd,
+    pub(crate) write: OwnedFd,
 }
 
 impl Drop for Pipe {
@@ -75,7 +75,7 @@ impl Pipe {
 }
 
 /// `splice(2)` between two descriptors, one of which is a pipe, never blocking.
-fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
+pub(crate) fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
     // SAFETY: both descriptors are open for the duration of the call (borrowed from owners
     // that outlive it); null offsets are valid for pipes and sockets.
     let n = unsafe {
@@ -147,6 +147,39 @@ pub fn pooled() -> usize {
 /// Sets this worker's pipe bound (called once when a worker starts).
 pub fn set_pipe_limit(n: usize) {
     LIMIT.with(|l| l.set(n));
+}
+
+/// A pipe for the event loop's splice path (which keeps its own per-direction state): from
+/// the shared pool or new, within this worker's bound and the descriptor budget. Pair with
+/// [`put_pipe`].
+pub(crate) fn take_pipe() -> Option<Pipe> {
+    if IN_USE.with(|c| c.get()) >= LIMIT.with(|l| l.get()) {
+        return None;
+    }
+    let pooled = {
+        let mut p = pool();
+        let pipe = p.free.pop();
+        p.low_water = p.low_water.min(p.free.len());
+        pipe
+    };
+    let pipe = match pooled {
+        Some(p) => p,
+        None => Pipe::new().ok()?,
+    };
+    IN_USE.with(|c| c.set(c.get() + 1));
+    Some(pipe)
+}
+
+/// Gives back a pipe from [`take_pipe`]; `held` bytes still in it mean it is closed instead.
+pub(crate) fn put_pipe(pipe: Pipe, held: usize) {
+    IN_USE.with(|c| c.set(c.get() - 1));
+    if held == 0 && !BUDGET.pressure() {
+        let limit = LIMIT.with(|l| l.get());
+        let mut pool = pool();
+        if pool.free.len() < limit {
+            pool.free.push(pipe);
+        }
+    }
 }
 
 /// Pipes this worker has leased out.

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use pss_dataplane::{Engine, Proxy, ProxyConfig, ProxyHandle, ServiceConfig};
+use pss_dataplane::{Engine, EventLoop, Proxy, ProxyConfig, ProxyHandle, ServiceConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -20,6 +20,26 @@ pub fn engines() -> Vec<Engine> {
         v.push(Engine::Uring);
     }
     v
+}
+
+/// Every engine on every worker loop that can run it (uring always runs on tokio).
+pub fn engine_loops() -> Vec<(Engine, EventLoop)> {
+    let mut v = Vec::new();
+    for e in engines() {
+        if e != Engine::Uring {
+            v.push((e, EventLoop::Mio));
+        }
+        v.push((e, EventLoop::Tokio));
+    }
+    v
+}
+
+/// [`config`] on a given worker loop.
+pub fn config_on(event_loop: EventLoop, services: Vec<ServiceConfig>) -> ProxyConfig {
+    ProxyConfig {
+        event_loop,
+        ..config(services)
+    }
 }
 
 /// A backend that stops (closes its listener and every connection) when dropped.
