@@ -25,6 +25,8 @@
 //!     send_proxy: v2               # PROXY protocol header towards backends: v1 | v2; omit for none
 //!     defer_accept: false          # TCP_DEFER_ACCEPT: wake on the first data, not the handshake
 //!                                  # (client-first protocols only: HTTP, TLS; never SMTP/MySQL)
+//!     smart_connect: false         # backend handshake's last ACK rides on the first data
+//!                                  # (TCP_QUICKACK off; client-first protocols only)
 //!     health: {interval: 2s, timeout: 1s, rise: 2, fall: 3}   # interval 0s disables checks
 //! ```
 //!
@@ -252,6 +254,11 @@ pub struct ListenerTuning {
     /// `TCP_DEFER_ACCEPT` on the listener: a connection is accepted only once the client has
     /// sent data, saving a wake-up per connection. Only for client-first protocols.
     pub defer_accept: bool,
+    /// Backend connects with `TCP_QUICKACK` off, so the handshake's last ACK rides on the
+    /// first bytes sent (HAProxy's `tcp-smart-connect`): one packet less per connection. With
+    /// a server-first protocol the backend's accept would wait for the delayed ACK (tens of
+    /// milliseconds): client-first protocols only.
+    pub smart_connect: bool,
 }
 
 impl Default for ListenerTuning {
@@ -264,6 +271,7 @@ impl Default for ListenerTuning {
             send_buffer: None,
             recv_buffer: None,
             defer_accept: false,
+            smart_connect: false,
         }
     }
 }
@@ -402,6 +410,8 @@ struct ServiceFile {
     send_proxy: Option<ProxyProtocol>,
     #[serde(default)]
     defer_accept: Option<bool>,
+    #[serde(default)]
+    smart_connect: Option<bool>,
 }
 
 impl<'de> Deserialize<'de> for ServiceConfig {
@@ -457,6 +467,7 @@ impl<'de> Deserialize<'de> for ServiceConfig {
         }
         s.send_proxy = f.send_proxy;
         s.tuning.defer_accept = f.defer_accept.unwrap_or(false);
+        s.tuning.smart_connect = f.smart_connect.unwrap_or(false);
         Ok(s)
     }
 }
@@ -743,6 +754,7 @@ pub struct Overrides {
     pub defer_accept: Option<bool>,
     pub event_loop: Option<EventLoop>,
     pub sched_batch: Option<bool>,
+    pub smart_connect: Option<bool>,
 }
 
 /// The default listen address of the seed and static forms.
@@ -861,6 +873,9 @@ pub fn load(o: &Overrides) -> Result<ProxyConfig> {
         }
         if let Some(d) = o.defer_accept {
             s.tuning.defer_accept = d;
+        }
+        if let Some(d) = o.smart_connect {
+            s.tuning.smart_connect = d;
         }
     }
     if let Err(e) = config.validate() {

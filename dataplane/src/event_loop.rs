@@ -269,8 +269,14 @@ impl Half {
                 Ok(Step::Moved(0))
             }
             Ok(n) => {
-                if n < buf.len() && !src_ready.read_closed {
-                    src_ready.read = false; // a short read drained the receive queue
+                if n < buf.len() {
+                    if src_ready.read_closed {
+                        // The FIN was queued before this read, behind every byte: a short read
+                        // took them all, so the next read could only return the EOF. Skip it.
+                        self.eof = true;
+                    } else {
+                        src_ready.read = false; // a short read drained the receive queue
+                    }
                 }
                 self.buf = Some(buf);
                 self.pos = 0;
@@ -807,7 +813,7 @@ fn on_event(
     if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
         r.read = true;
     }
-    if ev.is_read_closed() || ev.is_error() {
+    if ev.is_read_closed() {
         r.read_closed = true;
     }
     if ev.is_writable() || ev.is_write_closed() || ev.is_error() {

@@ -124,6 +124,9 @@ pub fn start_connect(addr: SocketAddr, t: &ListenerTuning) -> io::Result<TcpStre
         Some(Protocol::TCP),
     )?;
     tune(SockRef::from(&sock), t)?;
+    if t.smart_connect {
+        sock.set_tcp_quickack(false)?;
+    }
     match sock.connect(&addr.into()) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}

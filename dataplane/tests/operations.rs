@@ -140,10 +140,11 @@ async fn send_proxy_tells_the_backend_the_client_address() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn defer_accept_still_serves_client_first_traffic() {
+async fn defer_accept_and_smart_connect_still_serve_client_first_traffic() {
     let echo = Backend::echo().await;
     let mut svc = service(Engine::Splice, vec![echo.addr]);
     svc.tuning.defer_accept = true;
+    svc.tuning.smart_connect = true;
     let proxy = start(config(vec![svc]));
     let data = payload(10_000, 3);
     assert!(echo_roundtrip(proxy.addr("svc"), &data).await == data);

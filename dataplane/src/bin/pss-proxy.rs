@@ -78,6 +78,10 @@ struct Args {
     /// protocols only) [default: false].
     #[arg(long)]
     defer_accept: Option<bool>,
+    /// Backend handshake's last ACK rides on the first data (TCP_QUICKACK off; client-first
+    /// protocols only) [default: false].
+    #[arg(long)]
+    smart_connect: Option<bool>,
     /// Worker event loop: mio (one epoll per worker, default) or tokio.
     #[arg(long)]
     event_loop: Option<EventLoop>,
@@ -113,6 +117,7 @@ fn main() -> anyhow::Result<()> {
         defer_accept: args.defer_accept,
         event_loop: args.event_loop,
         sched_batch: args.sched_batch,
+        smart_connect: args.smart_connect,
     };
     let config = config::load(&overrides).context("invalid configuration")?;
     if args.check {
