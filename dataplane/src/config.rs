@@ -3,6 +3,7 @@
 //!
 //! ```yaml
 //! workers: 2                       # default: number of cores
+//! buffer_size: 65536               # bytes a direction copies at once
 //! admin: 127.0.0.1:9100            # Prometheus /metrics (optional)
 //! drain_timeout: 10s
 //! controller: {address: localhost:50051, token: secret}
@@ -156,6 +157,8 @@ pub struct ProxyConfig {
     pub max_pipes_per_worker: usize,
     /// Controller to subscribe to for controller-fed services.
     pub controller: Option<ControllerConfig>,
+    /// Bytes of one copy buffer (a direction reads at most this much at once).
+    pub buffer_size: usize,
     /// Worker event loop (`tokio` whenever a service uses the uring engine).
     pub event_loop: EventLoop,
     /// Run the workers with `SCHED_BATCH` (a hint that they are throughput work: fewer
@@ -183,6 +186,7 @@ impl Default for ProxyConfig {
             drain_timeout: Duration::from_secs(10),
             max_pipes_per_worker: 4096,
             controller: None,
+            buffer_size: crate::forward::copy::BUF_SIZE,
             event_loop: EventLoop::default(),
             sched_batch: false,
             services: Vec::new(),
@@ -616,6 +620,12 @@ fn invalid(path: impl Into<String>, reason: impl Into<String>) -> Error {
 impl ProxyConfig {
     /// Checks cross-field rules serde cannot express.
     pub fn validate(&self) -> Result<()> {
+        if !(1024..=16 << 20).contains(&self.buffer_size) {
+            return Err(invalid(
+                "buffer_size",
+                "must be between 1024 and 16777216 bytes",
+            ));
+        }
         if !(1..=MAX_WORKERS).contains(&self.workers) {
             return Err(invalid(
                 "workers",
@@ -755,6 +765,7 @@ pub struct Overrides {
     pub event_loop: Option<EventLoop>,
     pub sched_batch: Option<bool>,
     pub smart_connect: Option<bool>,
+    pub buffer_size: Option<usize>,
 }
 
 /// The default listen address of the seed and static forms.
@@ -845,6 +856,9 @@ pub fn load(o: &Overrides) -> Result<ProxyConfig> {
     }
     if let Some(e) = o.event_loop {
         config.event_loop = e;
+    }
+    if let Some(b) = o.buffer_size {
+        config.buffer_size = b;
     }
     if let Some(b) = o.sched_batch {
         config.sched_batch = b;
@@ -1106,5 +1120,18 @@ services:
             e.contains("p.yaml: line 6: services[0].connect_attempts"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn buffer_size_is_bounded() {
+        let e = err(
+            "buffer_size: 10\nservices:\n  - {name: a, listen: ':1', backends: [127.0.0.1:2]}\n",
+        );
+        assert!(e.contains("buffer_size"), "{e}");
+        let c = from_yaml(
+            "buffer_size: 16384\nservices:\n  - {name: a, listen: ':1', backends: [127.0.0.1:2]}\n",
+        )
+        .unwrap();
+        assert_eq!(c.buffer_size, 16384);
     }
 }

@@ -70,6 +70,7 @@ pub(crate) fn new_poll() -> io::Result<(Poll, Arc<Waker>)> {
 /// One worker thread running the loop.
 pub(crate) struct MioWorker {
     pub(crate) id: usize,
+    pub(crate) buffer_size: usize,
     pub(crate) poll: Poll,
     pub(crate) listeners: Vec<(Arc<Service>, std::net::TcpListener)>,
     pub(crate) commands: mpsc::UnboundedReceiver<WorkerCmd>,
@@ -451,6 +452,7 @@ fn conn_token(slot: usize, side: Side) -> Token {
 impl MioWorker {
     pub(crate) fn run(mut self) -> io::Result<()> {
         splice::set_pipe_limit(self.max_pipes);
+        crate::forward::copy::set_buffer_size(self.buffer_size);
         let mut listeners: Vec<Option<(u64, Listening)>> = Vec::new();
         for (service, sock) in std::mem::take(&mut self.listeners) {
             self.add_listener(&mut listeners, service, sock)?;

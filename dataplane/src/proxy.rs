@@ -272,6 +272,7 @@ impl Proxy {
                 });
                 let worker = crate::event_loop::MioWorker {
                     id,
+                    buffer_size: config.buffer_size,
                     poll,
                     listeners,
                     commands: cmd_rx,
@@ -296,6 +297,7 @@ impl Proxy {
             } else {
                 let worker = Worker {
                     id,
+                    buffer_size: config.buffer_size,
                     listeners,
                     commands: cmd_rx,
                     stop: stop.clone(),
@@ -421,6 +423,7 @@ fn reload(
     new.controller = running.controller.clone();
     new.event_loop = running.event_loop;
     new.sched_batch = running.sched_batch;
+    new.buffer_size = running.buffer_size;
     let uring = |c: &ProxyConfig| c.services.iter().any(|s| s.engine == Engine::Uring);
     if uring(&new) {
         if !uring(running) {
@@ -662,6 +665,7 @@ pub(crate) enum WorkerCmd {
 /// One worker thread's share of the proxy.
 struct Worker {
     id: usize,
+    buffer_size: usize,
     listeners: Vec<(Arc<Service>, TcpListener)>,
     commands: mpsc::UnboundedReceiver<WorkerCmd>,
     stop: CancellationToken,
@@ -687,6 +691,7 @@ impl Worker {
 
     async fn serve(mut self, uring: bool) -> std::io::Result<()> {
         forward::splice::set_pipe_limit(self.max_pipes);
+        forward::copy::set_buffer_size(self.buffer_size);
         let tracker = TaskTracker::new();
         // Inserting a timer that expires before the time driver's next planned wake-up makes
         // tokio unpark the driver (an eventfd write plus a wasted epoll round), and every

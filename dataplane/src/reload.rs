@@ -122,6 +122,11 @@ pub fn plan(old: &ProxyConfig, new: &ProxyConfig) -> Result<Plan> {
         format!("{:?}", new.event_loop),
     );
     restart(
+        "buffer_size",
+        old.buffer_size.to_string(),
+        new.buffer_size.to_string(),
+    );
+    restart(
         "sched_batch",
         old.sched_batch.to_string(),
         new.sched_batch.to_string(),

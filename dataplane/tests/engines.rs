@@ -158,7 +158,10 @@ async fn every_engine_carries_64_mib_both_ways() {
 async fn many_small_segments_arrive_in_order() {
     let backend = Backend::echo().await;
     for (engine, lp) in engine_loops() {
-        let proxy = start(config_on(lp, vec![service(engine, vec![backend.addr])]));
+        // Small buffers: the 4-byte messages fit one, and the buffer size is configurable.
+        let mut cfg = config_on(lp, vec![service(engine, vec![backend.addr])]);
+        cfg.buffer_size = 1024;
+        let proxy = start(cfg);
         let mut s = TcpStream::connect(proxy.addr("svc")).await.unwrap();
         s.set_nodelay(true).unwrap();
         let mut buf = [0u8; 16];

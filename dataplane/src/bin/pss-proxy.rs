@@ -82,6 +82,9 @@ struct Args {
     /// protocols only) [default: false].
     #[arg(long)]
     smart_connect: Option<bool>,
+    /// Bytes a direction copies at once [default: 65536].
+    #[arg(long)]
+    buffer_size: Option<usize>,
     /// Worker event loop: mio (one epoll per worker, default) or tokio.
     #[arg(long)]
     event_loop: Option<EventLoop>,
@@ -118,6 +121,7 @@ fn main() -> anyhow::Result<()> {
         event_loop: args.event_loop,
         sched_batch: args.sched_batch,
         smart_connect: args.smart_connect,
+        buffer_size: args.buffer_size,
     };
     let config = config::load(&overrides).context("invalid configuration")?;
     if args.check {

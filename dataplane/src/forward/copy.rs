@@ -9,14 +9,14 @@
 //! the queue up to the length asked), so readiness is cleared without a wasted `EAGAIN` read;
 //! a short write likewise means the send buffer is full. New data raises a new edge either way.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::task::{ready, Context, Poll};
 
 use super::{Conn, Ctx, Dir, Half};
 
-/// Size of a pooled buffer.
+/// Default size of a pooled buffer.
 pub const BUF_SIZE: usize = 64 * 1024;
 /// Buffers kept per worker beyond those in use.
 const POOL_MAX: usize = 64;
@@ -24,17 +24,25 @@ const POOL_MAX: usize = 64;
 thread_local! {
     /// This worker's free buffers.
     static POOL: RefCell<Vec<Box<[u8]>>> = const { RefCell::new(Vec::new()) };
+    /// Size of this worker's buffers (`buffer_size`, set when the worker starts).
+    static LEN: Cell<usize> = const { Cell::new(BUF_SIZE) };
+}
+
+/// Sets this worker's buffer size (called once when a worker starts).
+pub fn set_buffer_size(n: usize) {
+    LEN.with(|l| l.set(n));
+    POOL.with(|p| p.borrow_mut().clear());
 }
 
 pub(crate) fn take_buf() -> Box<[u8]> {
     POOL.with(|p| p.borrow_mut().pop())
-        .unwrap_or_else(|| vec![0u8; BUF_SIZE].into_boxed_slice())
+        .unwrap_or_else(|| vec![0u8; LEN.with(|l| l.get())].into_boxed_slice())
 }
 
 pub(crate) fn put_buf(buf: Box<[u8]>) {
     POOL.with(|p| {
         let mut p = p.borrow_mut();
-        if p.len() < POOL_MAX {
+        if p.len() < POOL_MAX && buf.len() == LEN.with(|l| l.get()) {
             p.push(buf);
         }
     });
