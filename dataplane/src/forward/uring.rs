@@ -50,6 +50,12 @@ pub fn probe() -> io::Result<()> {
 /// Forwards both ways until both directions end or one fails. Must run inside a tokio-uring
 /// runtime.
 pub async fn forward(client: TcpStream, server: TcpStream, ctx: &Ctx<'_>) -> io::Result<()> {
+    // io_uring completes an operation on an O_NONBLOCK descriptor with EAGAIN instead of
+    // waiting for readiness; tokio-uring's own sockets are blocking ones (the ring never blocks
+    // the thread either way). Ours come from the epoll side non-blocking: without this a read
+    // that found no data yet ended the connection, losing the tail of a transfer.
+    client.set_nonblocking(false)?;
+    server.set_nonblocking(false)?;
     let client = tokio_uring::net::TcpStream::from_std(client);
     let server = tokio_uring::net::TcpStream::from_std(server);
     let _close = CloseOnDrop([&client, &server]);
