@@ -5,11 +5,12 @@
 //! health checks and a forwarding engine (`splice`, `copy`, or `uring` behind the `uring`
 //! feature).
 //!
-//! Threading: `workers` OS threads each run a current-thread tokio runtime with their own
-//! `SO_REUSEPORT` listener per service, so a connection lives its whole life on one thread and
-//! its task state is thread-local (no atomics on the per-request path). Health checks, the
-//! endpoint watch and the admin `/metrics` server run on the caller's runtime, the one
-//! [`Proxy::serve`] is awaited on.
+//! Threading: `workers` OS threads, each with its own `SO_REUSEPORT` listener per service, so
+//! a connection lives its whole life on one thread. By default each worker runs an
+//! edge-triggered `mio` loop (`event_loop`: sockets registered once, no task per connection);
+//! `EventLoop::Tokio` (and the uring engine) run a current-thread tokio runtime per worker
+//! instead. Health checks, the endpoint watch, reloads and the admin `/metrics` server run on
+//! the caller's runtime, the one [`Proxy::serve`] is awaited on.
 //!
 //! # Embedding (e.g. in another crate's integration test)
 //!

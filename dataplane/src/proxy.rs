@@ -2,9 +2,10 @@
 //! the control tasks (health checks, endpoint watch, admin server, reloads); stops and drains
 //! on the shutdown token.
 //!
-//! Worker model: each of `workers` threads runs a current-thread runtime (a tokio-uring one
-//! when a service uses the uring engine) with one listener per service, so a connection never
-//! leaves its thread. Tasks are spawned on the runtime directly rather than through a
+//! Worker model: each of `workers` threads owns one listener per service, so a connection
+//! never leaves its thread. By default a worker is a `mio` loop (see `event_loop`); with
+//! `EventLoop::Tokio`, or when a service uses the uring engine, it runs a current-thread
+//! runtime (a tokio-uring one for uring), described here. Tasks are spawned on the runtime directly rather than through a
 //! `LocalSet`: every IO wake-up of a `LocalSet` task also wakes the runtime's root future,
 //! which costs an eventfd write and an extra `epoll_wait` round per reactor turn. Only uring
 //! connections (tokio-uring sockets are `!Send`) are local tasks.
