@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use pss_dataplane::Engine;
+use pss_dataplane::{Engine, EventLoop};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -367,4 +367,52 @@ async fn without_health_checks_an_ejected_backend_gets_traffic_again() {
     }
     assert!(seen.contains(&b'b'), "b never got traffic again: {seen:?}");
     proxy.stop().await;
+}
+
+/// A backend whose accept queue is full drops SYNs, so connects to it hang: the connect
+/// timeout (the mio loop's sweep, the tokio loop's timer) must fire and the client go to the
+/// next backend, on both worker loops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_that_never_answers_the_handshake_times_out_and_the_next_serves() {
+    use socket2::{Domain, Socket, Type};
+    let stuck = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    stuck
+        .bind(
+            &"127.0.0.1:0"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        )
+        .unwrap();
+    stuck.listen(0).unwrap();
+    let stuck_addr = stuck.local_addr().unwrap().as_socket().unwrap();
+    // Fill its accept queue (never accepted): later SYNs are dropped.
+    let mut fillers = Vec::new();
+    for _ in 0..3 {
+        let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        s.set_nonblocking(true).unwrap();
+        let _ = s.connect(&stuck_addr.into());
+        fillers.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let good = Backend::tagged(b'g').await;
+    for lp in [EventLoop::Mio, EventLoop::Tokio] {
+        let mut svc = service(Engine::Splice, vec![stuck_addr, good.addr]);
+        svc.connect_timeout = Duration::from_millis(200);
+        svc.health.interval = Duration::from_secs(3600); // no check will run again in time
+        svc.health.fall = 100;
+        let proxy = start(config_on(lp, vec![svc]));
+        let addr = proxy.addr("svc");
+        let handle = proxy.handle.service("svc").unwrap();
+        for _ in 0..4 {
+            assert_eq!(fetch_tag(addr).await, Some(b'g'), "{lp:?}");
+        }
+        assert!(
+            handle.stats().connect_errors >= 1,
+            "{lp:?}: {:?}",
+            handle.stats()
+        );
+        proxy.stop().await;
+    }
+    drop(fillers);
 }
