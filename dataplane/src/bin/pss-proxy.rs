@@ -39,9 +39,13 @@ struct Args {
     /// Controller gRPC address.
     #[arg(long, env = "PSS_CONTROLLER", default_value = "localhost:50051")]
     controller: String,
-    /// Shared token for the controller.
+    /// Shared token for the controller (at least 16 bytes). Prefer --token-file or the
+    /// PSS_TOKEN environment variable: a value given here is visible to every user in `ps`.
     #[arg(long, env = "PSS_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// File holding the shared token (its trailing newline is ignored).
+    #[arg(long, env = "PSS_TOKEN_FILE")]
+    token_file: Option<std::path::PathBuf>,
     /// Worker threads [default: number of cores].
     #[arg(long)]
     workers: Option<usize>,
@@ -100,13 +104,21 @@ fn main() -> anyhow::Result<()> {
     // wins over the file.
     let controller_given = std::env::args().any(|a| a.starts_with("--controller"))
         || std::env::var_os("PSS_CONTROLLER").is_some();
+    // A token is only needed to follow a controller; when one is given it must be a good one.
+    let token = match (&args.token, &args.token_file) {
+        (None, None) => None,
+        _ => Some(
+            pss_plumbing::token::load(args.token.clone(), args.token_file.as_deref())
+                .map_err(anyhow::Error::msg)?,
+        ),
+    };
     let overrides = Overrides {
         config_file: args.config.clone(),
         listen: args.listen,
         backends: args.backends,
         service: args.service,
         controller: controller_given.then_some(args.controller),
-        token: args.token,
+        token,
         workers: args.workers,
         engine: args.engine,
         admin: args.admin,
