@@ -477,3 +477,42 @@ async fn get_by_name_all_and_name_output_apply_a_directory_and_delete_a_file() {
     );
     c.stop().await;
 }
+
+/// Issue 9: an AutoScalePolicy manifest for a missing workload was accepted while
+/// `pssctl autoscale` refused the same thing. Both refuse it now; in one file with its
+/// workload it is fine.
+#[tokio::test]
+async fn an_autoscaler_needs_its_workload_in_the_store_or_the_same_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = RunningController::start(&dir.path().join("pss.db")).await;
+    let err = c
+        .ctl(&["apply", "-f", &example("my-autoscaler.yaml")])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CliError::Invalid(_)), "{err}");
+    assert!(
+        err.to_string().contains("workload my-app not found"),
+        "{err}"
+    );
+    assert_eq!(
+        c.ctl(&["get", "autoscalers"]).await.unwrap(),
+        "No autoscalers found.\n"
+    );
+    let both = dir.path().join("both.yaml");
+    std::fs::write(
+        &both,
+        std::fs::read_to_string(example("my-app.yaml")).unwrap()
+            + "---\n"
+            + &std::fs::read_to_string(example("my-autoscaler.yaml")).unwrap(),
+    )
+    .unwrap();
+    c.ctl(&["apply", "-f", both.to_str().unwrap()])
+        .await
+        .unwrap();
+    assert!(c
+        .ctl(&["get", "autoscalers"])
+        .await
+        .unwrap()
+        .contains("my-autoscaler"));
+    c.stop().await;
+}
