@@ -15,10 +15,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use pss_dataplane::{ControllerConfig as WatchConfig, Proxy, ProxyConfig, ServiceConfig};
 use support::cluster::{free_port, http_get, podman, Cluster};
+use support::proxy::start_proxy;
 use support::{eventually, repo_path, TOKEN};
-use tokio_util::sync::CancellationToken;
 
 /// The user the test prepares (and the setup script creates when missing).
 const USER: &str = "pss-rootless";
@@ -211,24 +210,6 @@ fn host_uid_and_map(pid: &str) -> (u64, String) {
         .unwrap();
     let map = std::fs::read_to_string(format!("/proc/{pid}/uid_map")).unwrap();
     (uid, map)
-}
-
-async fn start_proxy(
-    controller: std::net::SocketAddr,
-) -> (std::net::SocketAddr, CancellationToken) {
-    let mut svc =
-        ServiceConfig::with_controller_service("mixed", "127.0.0.1:0".parse().unwrap(), "mixed");
-    svc.health.interval = Duration::from_millis(500);
-    let mut pc = ProxyConfig::new(vec![svc]);
-    pc.workers = 1;
-    let mut watch = WatchConfig::new(controller.to_string(), TOKEN);
-    watch.backoff_max = Duration::from_millis(500);
-    pc.controller = Some(watch);
-    let proxy = Proxy::bind(pc).unwrap();
-    let addr = proxy.local_addr("mixed").unwrap();
-    let stop = CancellationToken::new();
-    tokio::spawn(proxy.serve(stop.clone()));
-    (addr, stop)
 }
 
 /// `(reason, object)` of every event.
@@ -435,7 +416,7 @@ async fn a_root_and_a_rootless_node_serve_one_workload_and_service() {
     );
 
     // The service answers through the proxy from the pods of both nodes.
-    let (proxy, stop_proxy) = start_proxy(c.addr).await;
+    let (proxy, _proxy_handle, stop_proxy) = start_proxy(c.addr, "mixed").await;
     let want: Vec<String> = pods
         .iter()
         .map(|p| p["name"].as_str().unwrap().to_string())

@@ -7,32 +7,12 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use pss_dataplane::{ControllerConfig as WatchConfig, Proxy, ProxyConfig, ServiceConfig};
 use support::cluster::{podman, podman_pods_on, AgentProcess, Cluster};
-use support::{eventually, TOKEN};
+use support::eventually;
+use support::proxy::start_proxy;
 use tokio_util::sync::CancellationToken;
 
 const WEB: &str = "kind: Workload\nmetadata: {name: web}\nspec:\n  replicas: 3\n  podSpec:\n    containers:\n      - name: web\n        image: localhost/pss-demo:latest\n        command: [\"/bin/httpd\", \"-f\", \"-p\", \"80\", \"-h\", \"/www\"]\n        resources: {cpu: 50m, memory: 16Mi}\n    ports:\n      - containerPort: 80\n    readinessProbe: {port: 80, interval: 500ms, timeout: 1s}\n---\nkind: Service\nmetadata: {name: web}\nspec: {workload: web, port: 80, targetPort: 80}\n";
-
-/// A pss-proxy (in-process) for the `web` service of `controller`.
-async fn start_proxy(
-    controller: SocketAddr,
-) -> (SocketAddr, pss_dataplane::ProxyHandle, CancellationToken) {
-    let mut svc =
-        ServiceConfig::with_controller_service("web", "127.0.0.1:0".parse().unwrap(), "web");
-    svc.health.interval = Duration::from_millis(500);
-    let mut pc = ProxyConfig::new(vec![svc]);
-    pc.workers = 1;
-    let mut watch = WatchConfig::new(controller.to_string(), TOKEN);
-    watch.backoff_max = Duration::from_millis(500);
-    pc.controller = Some(watch);
-    let proxy = Proxy::bind(pc).unwrap();
-    let addr = proxy.local_addr("web").unwrap();
-    let handle = proxy.handle();
-    let stop = CancellationToken::new();
-    tokio::spawn(proxy.serve(stop.clone()));
-    (addr, handle, stop)
-}
 
 /// Result of one request through the proxy.
 #[derive(Debug, Clone)]
@@ -116,7 +96,7 @@ async fn killed_containers_are_replaced_and_scaling_drops_no_request() {
     let pods = cluster
         .wait_running("web", 3, Duration::from_secs(120))
         .await;
-    let (addr, handle, stop_proxy) = start_proxy(c.addr).await;
+    let (addr, handle, stop_proxy) = start_proxy(c.addr, "web").await;
     eventually(
         Duration::from_secs(20),
         "proxy holds 3 endpoints",

@@ -5,6 +5,7 @@
 pub mod cluster;
 pub mod fake_agent;
 pub mod process;
+pub mod proxy;
 
 use std::net::SocketAddr;
 use std::path::Path;
