@@ -145,8 +145,23 @@ pub enum Command {
         #[arg(long, default_value_t = 0)]
         tail: u32,
     },
+    /// Current CPU and memory use: top nodes, top pods.
+    Top {
+        /// nodes or pods.
+        #[arg(value_enum)]
+        kind: TopKind,
+    },
     /// Print pssctl's version and the controller's.
     Version,
+}
+
+/// What `top` shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TopKind {
+    #[value(alias = "node", alias = "no")]
+    Nodes,
+    #[value(alias = "pod", alias = "po")]
+    Pods,
 }
 
 /// The kinds `get all` lists, in kubectl's spirit: what a user deployed, then what runs.
@@ -287,6 +302,13 @@ pub async fn execute(cli: Cli, out: &mut (dyn Write + Send)) -> Result<(), CliEr
         .map_err(CliError::Usage)?;
     let mut client = Client::connect(&cli.controller, &token).await?;
     match cli.command {
+        Command::Top { kind } => {
+            let text = match kind {
+                TopKind::Nodes => render::top_nodes(&client.list_nodes().await?),
+                TopKind::Pods => render::top_pods(&client.list_pods(String::new()).await?),
+            };
+            write!(out, "{text}")?;
+        }
         Command::Version => {
             writeln!(out, "pss-controller {}", client.version().await?)?;
         }
@@ -336,6 +358,15 @@ pub async fn execute(cli: Cli, out: &mut (dyn Write + Send)) -> Result<(), CliEr
                 "workload/{name} scaled from {} to {} replicas",
                 resp.previous_replicas, resp.replicas
             )?;
+            // An autoscaler owns the count within its bounds: say so, as the next evaluation
+            // may move it again.
+            if let Some(a) = client.list_autoscalers(name.to_string()).await?.first() {
+                writeln!(
+                    out,
+                    "note: autoscaler/{} owns this workload's replica count within [{}, {}]; it may change it again",
+                    a.name, a.min_replicas, a.max_replicas
+                )?;
+            }
         }
         Command::Autoscale {
             target,

@@ -457,3 +457,40 @@ fn autoscalers_table(items: &[pb::AutoScalePolicy], wide: bool, now: i64) -> Tab
     }
     t
 }
+
+/// `pssctl top nodes`: what each node's agent last reported (heartbeats), beside its capacity.
+pub fn top_nodes(nodes: &[pb::Node]) -> String {
+    let mut t = Table::new(&["NAME", "CPU%", "MEMORY", "MEMORY%", "PODS"]);
+    for n in nodes {
+        let mem_pct = if n.memory_bytes == 0 {
+            0.0
+        } else {
+            n.memory_used_bytes as f64 * 100.0 / n.memory_bytes as f64
+        };
+        t.row(vec![
+            n.name.clone(),
+            format!("{:.1}", n.cpu_usage_percent),
+            bytes(n.memory_used_bytes),
+            format!("{mem_pct:.1}"),
+            n.pod_count.to_string(),
+        ]);
+    }
+    t.render("nodes")
+}
+
+/// `pssctl top pods`: each running pod's last reported CPU (percent of one core) and memory.
+pub fn top_pods(pods: &[pb::Pod]) -> String {
+    let mut t = Table::new(&["NAME", "NODE", "CPU%", "MEMORY"]);
+    for p in pods
+        .iter()
+        .filter(|p| p.phase == pb::PodPhase::Running as i32)
+    {
+        t.row(vec![
+            p.id.clone(),
+            p.node.clone(),
+            format!("{:.1}", p.cpu_percent),
+            bytes(p.memory_bytes),
+        ]);
+    }
+    t.render("pods")
+}

@@ -153,7 +153,14 @@ impl Shared {
         if e.message.len() > MAX_EVENT_MESSAGE_BYTES {
             e.message = cut_short(&e.message, MAX_EVENT_MESSAGE_BYTES).into_owned();
         }
-        tracing::info!(object = %e.object, reason = %e.reason, "{}", e.message);
+        match e.event_type {
+            pss_core::model::EventType::Warning => {
+                tracing::warn!(object = %e.object, reason = %e.reason, "{}", e.message)
+            }
+            pss_core::model::EventType::Normal => {
+                tracing::info!(object = %e.object, reason = %e.reason, "{}", e.message)
+            }
+        }
         if let Err(err) = self.store.add_event(&e) {
             tracing::warn!(error = %err, "could not record event");
         }

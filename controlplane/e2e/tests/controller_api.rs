@@ -516,3 +516,55 @@ async fn an_autoscaler_needs_its_workload_in_the_store_or_the_same_file() {
         .contains("my-autoscaler"));
     c.stop().await;
 }
+
+/// `top nodes` / `top pods` show the last reported usage; `scale` on an autoscaled workload
+/// says who owns its replica count.
+#[tokio::test]
+async fn top_shows_usage_and_scale_names_the_owning_autoscaler() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = RunningController::start(&dir.path().join("pss.db")).await;
+    assert_eq!(c.ctl(&["top", "nodes"]).await.unwrap(), "No nodes found.\n");
+    let stop = tokio_util::sync::CancellationToken::new();
+    let _agent = support::fake_agent::FakeAgent::start("node-t", c.addr, stop.clone()).await;
+    c.ctl(&["apply", "-f", &example("my-app.yaml")])
+        .await
+        .unwrap();
+    let top = support::eventually(
+        std::time::Duration::from_secs(20),
+        "three pods running on the fake node",
+        || async {
+            let out = c.ctl(&["top", "pods"]).await.ok()?;
+            (out.lines().count() == 4).then_some(out)
+        },
+    )
+    .await;
+    assert!(
+        top.starts_with("NAME") && top.contains("node-t") && top.contains("CPU%"),
+        "{top}"
+    );
+    let nodes = c.ctl(&["top", "nodes"]).await.unwrap();
+    assert!(
+        nodes.contains("node-t") && nodes.contains("MEMORY%"),
+        "{nodes}"
+    );
+
+    let plain = c
+        .ctl(&["scale", "workload/my-app", "--replicas", "2"])
+        .await
+        .unwrap();
+    assert!(!plain.contains("autoscaler"), "{plain}");
+    c.ctl(&["apply", "-f", &example("my-autoscaler.yaml")])
+        .await
+        .unwrap();
+    let owned = c
+        .ctl(&["scale", "workload/my-app", "--replicas", "4"])
+        .await
+        .unwrap();
+    assert!(
+        owned
+            .contains("autoscaler/my-autoscaler owns this workload's replica count within [2, 10]"),
+        "{owned}"
+    );
+    stop.cancel();
+    c.stop().await;
+}
