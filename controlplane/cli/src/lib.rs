@@ -145,6 +145,13 @@ pub enum Command {
         #[arg(long, default_value_t = 0)]
         tail: u32,
     },
+    /// Show one object in full with its recent events: describe KIND/NAME (or KIND NAME).
+    Describe {
+        /// KIND/NAME, or KIND when NAME follows.
+        target: String,
+        /// The name, when not given as KIND/NAME.
+        name: Option<String>,
+    },
     /// Current CPU and memory use: top nodes, top pods.
     Top {
         /// nodes or pods.
@@ -302,6 +309,13 @@ pub async fn execute(cli: Cli, out: &mut (dyn Write + Send)) -> Result<(), CliEr
         .map_err(CliError::Usage)?;
     let mut client = Client::connect(&cli.controller, &token).await?;
     match cli.command {
+        Command::Describe { target, name } => {
+            let (kind, name) = get_target(&target, name)?;
+            let name = name
+                .ok_or_else(|| CliError::Usage(format!("describe needs a name: {target}/NAME")))?;
+            let text = render::describe(&mut client, kind, &name).await?;
+            write!(out, "{text}")?;
+        }
         Command::Top { kind } => {
             let text = match kind {
                 TopKind::Nodes => render::top_nodes(&client.list_nodes().await?),

@@ -494,3 +494,43 @@ pub fn top_pods(pods: &[pb::Pod]) -> String {
     }
     t.render("pods")
 }
+
+/// `pssctl describe KIND/NAME`: the object in full (as `get -o yaml` shows it), then its recent
+/// events, oldest first, as `kubectl describe` ends.
+pub async fn describe(
+    client: &mut Client,
+    resource: Resource,
+    name: &str,
+) -> Result<String, CliError> {
+    let object_kind = match resource {
+        Resource::Pods => "pod",
+        Resource::Workloads => "workload",
+        Resource::Services => "service",
+        Resource::Nodes => "node",
+        Resource::Autoscalers => "autoscalepolicy",
+        Resource::Events => {
+            return Err(CliError::Usage(
+                "describe shows pods, workloads, services, nodes or autoscalers".into(),
+            ))
+        }
+    };
+    let mut text = get(client, resource, Some(name), Output::Yaml, String::new(), 0).await?;
+    let object = format!("{object_kind}/{name}");
+    let events: Vec<pb::Event> = client
+        .list_events(0)
+        .await?
+        .into_iter()
+        .filter(|e| e.object == object)
+        .collect();
+    text.push_str("\nEvents:\n");
+    if events.is_empty() {
+        text.push_str("  <none>\n");
+    } else {
+        for line in events_table(&events, now_ms()).render("events").lines() {
+            text.push_str("  ");
+            text.push_str(line);
+            text.push('\n');
+        }
+    }
+    Ok(text)
+}

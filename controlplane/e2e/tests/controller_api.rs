@@ -568,3 +568,38 @@ async fn top_shows_usage_and_scale_names_the_owning_autoscaler() {
     stop.cancel();
     c.stop().await;
 }
+
+/// `describe KIND/NAME`: the object in full and its own events (not another kind's of the same
+/// name).
+#[tokio::test]
+async fn describe_shows_the_object_and_its_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = RunningController::start(&dir.path().join("pss.db")).await;
+    c.ctl(&["apply", "-f", &example("my-app.yaml")])
+        .await
+        .unwrap();
+    c.ctl(&["scale", "workload/my-app", "--replicas", "2"])
+        .await
+        .unwrap();
+    let out = c.ctl(&["describe", "workload/my-app"]).await.unwrap();
+    assert!(
+        out.contains("name: my-app") && out.contains("replicas: 2"),
+        "{out}"
+    );
+    let events = out.split("Events:").nth(1).expect("an Events section");
+    assert!(
+        events.contains("Created") && events.contains("Scaled"),
+        "{out}"
+    );
+    assert_eq!(
+        c.ctl(&["describe", "workload", "my-app"]).await.unwrap(),
+        out
+    );
+    let err = c.ctl(&["describe", "service/nope"]).await.unwrap_err();
+    assert_eq!(err.to_string(), "service \"nope\" not found");
+    assert!(matches!(
+        c.ctl(&["describe", "workloads"]).await.unwrap_err(),
+        CliError::Usage(_)
+    ));
+    c.stop().await;
+}
