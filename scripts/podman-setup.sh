@@ -44,7 +44,7 @@
 set -euo pipefail
 
 # Bump when the demo image's content changes: the image is re-imported when its label differs.
-DEMO_VERSION=2
+DEMO_VERSION=3
 DEMO_IMAGE=localhost/pss-demo:latest
 CONF=${PSS_CONTAINERS_CONF:-/etc/pss/containers.conf}
 SOCK=${PSS_PODMAN_SOCK:-/run/pss/podman.sock}
@@ -234,7 +234,9 @@ if [ "$have_version" != "$DEMO_VERSION" ]; then
     done
     cat >"$root/www/cgi-bin/index.cgi" <<'CGI'
 #!/bin/sh
-# GET / (no index.html, so busybox httpd runs this): the page names the pod.
+# GET / (no index.html, so busybox httpd runs this): the page names the pod. One access-log
+# line per request goes to stderr, i.e. the container's log (`pssctl logs`).
+echo "$(date -u +%Y-%m-%dT%H:%M:%SZ) ${REMOTE_ADDR:-?} ${REQUEST_METHOD:-GET} ${REQUEST_URI:-/} 200" >&2
 echo "Content-Type: text/html"
 echo
 echo "<h1>hello from $(hostname)</h1>"

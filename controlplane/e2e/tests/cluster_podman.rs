@@ -45,6 +45,14 @@ async fn workload_runs_spreads_scales_logs_and_deletes_on_podman() {
             "the page names its pod: {body}"
         );
     }
+    // The demo image logs one access line per request: `pssctl logs` shows it.
+    let first = pods[0]["name"].as_str().unwrap().to_string();
+    let access = support::eventually(Duration::from_secs(10), "an access-log line", || async {
+        let out = c.ctl(&["logs", &first]).await.ok()?;
+        out.lines().any(|l| l.ends_with("GET / 200")).then_some(out)
+    })
+    .await;
+    assert!(access.contains(" GET / 200"), "{access}");
     // Podman shows them, labelled.
     let listing = podman(&[
         "pod",
