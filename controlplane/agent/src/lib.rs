@@ -207,8 +207,6 @@ pub async fn run(
     if config.token.is_empty() {
         return Err(Error::Invalid("the agent needs the shared token".into()));
     }
-    let port = listener.local_addr()?.port();
-    let agent_address = format!("{}:{port}", config.advertise_address);
     let publish = config.publish_address.clone().or_else(|| {
         config
             .advertise_address
@@ -242,7 +240,40 @@ pub async fn run(
             (runtime, String::new())
         }
     };
-    let runtime = Arc::new(runtime);
+    serve(
+        listener,
+        config,
+        Arc::new(runtime),
+        limits_unenforced,
+        shutdown,
+    )
+    .await
+}
+
+/// Runs the agent over a runtime the caller made and keeps (e.g. a simulated one, see
+/// [`Runtime::sim`], whose pods a test inspects); otherwise like [`run`].
+pub async fn run_with_runtime(
+    listener: TcpListener,
+    config: AgentConfig,
+    runtime: Arc<Runtime>,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    if config.token.is_empty() {
+        return Err(Error::Invalid("the agent needs the shared token".into()));
+    }
+    serve(listener, config, runtime, String::new(), shutdown).await
+}
+
+/// The agent proper over `runtime`: the gRPC service, the reporter and the background loops.
+async fn serve(
+    listener: TcpListener,
+    config: AgentConfig,
+    runtime: Arc<Runtime>,
+    limits_unenforced: String,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let port = listener.local_addr()?.port();
+    let agent_address = format!("{}:{port}", config.advertise_address);
 
     let client = reporter::connect(&config.controller, &config.token)?;
     let identity = reporter::NodeIdentity {
