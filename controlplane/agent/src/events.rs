@@ -19,6 +19,11 @@ pub async fn run(
     updates: mpsc::Sender<PodReport>,
     shutdown: CancellationToken,
 ) {
+    // Simulated pods never die by themselves: no events to watch.
+    let Some(podman) = runtime.podman().cloned() else {
+        shutdown.cancelled().await;
+        return;
+    };
     let filters = serde_json::json!({
         "type": ["container"],
         "event": ["died", "exited", "oom"],
@@ -29,7 +34,7 @@ pub async fn run(
     loop {
         let opened = tokio::select! {
             _ = shutdown.cancelled() => return,
-            opened = runtime.podman().events(&filters) => opened,
+            opened = podman.events(&filters) => opened,
         };
         match opened {
             Ok(mut stream) => {

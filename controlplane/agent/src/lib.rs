@@ -10,6 +10,8 @@
 //! - [`reporter`]: Register (with the pods already running: adoption), heartbeats with
 //!   [`metrics`], and status pushes; [`events`] (Podman's event stream) and [`readiness`]
 //!   (TCP probes) feed those pushes.
+//! - [`sim`]: the simulated runtime (`--runtime sim`): pods run in memory, no Podman; many
+//!   simulated agents can share one process (see [`run_sim_nodes`]).
 //! - [`snapshot`]: the last known pods and the runtime's health, refreshed from Podman with a
 //!   deadline; heartbeats send it and never wait on Podman.
 //!
@@ -41,9 +43,11 @@ pub mod readiness;
 pub mod reporter;
 pub mod runtime;
 pub mod server;
+pub mod sim;
 pub mod snapshot;
 pub mod socket;
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -75,6 +79,28 @@ pub mod defaults {
     pub const RUNTIME_DEADLINE: Duration = crate::snapshot::DEFAULT_RUNTIME_DEADLINE;
 }
 
+/// Which runtime the agent's pods run on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RuntimeKind {
+    /// Podman, through its socket.
+    #[default]
+    Podman,
+    /// The in-memory simulator (see [`sim`]): no Podman needed.
+    Sim,
+}
+
+impl std::str::FromStr for RuntimeKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "podman" => Ok(RuntimeKind::Podman),
+            "sim" => Ok(RuntimeKind::Sim),
+            other => Err(format!("unknown runtime {other:?}: podman or sim")),
+        }
+    }
+}
+
 /// Everything an agent needs to know; the flags of `pss-agent`.
 #[derive(Clone)]
 pub struct AgentConfig {
@@ -91,6 +117,8 @@ pub struct AgentConfig {
     pub publish_address: Option<String>,
     /// Podman socket; `None` auto-detects (see [`socket`]).
     pub socket: Option<PathBuf>,
+    /// Podman (default) or the simulator.
+    pub runtime: RuntimeKind,
     /// CPU capacity offered to the scheduler, in millicores.
     pub cpu_millis: u64,
     /// Memory capacity offered to the scheduler, in bytes.
@@ -118,6 +146,7 @@ impl AgentConfig {
             advertise_address: defaults::ADVERTISE_ADDRESS.into(),
             publish_address: None,
             socket: None,
+            runtime: RuntimeKind::Podman,
             cpu_millis: default_cpu_millis(),
             memory_bytes: defaults::MEMORY_MIB * 1024 * 1024,
             metrics_interval: defaults::METRICS_INTERVAL,
@@ -137,6 +166,7 @@ impl std::fmt::Debug for AgentConfig {
             .field("advertise_address", &self.advertise_address)
             .field("publish_address", &self.publish_address)
             .field("socket", &self.socket)
+            .field("runtime", &self.runtime)
             .field("cpu_millis", &self.cpu_millis)
             .field("memory_bytes", &self.memory_bytes)
             .field("metrics_interval", &self.metrics_interval)
@@ -164,7 +194,8 @@ pub fn hostname() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
-/// Runs the agent on `listener` until `shutdown`: finds and pings Podman (failing with every
+/// Runs the agent on `listener` until `shutdown`: finds and pings Podman (unless
+/// [`AgentConfig::runtime`] is [`RuntimeKind::Sim`]) (failing with every
 /// socket path tried when none answers), serves the `Agent` gRPC service, registers with the
 /// controller (reporting the pods already on this node), heartbeats, watches Podman's events
 /// and probes readiness.
@@ -176,17 +207,6 @@ pub async fn run(
     if config.token.is_empty() {
         return Err(Error::Invalid("the agent needs the shared token".into()));
     }
-    let podman = socket::detect(config.socket.clone()).await?;
-    tracing::info!(socket = %podman.socket().display(), node = %config.node_name, "Podman answers");
-    let limits = cgroups::LimitSupport::probe(&podman).await;
-    let limits_unenforced = limits.unenforced().unwrap_or_default();
-    if !limits_unenforced.is_empty() {
-        tracing::warn!(
-            "{limits_unenforced}: pods run without them, and are still scheduled by their requests"
-        );
-    }
-    let port = listener.local_addr()?.port();
-    let agent_address = format!("{}:{port}", config.advertise_address);
     let publish = config.publish_address.clone().or_else(|| {
         config
             .advertise_address
@@ -194,15 +214,66 @@ pub async fn run(
             .ok()
             .map(|ip| ip.to_string())
     });
-    let runtime = Arc::new(
-        Runtime::new(
-            podman,
-            config.node_name.clone(),
-            config.advertise_address.clone(),
-        )
-        .with_publish_address(publish)
-        .with_limit_support(limits),
-    );
+    let (runtime, limits_unenforced) = match config.runtime {
+        RuntimeKind::Podman => {
+            let podman = socket::detect(config.socket.clone()).await?;
+            tracing::info!(socket = %podman.socket().display(), node = %config.node_name, "Podman answers");
+            let limits = cgroups::LimitSupport::probe(&podman).await;
+            let limits_unenforced = limits.unenforced().unwrap_or_default();
+            if !limits_unenforced.is_empty() {
+                tracing::warn!(
+                    "{limits_unenforced}: pods run without them, and are still scheduled by their requests"
+                );
+            }
+            let runtime = Runtime::new(
+                podman,
+                config.node_name.clone(),
+                config.advertise_address.clone(),
+            )
+            .with_publish_address(publish)
+            .with_limit_support(limits);
+            (runtime, limits_unenforced)
+        }
+        RuntimeKind::Sim => {
+            tracing::debug!(node = %config.node_name, "simulated runtime: pods run in memory");
+            let runtime = Runtime::sim(config.node_name.clone(), config.advertise_address.clone());
+            (runtime, String::new())
+        }
+    };
+    serve(
+        listener,
+        config,
+        Arc::new(runtime),
+        limits_unenforced,
+        shutdown,
+    )
+    .await
+}
+
+/// Runs the agent over a runtime the caller made and keeps (e.g. a simulated one, see
+/// [`Runtime::sim`], whose pods a test inspects); otherwise like [`run`].
+pub async fn run_with_runtime(
+    listener: TcpListener,
+    config: AgentConfig,
+    runtime: Arc<Runtime>,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    if config.token.is_empty() {
+        return Err(Error::Invalid("the agent needs the shared token".into()));
+    }
+    serve(listener, config, runtime, String::new(), shutdown).await
+}
+
+/// The agent proper over `runtime`: the gRPC service, the reporter and the background loops.
+async fn serve(
+    listener: TcpListener,
+    config: AgentConfig,
+    runtime: Arc<Runtime>,
+    limits_unenforced: String,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let port = listener.local_addr()?.port();
+    let agent_address = format!("{}:{port}", config.advertise_address);
 
     let client = reporter::connect(&config.controller, &config.token)?;
     let identity = reporter::NodeIdentity {
@@ -252,4 +323,68 @@ pub async fn run(
     while background.join_next().await.is_some() {}
     tracing::info!("agent stopped; its pods keep running");
     served.map_err(Error::from)
+}
+
+/// The listen address of simulated node `index` of [`run_sim_nodes`]: `base` with its port
+/// plus `index`, or port 0 (any free port) when `base`'s port is 0.
+pub fn sim_listen_addr(base: SocketAddr, index: usize) -> Result<SocketAddr> {
+    if base.port() == 0 {
+        return Ok(base);
+    }
+    let port = u16::try_from(usize::from(base.port()) + index)
+        .map_err(|_| Error::Invalid(format!("simulated node {index}: port past 65535")))?;
+    Ok(SocketAddr::new(base.ip(), port))
+}
+
+/// Runs `count` simulated agents in this process until `shutdown` (the way kubemark runs
+/// hollow nodes): agent `i` is `config` with node name `<node_name>-<i>`, the simulated runtime,
+/// and a listener on [`sim_listen_addr`]`(listen, i)`; each registers its own bound port. The
+/// agents share nothing but the process. Fails when a listener cannot be bound or an agent
+/// fails (the others are then stopped).
+pub async fn run_sim_nodes(
+    listen: SocketAddr,
+    config: AgentConfig,
+    count: usize,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let mut agents = tokio::task::JoinSet::new();
+    let stop = shutdown.child_token();
+    for i in 0..count {
+        let addr = sim_listen_addr(listen, i)?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| Error::Invalid(format!("simulated node {i}: binding {addr}: {e}")))?;
+        let mut node = config.clone();
+        node.node_name = format!("{}-{i}", config.node_name);
+        node.runtime = RuntimeKind::Sim;
+        agents.spawn(run(listener, node, stop.clone()));
+    }
+    tracing::info!(count, "simulated agents started");
+    let mut first_error = None;
+    while let Some(done) = agents.join_next().await {
+        let result = done.map_err(|e| Error::Invalid(format!("simulated agent task: {e}")));
+        if let Err(e) = result.and_then(|r| r) {
+            tracing::error!(error = %e, "a simulated agent failed; stopping the others");
+            stop.cancel();
+            first_error.get_or_insert(e);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn simulated_nodes_listen_on_consecutive_ports_or_any() {
+        let base: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        assert_eq!(sim_listen_addr(base, 3).unwrap().port(), 40003);
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        assert_eq!(sim_listen_addr(any, 3).unwrap().port(), 0);
+        let high: SocketAddr = "127.0.0.1:65535".parse().unwrap();
+        assert!(sim_listen_addr(high, 1).is_err());
+        assert_eq!("sim".parse::<RuntimeKind>(), Ok(RuntimeKind::Sim));
+        assert!("docker".parse::<RuntimeKind>().is_err());
+    }
 }

@@ -4,7 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
-use pss_agent::{default_cpu_millis, defaults, hostname, run, AgentConfig};
+use pss_agent::{
+    default_cpu_millis, defaults, hostname, run, run_sim_nodes, AgentConfig, RuntimeKind,
+};
 use pss_plumbing::duration::HumanDuration;
 use pss_plumbing::server_args::{bind, ServerArgs};
 use tokio_util::sync::CancellationToken;
@@ -25,6 +27,14 @@ struct Args {
     /// /run/podman/podman.sock).
     #[arg(long, env = "PSS_PODMAN_SOCK")]
     socket: Option<PathBuf>,
+    /// Where pods run: `podman`, or `sim` (in memory, instantly, no Podman: for scale tests).
+    #[arg(long, env = "PSS_AGENT_RUNTIME", default_value = "podman")]
+    runtime: RuntimeKind,
+    /// With `--runtime sim`: run this many simulated agents in this process, named
+    /// `<node-name>-0` .. `<node-name>-<N-1>`, listening on the --listen port plus their index
+    /// (port 0: each on a free port).
+    #[arg(long)]
+    sim_nodes: Option<usize>,
     /// CPU capacity in millicores (default: cores x 1000).
     #[arg(long)]
     cpu: Option<u64>,
@@ -56,7 +66,6 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let token = args.server.start().map_err(anyhow::Error::msg)?;
-    let listener = bind(&args.listen).await.map_err(anyhow::Error::msg)?;
 
     let mut config = AgentConfig::new(
         args.controller,
@@ -67,12 +76,24 @@ async fn main() -> anyhow::Result<()> {
     config.publish_address = args.publish_address;
     config.runtime_deadline = args.runtime_deadline.into();
     config.socket = args.socket;
+    config.runtime = args.runtime;
     config.cpu_millis = args.cpu.unwrap_or_else(default_cpu_millis);
     config.memory_bytes = args.mem * 1024 * 1024;
     config.metrics_interval = args.metrics_interval.into();
 
     let shutdown = CancellationToken::new();
     pss_plumbing::shutdown::cancel_on_signals(shutdown.clone());
+    if let Some(count) = args.sim_nodes {
+        if config.runtime != RuntimeKind::Sim {
+            anyhow::bail!("--sim-nodes needs --runtime sim");
+        }
+        let listen = pss_plumbing::addr::parse_listen(&args.listen).map_err(anyhow::Error::msg)?;
+        run_sim_nodes(listen, config, count, shutdown)
+            .await
+            .context("pss-agent (simulated nodes)")?;
+        return Ok(());
+    }
+    let listener = bind(&args.listen).await.map_err(anyhow::Error::msg)?;
     run(listener, config, shutdown).await.context("pss-agent")?;
     Ok(())
 }

@@ -9,6 +9,8 @@
 //! - [`Runtime::report`] reads a pod back from Podman into a `PodReport` (phase derived from the
 //!   containers by [`derive_phase`], addresses `<advertise>:<host port>`). The only state
 //!   kept in memory is readiness (set by the readiness loop) and which pods are being stopped.
+//! - The same `Runtime` runs over the in-memory simulator instead ([`Backend::Sim`], see
+//!   [`crate::sim`]): server, reporter, snapshot and readiness code are shared.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -21,6 +23,7 @@ use crate::podman::{
     ContainerCreate, ContainerState, CpuLimits, MemoryLimits, PodCreate, PodInspect, Podman,
     PodmanError, PortMapping, ResourceLimits,
 };
+use crate::sim::SimPods;
 use crate::snapshot::NodeSnapshot;
 use crate::{Error, Result};
 
@@ -82,9 +85,17 @@ struct Tracked {
     stopping: bool,
 }
 
-/// The agent's pod runtime: Podman plus the node's identity.
+/// Where pods run: Podman, or the in-memory simulator.
+// One per node, never moved around: its size does not matter.
+#[allow(clippy::large_enum_variant)]
+pub enum Backend {
+    Podman(Podman),
+    Sim(SimPods),
+}
+
+/// The agent's pod runtime: Podman (or the simulator) plus the node's identity.
 pub struct Runtime {
-    podman: Podman,
+    backend: Backend,
     /// This node's name (the `pss.node` label of its pods).
     node: String,
     /// Host part of the pods' addresses.
@@ -107,9 +118,22 @@ impl Runtime {
     /// A runtime whose pods' ports are published on `advertise` (see
     /// [`Runtime::with_publish_address`]).
     pub fn new(podman: Podman, node: impl Into<String>, advertise: impl Into<String>) -> Self {
+        Self::with_backend(Backend::Podman(podman), node, advertise)
+    }
+
+    /// A simulated node: pods run in memory (see [`crate::sim`]).
+    pub fn sim(node: impl Into<String>, advertise: impl Into<String>) -> Self {
+        Self::with_backend(Backend::Sim(SimPods::default()), node, advertise)
+    }
+
+    fn with_backend(
+        backend: Backend,
+        node: impl Into<String>,
+        advertise: impl Into<String>,
+    ) -> Self {
         let advertise = advertise.into();
         Self {
-            podman,
+            backend,
             node: node.into(),
             publish: Some(advertise.clone()),
             advertise,
@@ -138,8 +162,22 @@ impl Runtime {
         self
     }
 
-    pub fn podman(&self) -> &Podman {
-        &self.podman
+    /// Podman, `None` on a simulated node.
+    pub fn podman(&self) -> Option<&Podman> {
+        match &self.backend {
+            Backend::Podman(podman) => Some(podman),
+            Backend::Sim(_) => None,
+        }
+    }
+
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    /// Podman, or an error on a simulated node.
+    fn require_podman(&self) -> Result<&Podman> {
+        self.podman()
+            .ok_or_else(|| Error::Invalid("this node runs simulated pods, not Podman".into()))
     }
 
     pub fn node(&self) -> &str {
@@ -171,7 +209,16 @@ impl Runtime {
     }
 
     async fn run_pod_locked(&self, req: &RunPodRequest) -> Result<PodReport> {
-        if let Some(pod) = self.podman.inspect_pod(&req.id).await? {
+        let podman = match &self.backend {
+            Backend::Podman(podman) => podman,
+            Backend::Sim(sim) => {
+                // Running and ready at once: the readiness loop finds nothing to flip.
+                let report = sim.run(req, &self.advertise);
+                self.set_ready(&req.id, true);
+                return Ok(report);
+            }
+        };
+        if let Some(pod) = podman.inspect_pod(&req.id).await? {
             if !self.owns(&pod) {
                 return Err(Error::Invalid(format!(
                     "a Podman pod named {:?} exists and is not a PSS pod of node {:?}",
@@ -188,7 +235,7 @@ impl Runtime {
                     // Restart in place, as Kubernetes restarts a crashed container: the infra
                     // container keeps the network namespace and the host ports, so the pod's
                     // address does not change and no pod has to be created.
-                    self.podman.start_pod(&req.id).await?;
+                    podman.start_pod(&req.id).await?;
                     tracing::info!(pod = %req.id, "pod restarted in place");
                     return self.report(&req.id).await?.ok_or_else(|| {
                         Error::Podman(PodmanError::NotFound {
@@ -200,14 +247,14 @@ impl Runtime {
                     });
                 }
                 // It ended and runs an old spec: make room for the new one.
-                self.podman.remove_pod(&req.id).await?;
+                podman.remove_pod(&req.id).await?;
                 self.forget(&req.id);
             }
         }
 
         let spec = req.spec.as_ref().expect("checked by run_pod");
         for c in &spec.containers {
-            match self.podman.image_exists(&c.image).await {
+            match podman.image_exists(&c.image).await {
                 Ok(()) => {}
                 Err(PodmanError::NotFound { message }) => {
                     tracing::warn!(pod = %req.id, image = %c.image, "image not found locally");
@@ -221,11 +268,11 @@ impl Runtime {
             }
         }
 
-        match self.create(req).await {
+        match self.create(podman, req).await {
             Ok(()) => {}
             Err(e) => {
                 tracing::warn!(pod = %req.id, error = %e, "creating the pod failed; removing what was created");
-                if let Err(rm) = self.podman.remove_pod(&req.id).await {
+                if let Err(rm) = podman.remove_pod(&req.id).await {
                     tracing::warn!(pod = %req.id, error = %rm, "cleanup after a failed create");
                 }
                 self.forget(&req.id);
@@ -240,7 +287,7 @@ impl Runtime {
         })
     }
 
-    async fn create(&self, req: &RunPodRequest) -> Result<()> {
+    async fn create(&self, podman: &Podman, req: &RunPodRequest) -> Result<()> {
         let spec = req.spec.as_ref().expect("checked by run_pod");
         let mut labels = HashMap::from([
             (LABEL_POD.to_string(), req.id.clone()),
@@ -287,7 +334,7 @@ impl Runtime {
             .lock()
             .expect("tracked lock")
             .insert(req.id.clone(), Tracked::default());
-        self.podman
+        podman
             .create_pod(&PodCreate {
                 name: req.id.clone(),
                 labels: labels.clone(),
@@ -329,9 +376,9 @@ impl Runtime {
                 resource_limits: self.limits.apply(limits),
                 init: true,
             };
-            self.podman.create_container(&create).await?;
+            podman.create_container(&create).await?;
         }
-        Ok(self.podman.start_pod(&req.id).await?)
+        Ok(podman.start_pod(&req.id).await?)
     }
 
     /// A FAILED report for a pod that could not be created.
@@ -358,13 +405,17 @@ impl Runtime {
             .or_default()
             .stopping = true;
         let result = async {
+            let podman = match &self.backend {
+                Backend::Podman(podman) => podman,
+                Backend::Sim(sim) => return Ok(sim.stop(id)),
+            };
             // Only this node's PSS pods: never another agent's (two agents may share one
             // Podman) nor a pod PSS did not make.
             if self.inspect_own(id).await?.is_none() {
                 return Ok(false);
             }
-            let existed = self.podman.stop_pod(id, grace).await?;
-            let removed = self.podman.remove_pod(id).await?;
+            let existed = podman.stop_pod(id, grace).await?;
+            let removed = podman.remove_pod(id).await?;
             Ok(existed || removed)
         }
         .await;
@@ -410,9 +461,13 @@ impl Runtime {
         pod.label(LABEL_NODE) == Some(self.node.as_str()) && pod.label(LABEL_POD).is_some()
     }
 
-    /// The pod if it exists and is a PSS pod of this node.
+    /// The pod if it exists and is a PSS pod of this node (Podman only).
     pub async fn inspect_own(&self, id: &str) -> Result<Option<PodInspect>> {
-        Ok(self.podman.inspect_pod(id).await?.filter(|p| self.owns(p)))
+        Ok(self
+            .require_podman()?
+            .inspect_pod(id)
+            .await?
+            .filter(|p| self.owns(p)))
     }
 
     /// True while a StopPod for `id` is in progress.
@@ -435,14 +490,17 @@ impl Runtime {
 
     /// IDs of the PSS pods on this node, as Podman lists them.
     pub async fn pod_ids(&self) -> Result<Vec<String>> {
-        let pods = self
-            .podman
+        let podman = match &self.backend {
+            Backend::Podman(podman) => podman,
+            Backend::Sim(sim) => return Ok(sim.ids()),
+        };
+        let pods = podman
             .list_pods(&format!("{LABEL_NODE}={}", self.node))
             .await?;
         Ok(pods.into_iter().map(|p| p.name).collect())
     }
 
-    /// Reports of every PSS pod on this node (without usage figures).
+    /// Reports of every PSS pod on this node (without usage figures, except simulated ones).
     pub async fn reports(&self) -> Result<Vec<PodReport>> {
         let mut out = Vec::new();
         for id in self.pod_ids().await? {
@@ -460,13 +518,18 @@ impl Runtime {
 
     /// The pod's report and its readiness probe.
     pub async fn report_and_probe(&self, id: &str) -> Result<Option<(PodReport, Option<Probe>)>> {
+        let podman = match &self.backend {
+            Backend::Podman(podman) => podman,
+            // No probe: a simulated pod is ready while it runs.
+            Backend::Sim(sim) => return Ok(sim.report(id).map(|r| (r, None))),
+        };
         let Some(pod) = self.inspect_own(id).await? else {
             return Ok(None);
         };
         let mut containers = Vec::new();
         let mut started_at_ms = 0i64;
         for c in pod.app_containers() {
-            let Some(info) = self.podman.inspect_container(&c.id).await? else {
+            let Some(info) = podman.inspect_container(&c.id).await? else {
                 continue;
             };
             let name = info

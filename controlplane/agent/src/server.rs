@@ -17,7 +17,8 @@ use tonic::{Request, Response, Status};
 
 use crate::logs::FrameDecoder;
 use crate::podman::Podman;
-use crate::runtime::{Runtime, LABEL_CONTAINER};
+use crate::runtime::{Backend, Runtime, LABEL_CONTAINER};
+use crate::sim::SimPods;
 
 /// Grace period of a StopPod that sets none.
 pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
@@ -70,6 +71,10 @@ impl Agent for AgentService {
         request: Request<PodLogsRequest>,
     ) -> Result<Response<LogStream>, Status> {
         let request = request.into_inner();
+        let podman = match self.runtime.backend() {
+            Backend::Podman(podman) => podman.clone(),
+            Backend::Sim(sim) => return sim_logs(sim, &request),
+        };
         let pod = self
             .runtime
             .inspect_own(&request.pod)
@@ -79,9 +84,7 @@ impl Agent for AgentService {
             })?;
         let mut targets = Vec::new();
         for c in pod.app_containers() {
-            let info = self
-                .runtime
-                .podman()
+            let info = podman
                 .inspect_container(&c.id)
                 .await
                 .map_err(crate::Error::from)?;
@@ -109,7 +112,7 @@ impl Agent for AgentService {
         if request.follow || targets.len() == 1 {
             // Concurrently: chunks are interleaved as they come, each tagged with its container.
             for (name, id) in targets {
-                let podman = self.runtime.podman().clone();
+                let podman = podman.clone();
                 let tx = tx.clone();
                 tokio::spawn(async move {
                     forward_logs(podman, name, id, request.follow, request.tail, tx).await
@@ -117,7 +120,6 @@ impl Agent for AgentService {
             }
         } else {
             // One container after the other, so the output reads container by container.
-            let podman = self.runtime.podman().clone();
             tokio::spawn(async move {
                 for (name, id) in targets {
                     if !forward_logs(podman.clone(), name, id, false, request.tail, tx.clone())
@@ -130,6 +132,31 @@ impl Agent for AgentService {
         }
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
+}
+
+/// A simulated pod's logs: one fixed line per (selected) container.
+fn sim_logs(sim: &SimPods, request: &PodLogsRequest) -> Result<Response<LogStream>, Status> {
+    let containers = sim.containers(&request.pod).ok_or_else(|| {
+        Status::not_found(format!("pod {:?} not found on this node", request.pod))
+    })?;
+    let chunks: Vec<Result<LogChunk, Status>> = containers
+        .into_iter()
+        .filter(|name| request.container.is_empty() || request.container == *name)
+        .map(|container| {
+            Ok(LogChunk {
+                container,
+                stream: 1,
+                data: crate::sim::LOG_LINE.as_bytes().to_vec(),
+            })
+        })
+        .collect();
+    if chunks.is_empty() {
+        return Err(Status::not_found(format!(
+            "pod {:?} has no container {:?}",
+            request.pod, request.container
+        )));
+    }
+    Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
 }
 
 /// Streams one container's logs into `tx` as `LogChunk`s; false when the receiver is gone.

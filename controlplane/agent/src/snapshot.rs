@@ -212,6 +212,10 @@ fn unix_ms() -> i64 {
 /// Every pod's report with its usage since the previous sample.
 async fn read_pods(runtime: &Runtime, cpu: &mut PodCpuTracker) -> crate::Result<Vec<PodReport>> {
     let mut reports = runtime.reports().await?;
+    // Simulated pods come with their synthetic usage.
+    let Some(podman) = runtime.podman() else {
+        return Ok(reports);
+    };
     let running: Vec<String> = reports
         .iter()
         .flat_map(|r| r.containers.iter())
@@ -220,7 +224,7 @@ async fn read_pods(runtime: &Runtime, cpu: &mut PodCpuTracker) -> crate::Result<
         .collect();
     // Containers may stop between the list and the stats call: only a runtime that does not
     // answer fails the refresh, other stats errors just leave the usage figures out.
-    let stats = match runtime.podman().container_stats(&running).await {
+    let stats = match podman.container_stats(&running).await {
         Ok(stats) => stats,
         Err(e) if e.is_unresponsive() => return Err(e.into()),
         Err(e) => {
