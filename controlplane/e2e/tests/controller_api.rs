@@ -132,7 +132,18 @@ async fn applies_examples_lists_them_and_keeps_them_across_a_restart() {
         .ctl(&["scale", "workload/my-app", "--replicas", "5"])
         .await
         .unwrap();
-    assert_eq!(scaled.trim(), "workload/my-app scaled from 3 to 5 replicas");
+    let mut lines = scaled.lines();
+    assert_eq!(
+        lines.next(),
+        Some("workload/my-app scaled from 3 to 5 replicas")
+    );
+    // The examples include an autoscaler for my-app: scale says who owns the count.
+    assert!(
+        lines
+            .next()
+            .is_some_and(|l| l.contains("autoscaler/my-autoscaler owns")),
+        "{scaled}"
+    );
     let pods_before = c.ctl(&["get", "pods", "-o", "json"]).await.unwrap();
     c.stop().await;
 
