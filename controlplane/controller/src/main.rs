@@ -12,6 +12,10 @@ use pss_plumbing::server_args::{bind, ServerArgs};
 use pss_store::SqliteStore;
 use tokio_util::sync::CancellationToken;
 
+/// Highest `--max-replicas` accepted: the scheduler and reconciler work per replica, and a
+/// cluster of this system's size never needs more pods of one workload.
+const MAX_MAX_REPLICAS: u32 = 100_000;
+
 /// PSS control plane: desired and observed state in SQLite, scheduler, reconciler, autoscaler,
 /// service manager and node registry behind one token-protected gRPC endpoint.
 #[derive(Parser, Debug)]
@@ -47,7 +51,11 @@ struct Args {
     stabilization_window: HumanDuration,
     /// Most replicas one workload may have (manifests, `pssctl scale`, autoscalers); stored
     /// workloads above it are reported and not run.
-    #[arg(long, default_value_t = pss_core::model::Limits::default().max_replicas)]
+    #[arg(
+        long,
+        default_value_t = pss_core::model::Limits::default().max_replicas,
+        value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_MAX_REPLICAS))
+    )]
     max_replicas: u32,
     #[command(flatten)]
     server: ServerArgs,

@@ -306,15 +306,7 @@ async fn invalid_manifests_are_rejected_and_change_nothing() {
         );
         // Straight to the server, bypassing pssctl's local check: refused as well.
         let text = String::from_utf8_lossy(&std::fs::read(f).unwrap()).into_owned();
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", c.addr))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        let mut op = pss_proto::v1::operator_client::OperatorClient::with_interceptor(
-            channel,
-            pss_proto::auth::BearerToken::new(support::TOKEN).unwrap(),
-        );
+        let mut op = support::operator(c.addr).await;
         let status = op
             .apply(pss_proto::v1::ApplyRequest {
                 manifest: text,
@@ -389,15 +381,7 @@ fn the_controller_binary_refuses_weak_tokens_and_reads_token_files() {
 async fn a_huge_source_name_is_cut_short_in_events_and_errors() {
     let dir = tempfile::tempdir().unwrap();
     let c = RunningController::start(&dir.path().join("pss.db")).await;
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", c.addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut op = pss_proto::v1::operator_client::OperatorClient::with_interceptor(
-        channel,
-        pss_proto::auth::BearerToken::new(support::TOKEN).unwrap(),
-    );
+    let mut op = support::operator(c.addr).await;
     let huge = "s".repeat(3 << 20);
     let manifest = std::fs::read_to_string(example("my-app.yaml")).unwrap();
     op.apply(pss_proto::v1::ApplyRequest {
@@ -612,5 +596,50 @@ async fn describe_shows_the_object_and_its_events() {
         c.ctl(&["describe", "workloads"]).await.unwrap_err(),
         CliError::Usage(_)
     ));
+    c.stop().await;
+}
+
+/// Paging input off the happy path: a page size above the cap is capped, a token that is no
+/// event id is refused naming it, and a huge token is just a position.
+#[tokio::test]
+async fn page_sizes_are_capped_and_bad_page_tokens_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = RunningController::start(&dir.path().join("pss.db")).await;
+    c.ctl(&["apply", "-f", &example("my-app.yaml")])
+        .await
+        .unwrap();
+    let mut op = support::operator(c.addr).await;
+    let events = op
+        .list_events(pss_proto::v1::ListRequest {
+            page_size: u32::MAX,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!events.events.is_empty() && events.events.len() <= 1_000);
+    let err = op
+        .list_events(pss_proto::v1::ListRequest {
+            page_token: "x".repeat(1 << 20),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(
+        err.message().contains("is not an event id") && err.message().len() < 256,
+        "{}",
+        err.message()
+    );
+    let pods = op
+        .list_pods(pss_proto::v1::ListRequest {
+            page_token: "\u{0}".repeat(1 << 20),
+            page_size: u32::MAX,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(pods.pods.len() <= 1_000);
     c.stop().await;
 }

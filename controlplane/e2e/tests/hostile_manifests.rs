@@ -8,8 +8,6 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use pss_proto::auth::BearerToken;
-use pss_proto::v1::operator_client::OperatorClient;
 use pss_proto::v1::ApplyRequest;
 use pssctl::CliError;
 use support::{repo_path, RunningController};
@@ -20,23 +18,9 @@ const MAX_ERROR_LEN: usize = 1024;
 /// Generous bound on the time the server takes to refuse any manifest.
 const PATIENCE: Duration = Duration::from_secs(5);
 
-/// An operator client with the right token.
-async fn operator(
-    c: &RunningController,
-) -> OperatorClient<
-    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, BearerToken>,
-> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", c.addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    OperatorClient::with_interceptor(channel, BearerToken::new(support::TOKEN).unwrap())
-}
-
 /// Sends `manifest` straight to the server, which must refuse it quickly and briefly.
 async fn refused_raw(c: &RunningController, name: &str, manifest: String) {
-    let mut op = operator(c).await;
+    let mut op = support::operator(c.addr).await;
     let start = Instant::now();
     let status = op
         .apply(ApplyRequest {
@@ -143,7 +127,7 @@ async fn large_hostile_manifests_are_refused_quickly_by_the_server() {
         refused_raw(&c, name, manifest).await;
     }
     // The source name is echoed in every error: a huge one is cut short too.
-    let status = operator(&c)
+    let status = support::operator(c.addr)
         .await
         .apply(ApplyRequest {
             manifest: "[".repeat(100),
@@ -177,7 +161,7 @@ async fn scale_and_autoscale_above_the_replica_limit_are_refused() {
     ])
     .await
     .unwrap();
-    let mut op = operator(&c).await;
+    let mut op = support::operator(c.addr).await;
     let status = op
         .scale(pss_proto::v1::ScaleRequest {
             workload: "my-app".into(),

@@ -5,13 +5,11 @@
 
 mod support;
 
-use pss_proto::auth::BearerToken;
 use pss_proto::v1 as pb;
-use pss_proto::v1::operator_client::OperatorClient;
 use pss_store::{SqliteStore, StateStore};
 use std::time::Duration;
 use support::process::ControllerProcess;
-use support::{eventually, repo_path, TOKEN};
+use support::{eventually, repo_path};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn huge_replica_counts_are_refused_and_a_stored_one_is_skipped() {
@@ -34,12 +32,7 @@ async fn huge_replica_counts_are_refused_and_a_stored_one_is_skipped() {
         "{msg}"
     );
     // Through raw gRPC, past pssctl's own checks.
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", c.addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut op = OperatorClient::with_interceptor(channel, BearerToken::new(TOKEN).unwrap());
+    let mut op = support::operator(c.addr).await;
     let status = op
         .scale(pb::ScaleRequest {
             workload: "my-app".into(),

@@ -92,27 +92,7 @@ pub struct AgentProcess {
 impl AgentProcess {
     /// Starts `pss-agent` for `node` against the controller at `controller`.
     pub fn start(node: &str, port: u16, controller: &str) -> Self {
-        let env = podman_env();
-        let child = Command::new(super::workspace_bin("pss-agent"))
-            .args(["--controller", controller, "--token", TOKEN])
-            .args([
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--advertise-address",
-                "127.0.0.1",
-            ])
-            .args(["--node-name", node, "--socket", &env.socket])
-            .args(["--metrics-interval", "2s", "--cpu", "4000", "--mem", "4096"])
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start pss-agent");
-        AgentProcess {
-            node: node.to_string(),
-            port,
-            child,
-        }
+        Self::start_on_socket(node, port, controller, &podman_env().socket, &[])
     }
 
     /// Starts `pss-agent` for `node` against `controller` on the Podman API at `socket`, with

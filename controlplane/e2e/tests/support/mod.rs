@@ -55,6 +55,26 @@ pub fn workspace_bin(name: &str) -> std::path::PathBuf {
     path
 }
 
+/// A raw gRPC operator client (past pssctl's own checks) with the right token.
+pub async fn operator(
+    addr: SocketAddr,
+) -> pss_proto::v1::operator_client::OperatorClient<
+    tonic::service::interceptor::InterceptedService<
+        tonic::transport::Channel,
+        pss_proto::auth::BearerToken,
+    >,
+> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    pss_proto::v1::operator_client::OperatorClient::with_interceptor(
+        channel,
+        pss_proto::auth::BearerToken::new(TOKEN).unwrap(),
+    )
+}
+
 /// A controller running in this process.
 pub struct RunningController {
     pub addr: SocketAddr,
