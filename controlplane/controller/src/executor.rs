@@ -19,6 +19,7 @@ use pss_core::reconciler::{
     node_states, observed_from_records, reconcile, Action, DesiredWorkload, Plan, StopReason,
 };
 use pss_plumbing::clock::now_ms;
+use pss_store::Change;
 
 /// Runs passes until shutdown: at once on a kick, every `--reconcile-interval`, and when the
 /// last plan asked to be requeued (a crash-loop back-off ending).
@@ -108,6 +109,13 @@ pub(crate) fn pass(shared: &Arc<Shared>) -> Result<Option<Duration>> {
         ))
     };
     let mut endpoints_changed = false;
+    // Every record change of the pass goes to the store in one transaction, before any agent
+    // is called (so the next pass, or a restarted controller, sees the intent); then the
+    // events, and the calls in tasks of their own.
+    let mut changes: Vec<Change> = Vec::new();
+    let mut events: Vec<EventRecord> = Vec::new();
+    let mut starts: Vec<String> = Vec::new();
+    let mut stops: Vec<(String, bool)> = Vec::new();
     for action in actions {
         tracing::debug!(?action, "reconcile");
         match action {
@@ -117,13 +125,13 @@ pub(crate) fn pass(shared: &Arc<Shared>) -> Result<Option<Duration>> {
                 };
                 pod.node = Some(node.clone());
                 pod.phase = PodPhase::Starting;
-                store.put_pod(&pod)?;
-                shared.event(EventRecord::normal(
+                events.push(EventRecord::normal(
                     "Scheduled",
                     format!("pod/{}", pod.id),
                     format!("assigned pod {} to node {node}", pod.id),
                 ));
-                spawn_start(shared, pod.id);
+                starts.push(pod.id.clone());
+                changes.push(Change::PutPod(pod));
             }
             Action::CreateUnschedulable { workload, reason } => {
                 let Some(mut pod) = new_pod(&workload) else {
@@ -131,12 +139,12 @@ pub(crate) fn pass(shared: &Arc<Shared>) -> Result<Option<Duration>> {
                 };
                 pod.reason = "Unschedulable".into();
                 pod.message = reason.clone();
-                store.put_pod(&pod)?;
-                shared.event(EventRecord::warning(
+                events.push(EventRecord::warning(
                     "FailedScheduling",
                     format!("pod/{}", pod.id),
                     reason,
                 ));
+                changes.push(Change::PutPod(pod));
             }
             Action::Place { pod, node } => {
                 let Some(mut rec) = by_id.get(pod.as_str()).map(|p| (*p).clone()) else {
@@ -147,13 +155,13 @@ pub(crate) fn pass(shared: &Arc<Shared>) -> Result<Option<Duration>> {
                 rec.reason.clear();
                 rec.message.clear();
                 rec.updated_at_ms = now;
-                store.put_pod(&rec)?;
-                shared.event(EventRecord::normal(
+                changes.push(Change::PutPod(rec));
+                events.push(EventRecord::normal(
                     "Scheduled",
                     format!("pod/{pod}"),
                     format!("assigned pod {pod} to node {node}"),
                 ));
-                spawn_start(shared, pod);
+                starts.push(pod);
             }
             Action::Restart { pod, node: _ } => {
                 let Some(mut rec) = by_id.get(pod.as_str()).map(|p| (*p).clone()) else {
@@ -165,8 +173,7 @@ pub(crate) fn pass(shared: &Arc<Shared>) -> Result<Option<Duration>> {
                 rec.phase = PodPhase::Starting;
                 rec.restart_count += 1;
                 rec.updated_at_ms = now;
-                store.put_pod(&rec)?;
-                shared.event(EventRecord::normal(
+                events.push(EventRecord::normal(
                     "Restarting",
                     format!("pod/{pod}"),
                     format!(
@@ -174,7 +181,8 @@ pub(crate) fn pass(shared: &Arc<Shared>) -> Result<Option<Duration>> {
                         rec.restart_count, rec.reason
                     ),
                 ));
-                spawn_start(shared, pod);
+                changes.push(Change::PutPod(rec));
+                starts.push(pod);
             }
             Action::Stop {
                 pod,
@@ -191,39 +199,50 @@ pub(crate) fn pass(shared: &Arc<Shared>) -> Result<Option<Duration>> {
                 rec.phase = PodPhase::Terminating;
                 rec.ready = false;
                 rec.updated_at_ms = now;
-                store.put_pod(&rec)?;
+                changes.push(Change::PutPod(rec));
                 endpoints_changed |= was_ready;
                 let why = match reason {
                     StopReason::ScaledDown => "scaled down",
                     StopReason::WorkloadDeleted => "workload deleted",
                     StopReason::Replaced => "replaced by a pod of the new spec",
                 };
-                shared.event(EventRecord::normal(
+                events.push(EventRecord::normal(
                     "Killing",
                     format!("pod/{pod}"),
                     format!("stopping pod {pod}: {why}"),
                 ));
-                spawn_stop(shared, pod, was_ready);
+                stops.push((pod, was_ready));
             }
             Action::Forget { pod } => {
-                store.delete_pod(&pod)?;
-                shared.event(EventRecord::normal(
+                events.push(EventRecord::normal(
                     "Replaced",
                     format!("pod/{pod}"),
                     format!("pod {pod} was lost with its node; a replacement is scheduled"),
                 ));
+                changes.push(Change::DeletePod(pod));
                 endpoints_changed = true;
             }
         }
     }
+    store.write_batch(&changes)?;
+    for e in events {
+        shared.event(e);
+    }
+    for pod in starts {
+        spawn_start(shared, pod);
+    }
+    for (pod, drain) in stops {
+        spawn_stop(shared, pod, drain);
+    }
     if endpoints_changed {
         shared.refresh_endpoints();
     }
-    // Work left over by a previous controller run or a failed call: pods stuck mid-way.
-    for p in store.list_pods(None)? {
+    // Work left over by a previous controller run or a failed call: pods stuck mid-way (the
+    // pods changed by this pass have their tasks already; a claimed pod is skipped).
+    for p in &pods {
         match p.phase {
-            PodPhase::Terminating => spawn_stop(shared, p.id, false),
-            PodPhase::Starting if p.node.is_some() => spawn_start(shared, p.id),
+            PodPhase::Terminating => spawn_stop(shared, p.id.clone(), false),
+            PodPhase::Starting if p.node.is_some() => spawn_start(shared, p.id.clone()),
             _ => {}
         }
     }
@@ -296,9 +315,14 @@ fn spawn_claimed<Fut>(
 }
 
 /// Starts (or restarts) `pod` on its node in a task of its own.
+/// The call waits for one of the [`crate::START_SLOTS`]; the task holds only its pod id until
+/// then (the call's state is boxed after the wait), so many queued starts stay small.
 fn spawn_start(shared: &Arc<Shared>, pod: String) {
     spawn_claimed(shared, pod, "starting pod", |shared, pod| async move {
-        start(&shared, &pod).await
+        let Ok(_slot) = shared.start_slots.clone().acquire_owned().await else {
+            return Ok(());
+        };
+        Box::pin(start(&shared, &pod)).await
     });
 }
 
@@ -310,6 +334,10 @@ async fn start(shared: &Arc<Shared>, pod_id: &str) -> Result<()> {
     let Some(node_name) = rec.node.clone() else {
         return Ok(());
     };
+    // Queued behind the slots, the pod may have moved on (stopped, started by a report).
+    if rec.phase != PodPhase::Starting {
+        return Ok(());
+    }
     let Some(workload) = store.get_workload(&rec.workload)? else {
         return Ok(());
     };
@@ -358,7 +386,8 @@ async fn start(shared: &Arc<Shared>, pod_id: &str) -> Result<()> {
     };
     let now = now_ms();
     let outcome = apply_report(&mut rec, &report, now);
-    store.put_pod(&rec)?;
+    // Group commit with every other start finishing now.
+    shared.writer.commit(vec![Change::PutPod(rec.clone())]).await?;
     let obj = format!("pod/{pod_id}");
     if outcome.started {
         shared.event(EventRecord::normal(

@@ -44,7 +44,7 @@ use pss_core::model::EventRecord;
 use pss_core::text::cut_short;
 use pss_plumbing::clock::now_ms;
 use pss_proto::auth::TokenCheck;
-use pss_store::StateStore;
+use pss_store::{BatchWriter, CachedStore, StateStore};
 
 /// The default of every tunable of [`ControllerConfig`], defined once: `pss-controller`'s
 /// flags show and use these.
@@ -116,10 +116,20 @@ const MAX_EVENT_MESSAGE_BYTES: usize = 1024;
 /// Manifests parsed at the same time; more wait their turn (parsing runs on blocking threads,
 /// never on the runtime's).
 pub(crate) const PARSE_SLOTS: usize = 2;
+/// RunPod calls to agents in flight at once, all nodes together: enough to keep every agent
+/// busy, bounded so a pass that creates 100,000 pods does not open 100,000 calls.
+pub(crate) const START_SLOTS: usize = 512;
 
 pub(crate) struct Shared {
-    /// Desired and observed state.
+    /// Desired and observed state: `cache`, seen through the trait (reads from memory, writes
+    /// through to SQLite).
     pub store: Arc<dyn StateStore>,
+    /// The same in-memory state, for what only it offers (pods by node, the change feed).
+    pub cache: Arc<CachedStore>,
+    /// Group commit for the hot writes (pod records after RunPod, status reports).
+    pub writer: BatchWriter,
+    /// Bounds the RunPod calls in flight (see [`START_SLOTS`]).
+    pub start_slots: Arc<tokio::sync::Semaphore>,
     pub config: ControllerConfig,
     /// Endpoint snapshots per service, fanned out to proxies.
     pub services: ServiceManager,
@@ -187,8 +197,14 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<()> {
     let check = TokenCheck::new(&config.token);
+    // Everything the controller reads comes from memory from here on; SQLite is written through.
+    let cache = Arc::new(CachedStore::load(store)?);
+    let store: Arc<dyn StateStore> = cache.clone();
     let shared = Arc::new(Shared {
         agents: agent_clients::AgentPool::new(&config.token)?,
+        writer: BatchWriter::spawn(store.clone()),
+        start_slots: Arc::new(tokio::sync::Semaphore::new(START_SLOTS)),
+        cache,
         store,
         config,
         services: ServiceManager::new(),
@@ -228,6 +244,9 @@ pub async fn serve(
     shutdown.cancel();
     for l in loops {
         let _ = l.await;
+    }
+    if let Err(e) = shared.store.flush() {
+        tracing::warn!(error = %e, "writing the last events failed");
     }
     tracing::info!("controller stopped");
     Ok(result?)

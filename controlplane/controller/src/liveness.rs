@@ -12,6 +12,7 @@ use crate::Shared;
 use pss_core::liveness;
 use pss_core::model::{EventRecord, NodeStatus};
 use pss_plumbing::clock::now_ms;
+use pss_store::Change;
 
 /// Checks liveness a few times per timeout until shutdown.
 pub(crate) async fn run(shared: Arc<Shared>) {
@@ -59,10 +60,15 @@ pub(crate) fn check(shared: &Shared, now: i64) -> Result<Vec<String>> {
                 humantime::format_duration(Duration::from_secs(silent.as_secs()))
             ),
         ));
-        for id in &loss.forget {
-            shared.store.delete_pod(id)?;
-        }
-        shared.store.put_pods(&loss.lost)?;
+        // One transaction per lost node.
+        let changes: Vec<Change> = loss
+            .forget
+            .iter()
+            .cloned()
+            .map(Change::DeletePod)
+            .chain(loss.lost.iter().cloned().map(Change::PutPod))
+            .collect();
+        shared.store.write_batch(&changes)?;
         for pod in &loss.lost {
             shared.event(EventRecord::warning(
                 "PodLost",

@@ -27,18 +27,25 @@ use pss_core::node_condition::{
 };
 use pss_core::node_input;
 use pss_core::podstate::apply_report;
+use pss_store::Change;
 
 /// The gRPC error for input the guard refused.
 fn refused(e: node_input::InputError) -> Status {
     Status::invalid_argument(e.to_string())
 }
 
-/// Folds a batch of pod reports from one node into the store.
+/// Folds a batch of pod reports from one node into the store: the records that changed are
+/// written together in [`Ingest::finish`] (one group commit), and only then are their events
+/// recorded and the reconciler and proxies told.
 struct Ingest<'a> {
     shared: &'a Arc<Shared>,
     node: &'a str,
     now: i64,
     stop: Vec<String>,
+    /// Changed records, written in `finish`.
+    changes: Vec<Change>,
+    /// Events of those changes, recorded once they are written.
+    events: Vec<EventRecord>,
     endpoints_changed: bool,
     kick: bool,
 }
@@ -50,14 +57,15 @@ impl<'a> Ingest<'a> {
             node,
             now: now_ms(),
             stop: Vec::new(),
+            changes: Vec::new(),
+            events: Vec::new(),
             endpoints_changed: false,
             kick: false,
         }
     }
 
     fn pod(&mut self, report: &pb::PodReport) -> Result<(), Status> {
-        let store = &self.shared.store;
-        let Some(mut record) = store.get_pod(&report.id).map_err(to_status)? else {
+        let Some(mut record) = self.shared.store.get_pod(&report.id).map_err(to_status)? else {
             tracing::info!(node = self.node, pod = %report.id, "node runs a pod the controller does not want: stopping it");
             self.stop.push(report.id.clone());
             return Ok(());
@@ -72,12 +80,9 @@ impl<'a> Ingest<'a> {
         if out.stop {
             self.stop.push(record.id.clone());
         }
-        if record != before {
-            store.put_pod(&record).map_err(to_status)?;
-        }
         let obj = format!("pod/{}", record.id);
         if out.started {
-            self.shared.event(EventRecord::normal(
+            self.events.push(EventRecord::normal(
                 "Started",
                 obj.clone(),
                 format!("pod {} is running on {}", record.id, self.node),
@@ -90,7 +95,7 @@ impl<'a> Ingest<'a> {
             } else {
                 format!(": {}", record.message)
             };
-            self.shared.event(EventRecord::warning(
+            self.events.push(EventRecord::warning(
                 "BackOff",
                 obj,
                 format!(
@@ -104,17 +109,30 @@ impl<'a> Ingest<'a> {
             self.kick = true;
         }
         self.endpoints_changed |= out.changed;
+        if record != before {
+            self.changes.push(Change::PutPod(record));
+        }
         Ok(())
     }
 
-    fn finish(self) -> Vec<String> {
+    /// Writes the changed records (the RPC fails, acknowledging nothing, if that fails), then
+    /// records their events and tells the reconciler and the proxies.
+    async fn finish(self) -> Result<Vec<String>, Status> {
+        self.shared
+            .writer
+            .commit(self.changes)
+            .await
+            .map_err(to_status)?;
+        for e in self.events {
+            self.shared.event(e);
+        }
         if self.endpoints_changed {
             self.shared.refresh_endpoints();
         }
         if self.kick {
             self.shared.kick();
         }
-        self.stop
+        Ok(self.stop)
     }
 }
 
@@ -191,11 +209,7 @@ impl pb::node_registry_server::NodeRegistry for RegistryApi {
         // removed by hand): they failed; the reconciler restarts them.
         let reported: std::collections::HashSet<&str> =
             req.pods.iter().map(|p| p.id.as_str()).collect();
-        let placed = shared.store.list_pods(None).map_err(to_status)?;
-        for mut pod in placed
-            .into_iter()
-            .filter(|p| p.node.as_deref() == Some(req.name.as_str()))
-        {
+        for mut pod in shared.cache.pods_on_node(&req.name) {
             if pod.phase == PodPhase::Running && !reported.contains(pod.id.as_str()) {
                 let missing = pb::PodReport {
                     id: pod.id.clone(),
@@ -207,14 +221,14 @@ impl pb::node_registry_server::NodeRegistry for RegistryApi {
                 let before = pod.clone();
                 apply_report(&mut pod, &missing, ingest.now);
                 if pod != before {
-                    shared.store.put_pod(&pod).map_err(to_status)?;
+                    ingest.changes.push(Change::PutPod(pod));
                     ingest.endpoints_changed = true;
                     ingest.kick = true;
                 }
             }
         }
         ingest.kick = true;
-        let stop_pods = ingest.finish();
+        let stop_pods = ingest.finish().await?;
         Ok(Response::new(pb::RegisterNodeResponse { stop_pods }))
     }
 
@@ -291,7 +305,7 @@ impl pb::node_registry_server::NodeRegistry for RegistryApi {
                 ingest.pod(p)?;
             }
         }
-        let stop_pods = ingest.finish();
+        let stop_pods = ingest.finish().await?;
         Ok(Response::new(pb::HeartbeatResponse {
             stop_pods,
             known: true,
@@ -310,7 +324,7 @@ impl pb::node_registry_server::NodeRegistry for RegistryApi {
         node_input::check_pod_report(&mut pod).map_err(refused)?;
         let mut ingest = Ingest::new(&self.shared, &req.node);
         ingest.pod(&pod)?;
-        let stop_pods = ingest.finish();
+        let stop_pods = ingest.finish().await?;
         Ok(Response::new(pb::PodStatusAck { stop_pods }))
     }
 }

@@ -33,11 +33,12 @@ impl ServiceManager {
     /// services whose snapshot changed.
     pub fn refresh(&self, store: &dyn StateStore) -> Result<Vec<String>> {
         let services = store.list_services()?;
-        let pods = store.list_pods(None)?;
         let mut changed = Vec::new();
         let mut channels = self.channels.lock().expect("service channels poisoned");
         for stored in &services {
             let svc = &stored.service;
+            // Only the service's workload's pods: a cached store answers this from its index.
+            let pods = store.list_pods(Some(&svc.workload))?;
             let endpoints = endpoints_for(svc, &pods);
             let current = channels.get(&svc.name).map(|tx| tx.borrow().clone());
             let same = current.as_ref().is_some_and(|c| {

@@ -14,6 +14,10 @@ pub enum Error {
     /// Stored data could not be decoded.
     #[error("decode: {0}")]
     Decode(#[from] serde_json::Error),
+    /// A batched write failed (the message is the transaction's error, shared by every caller
+    /// in the batch); nothing of it was written.
+    #[error("batched write: {0}")]
+    Batch(String),
 }
 
 /// Result with the store's [`Error`].

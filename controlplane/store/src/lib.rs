@@ -5,9 +5,13 @@
 //! rejected input never leaves half a change behind. Methods are synchronous: SQLite in WAL mode
 //! answers in microseconds, and the controller calls them from its async tasks directly.
 
+mod batch;
+mod cache;
 mod error;
 mod sqlite;
 
+pub use batch::BatchWriter;
+pub use cache::{CachedStore, FeedEntry, FeedExpired, ObjectKey};
 pub use error::{Error, Result};
 pub use sqlite::SqliteStore;
 
@@ -57,6 +61,19 @@ impl ApplyAction {
             ApplyAction::Unchanged => "unchanged",
         }
     }
+}
+
+/// One change of observed state, for [`StateStore::write_batch`]: the hot writes (pod records
+/// and events) that the controller groups into one transaction.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// Inserts or replaces a pod record.
+    PutPod(PodRecord),
+    /// Removes a pod record (no error when it is already gone).
+    DeletePod(String),
+    /// Appends an event (its id is kept when not 0, else assigned); retention is applied once
+    /// per batch.
+    Event(EventRecord),
 }
 
 /// The controller's persistent state.
@@ -130,6 +147,23 @@ pub trait StateStore: Send + Sync + 'static {
     fn add_event(&self, event: &EventRecord) -> Result<u64>;
     /// The newest `limit` events, oldest first.
     fn list_events(&self, limit: usize) -> Result<Vec<EventRecord>>;
+    /// The id the next event gets: greater than any event's so far, kept or trimmed.
+    fn next_event_id(&self) -> Result<u64> {
+        Ok(self.list_events(1)?.last().map_or(1, |e| e.id + 1))
+    }
+    /// How many events are kept (the newest).
+    fn event_retention(&self) -> usize;
+
+    // ----- batches
+
+    /// Applies every change in one transaction: all or nothing.
+    fn write_batch(&self, changes: &[Change]) -> Result<()>;
+
+    /// Writes out anything the store holds back (a cache's buffered events). Nothing to do for
+    /// a store that buffers nothing.
+    fn flush(&self) -> Result<()> {
+        Ok(())
+    }
 
     // ----- endpoint snapshot versions
 

@@ -23,7 +23,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 
-use super::{ApplyAction, StateStore, StoredAutoscaler, StoredService, StoredWorkload};
+use super::{ApplyAction, Change, StateStore, StoredAutoscaler, StoredService, StoredWorkload};
 use crate::Result;
 use pss_core::model::{
     AutoScalePolicy, AutoscalerStatus, EventRecord, NodeRecord, NodeStatus, Object, PodRecord,
@@ -237,6 +237,40 @@ impl StateStore for SqliteStore {
 
     fn list_events(&self, limit: usize) -> Result<Vec<EventRecord>> {
         self.read(|conn| events::list_events(conn, limit))
+    }
+
+    fn next_event_id(&self) -> Result<u64> {
+        self.read(events::next_event_id)
+    }
+
+    fn event_retention(&self) -> usize {
+        self.event_retention
+    }
+
+    fn write_batch(&self, changes: &[Change]) -> Result<()> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let now = now_ms();
+        self.write(|tx| {
+            let mut events = false;
+            for change in changes {
+                match change {
+                    Change::PutPod(pod) => observed::put_pod(tx, pod)?,
+                    Change::DeletePod(id) => {
+                        observed::delete_pod(tx, id)?;
+                    }
+                    Change::Event(event) => {
+                        events::insert_event(tx, event, now)?;
+                        events = true;
+                    }
+                }
+            }
+            if events {
+                events::trim_events(tx, self.event_retention)?;
+            }
+            Ok(())
+        })
     }
 
     fn next_snapshot_version(&self, service: &str) -> Result<u64> {

@@ -30,15 +30,26 @@ pub(super) fn add_event(
     retention: usize,
     now_ms: i64,
 ) -> Result<u64> {
+    let id = insert_event(conn, event, now_ms)?;
+    trim_events(conn, retention)?;
+    Ok(id)
+}
+
+/// Inserts an event without trimming: with its own id when not 0 (a cache that numbers its
+/// events), else the next one. Time `now_ms` when the event has none. Returns the id.
+pub(super) fn insert_event(conn: &Connection, event: &EventRecord, now_ms: i64) -> Result<u64> {
     let time_ms = if event.time_ms == 0 {
         now_ms
     } else {
         event.time_ms
     };
+    let id = (event.id != 0).then(|| i64::try_from(event.id).unwrap_or(i64::MAX));
     execute(
         conn,
-        "INSERT INTO events (time, type, reason, object, message) VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO events (id, time, type, reason, object, message)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         params![
+            id,
             time_ms,
             event.event_type.as_str(),
             event.reason,
@@ -46,13 +57,24 @@ pub(super) fn add_event(
             event.message
         ],
     )?;
-    let id = conn.last_insert_rowid();
-    trim_events(conn, retention)?;
-    Ok(u64_from_sql(id))
+    Ok(u64_from_sql(conn.last_insert_rowid()))
+}
+
+/// The id the next event gets (ids are never reused, even after retention trimmed them all).
+pub(super) fn next_event_id(conn: &Connection) -> Result<u64> {
+    let last: Option<i64> = conn
+        .prepare_cached("SELECT seq FROM sqlite_sequence WHERE name = 'events'")?
+        .query_row([], |row| row.get(0))
+        .map(Some)
+        .or_else(|e| match e {
+            rusqlite::Error::QueryReturnedNoRows => Ok(None),
+            e => Err(e),
+        })?;
+    Ok(u64_from_sql(last.unwrap_or(0)) + 1)
 }
 
 /// Deletes all but the newest `retention` events.
-fn trim_events(conn: &Connection, retention: usize) -> Result<()> {
+pub(super) fn trim_events(conn: &Connection, retention: usize) -> Result<()> {
     // The subquery is the id of the newest event beyond the bound (NULL when there is none,
     // and then nothing matches).
     execute(
