@@ -85,7 +85,12 @@ pub struct RunningController {
 impl RunningController {
     /// Starts a controller on `db` with `config`.
     pub async fn start_with(db: &Path, config: ControllerConfig) -> Self {
-        let store = SqliteStore::open(db).expect("open store");
+        Self::start_with_store(SqliteStore::open(db).expect("open store"), config).await
+    }
+
+    /// Starts a controller on an opened `store` (e.g. with a longer event retention).
+    #[allow(dead_code)]
+    pub async fn start_with_store(store: SqliteStore, config: ControllerConfig) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
