@@ -3,11 +3,14 @@
 # in one `pss-agent --runtime sim --sim-nodes NODES` process, and workloads totalling PODS pods
 # (at most 1,000 replicas each). Prints one line: apply -> all Running time, pods/s, the
 # controller's peak RSS and CPU seconds (since it started: registration included), and the
-# database size (with its WAL).
+# database size (with its WAL); then how long one `pssctl get pods` of all of them takes.
 #
 # usage: scripts/bench-scale.sh NODES PODS
 #   HEARTBEAT (default 5s): the agents' heartbeat interval; the node timeout is 3x that.
 #   TIMEOUT (default 600): seconds to wait for every pod to be Running.
+#   LOSE (default 0): percent of the nodes to lose once all pods Run: they run in a second
+#     agent process (named lost-N), which is killed; prints how long until every pod Runs
+#     again on the other nodes, next to the node timeout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NODES=${1:?usage: bench-scale.sh NODES PODS}
@@ -34,10 +37,19 @@ RUST_LOG=warn "$BIN/pss-controller" --listen "$PSS_CONTROLLER" --db "$W/pss.db" 
 CONTROLLER=$!
 PIDS+=($CONTROLLER)
 for _ in $(seq 100); do "$BIN/pssctl" get nodes >/dev/null 2>&1 && break; sleep 0.1; done
-RUST_LOG=warn "$BIN/pss-agent" --runtime sim --sim-nodes "$NODES" --node-name sim \
-    --listen 127.0.0.1:0 --cpu 64000 --mem 65536 --metrics-interval "$HEARTBEAT" \
-    >"$W/agents.log" 2>&1 &
-PIDS+=($!)
+LOSE=${LOSE:-0}
+LOST_NODES=$((NODES * LOSE / 100))
+agents() { # NAME COUNT
+    RUST_LOG=warn "$BIN/pss-agent" --runtime sim --sim-nodes "$2" --node-name "$1" \
+        --listen 127.0.0.1:0 --cpu 64000 --mem 65536 --metrics-interval "$HEARTBEAT" \
+        >>"$W/agents.log" 2>&1 &
+    PIDS+=($!)
+}
+agents sim $((NODES - LOST_NODES))
+if [ "$LOST_NODES" -gt 0 ]; then
+    agents lost "$LOST_NODES"
+    DOOMED=$!
+fi
 for _ in $(seq 1200); do
     [ "$("$BIN/pssctl" get nodes 2>/dev/null | grep -c ' Ready ')" -ge "$NODES" ] && break
     sleep 0.25
@@ -68,7 +80,8 @@ YAML
     i=$((i + 1))
 done
 
-running() { "$BIN/pssctl" get pods 2>/dev/null | awk 'NR>1 && $3=="Running"' | wc -l; }
+# Running pods, not counting those on the nodes to lose once they are lost.
+running() { "$BIN/pssctl" get pods 2>/dev/null | awk -v skip="${SKIP:-}" 'NR>1 && $3=="Running" && (skip == "" || index($5, skip) != 1)' | wc -l; }
 t0=$(now_ms)
 "$BIN/pssctl" apply -f "$W/load.yaml" >/dev/null
 deadline=$(($(date +%s) + TIMEOUT))
@@ -84,3 +97,21 @@ rss=$(awk '/VmHWM/ {printf "%.0f", $2 / 1024}' "/proc/$CONTROLLER/status")
 cpu=$(awk -v tck="$(getconf CLK_TCK)" '{printf "%.1f", ($14 + $15) / tck}' "/proc/$CONTROLLER/stat")
 db=$(du -cb "$W"/pss.db* | awk 'END {printf "%.1f", $1 / 1048576}')
 echo "nodes=$NODES pods=$PODS apply->all Running ${secs}s (${rate} pods/s), controller peak RSS ${rss} MiB, CPU ${cpu}s, database ${db} MiB (heartbeat $HEARTBEAT)"
+
+g0=$(now_ms)
+listed=$("$BIN/pssctl" get pods | tail -n +2 | wc -l)
+g1=$(now_ms)
+echo "pssctl get pods: $listed pods in $(awk -v ms=$((g1 - g0)) 'BEGIN {printf "%.2f", ms / 1000}')s"
+
+if [ "$LOST_NODES" -gt 0 ]; then
+    l0=$(now_ms)
+    kill "$DOOMED"
+    SKIP=lost-
+    deadline=$(($(date +%s) + TIMEOUT))
+    until [ "$(running)" -ge "$PODS" ]; do
+        [ "$(date +%s)" -lt "$deadline" ] || { echo "timed out: $(running) of $PODS pods Running after the loss" >&2; exit 1; }
+        sleep 0.25
+    done
+    l1=$(now_ms)
+    echo "lost $LOST_NODES of $NODES nodes: every pod Running elsewhere $(awk -v ms=$((l1 - l0)) 'BEGIN {printf "%.1f", ms / 1000}')s after the loss (node timeout $((hb_s * 3))s)"
+fi
