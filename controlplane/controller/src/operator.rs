@@ -192,20 +192,24 @@ impl pb::operator_server::Operator for OperatorApi {
         _request: Request<pb::ListRequest>,
     ) -> Result<Response<pb::ListWorkloadsResponse>, Status> {
         let store = &self.shared.store;
-        let pods = store.list_pods(None).map_err(to_status)?;
         let workloads = store
             .list_workloads()
             .map_err(to_status)?
             .into_iter()
             .map(|w| {
-                let mine = pods.iter().filter(|p| p.workload == w.workload.name);
-                let current = mine
-                    .clone()
-                    .filter(|p| !matches!(p.phase, PodPhase::Terminating | PodPhase::Lost))
-                    .count();
-                let ready = mine
-                    .filter(|p| p.ready && p.phase == PodPhase::Running)
-                    .count();
+                // Counted in the cache's index of the workload's pods, nothing copied.
+                let (current, ready) = self.shared.cache.with_pods_of(&w.workload.name, |pods| {
+                    pods.fold((0, 0), |(current, ready), p| {
+                        (
+                            current
+                                + usize::from(!matches!(
+                                    p.phase,
+                                    PodPhase::Terminating | PodPhase::Lost
+                                )),
+                            ready + usize::from(p.ready && p.phase == PodPhase::Running),
+                        )
+                    })
+                });
                 let mut out = pb::Workload::from(&w.workload);
                 out.current_replicas = current as u32;
                 out.ready_replicas = ready as u32;

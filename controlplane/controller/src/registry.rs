@@ -75,7 +75,6 @@ impl<'a> Ingest<'a> {
             self.stop.push(report.id.clone());
             return Ok(());
         }
-        let before = record.clone();
         let out = apply_report(&mut record, report, self.now);
         if out.stop {
             self.stop.push(record.id.clone());
@@ -109,7 +108,8 @@ impl<'a> Ingest<'a> {
             self.kick = true;
         }
         self.endpoints_changed |= out.changed;
-        if record != before {
+        // Most reports repeat what is known: compared with the stored record, not copied.
+        if !self.shared.cache.pod_unchanged(&record) {
             self.changes.push(Change::PutPod(record));
         }
         Ok(())
@@ -247,11 +247,14 @@ impl pb::node_registry_server::NodeRegistry for RegistryApi {
         };
         let m = req.metrics.unwrap_or_default();
         let now = now_ms();
-        shared
-            .store
-            .record_heartbeat(&req.node, m.cpu_usage_percent, m.memory_used_bytes, now)
-            .map_err(to_status)?;
         let mut ingest = Ingest::new(shared, &req.node);
+        // Written with the pod reports' changes, in one group commit (in `finish`).
+        ingest.changes.push(Change::Heartbeat {
+            node: req.node.clone(),
+            cpu_usage_percent: m.cpu_usage_percent,
+            memory_used_bytes: m.memory_used_bytes,
+            now_ms: now,
+        });
         if node.status != NodeStatus::Ready {
             shared.event(EventRecord::normal(
                 "NodeReady",

@@ -136,6 +136,20 @@ impl State {
         true
     }
 
+    fn heartbeat(&mut self, name: &str, cpu: f64, memory: u64, now_ms: i64) {
+        if let Some(n) = self.nodes.get_mut(name) {
+            n.cpu_usage_percent = cpu;
+            n.memory_used_bytes = memory;
+            n.last_heartbeat_ms = now_ms;
+            let was = std::mem::replace(&mut n.status, NodeStatus::Ready);
+            // A heartbeat alone (metrics, time) is not a change worth a feed entry; a status
+            // flip is.
+            if was != NodeStatus::Ready {
+                self.record(ObjectKey::Node(name.to_string()), false);
+            }
+        }
+    }
+
     fn push_event(&mut self, event: EventRecord, retention: usize) {
         self.events.push_back(event);
         while self.events.len() > retention {
@@ -258,6 +272,27 @@ impl CachedStore {
         }
         let skip = state.feed.partition_point(|e| e.revision <= revision);
         Ok(state.feed.iter().skip(skip).take(limit).cloned().collect())
+    }
+
+    /// Runs `f` over the pods of `workload` (by id) without copying them.
+    pub fn with_pods_of<R>(
+        &self,
+        workload: &str,
+        f: impl FnOnce(&mut dyn Iterator<Item = &PodRecord>) -> R,
+    ) -> R {
+        let state = self.read();
+        let mut pods = state
+            .by_workload
+            .get(workload)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| state.pods.get(id));
+        f(&mut pods)
+    }
+
+    /// Whether the stored record of `pod.id` equals `pod` (so writing `pod` changes nothing).
+    pub fn pod_unchanged(&self, pod: &PodRecord) -> bool {
+        self.read().pods.get(&pod.id) == Some(pod)
     }
 
     /// The pods placed on `node`, by id.
@@ -470,19 +505,7 @@ impl StateStore for CachedStore {
     ) -> Result<()> {
         self.write_then(
             |b| b.record_heartbeat(name, cpu_usage_percent, memory_used_bytes, now_ms),
-            |state, _| {
-                if let Some(n) = state.nodes.get_mut(name) {
-                    n.cpu_usage_percent = cpu_usage_percent;
-                    n.memory_used_bytes = memory_used_bytes;
-                    n.last_heartbeat_ms = now_ms;
-                    let was = std::mem::replace(&mut n.status, NodeStatus::Ready);
-                    // A heartbeat alone (metrics, time) is not a change worth a feed entry;
-                    // a status flip is.
-                    if was != NodeStatus::Ready {
-                        state.record(ObjectKey::Node(name.to_string()), false);
-                    }
-                }
-            },
+            |state, _| state.heartbeat(name, cpu_usage_percent, memory_used_bytes, now_ms),
         )
     }
 
@@ -638,6 +661,12 @@ impl StateStore for CachedStore {
                     state.next_event_id = state.next_event_id.max(event.id + 1);
                     state.push_event(event, self.retention);
                 }
+                Change::Heartbeat {
+                    node,
+                    cpu_usage_percent,
+                    memory_used_bytes,
+                    now_ms,
+                } => state.heartbeat(node, *cpu_usage_percent, *memory_used_bytes, *now_ms),
             }
         }
         Ok(())

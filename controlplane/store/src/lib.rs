@@ -74,6 +74,14 @@ pub enum Change {
     /// Appends an event (its id is kept when not 0, else assigned); retention is applied once
     /// per batch.
     Event(EventRecord),
+    /// Records a heartbeat (metrics, time, status Ready) like [`StateStore::record_heartbeat`],
+    /// except that an unknown node is not an error (it changes nothing).
+    Heartbeat {
+        node: String,
+        cpu_usage_percent: f64,
+        memory_used_bytes: u64,
+        now_ms: i64,
+    },
 }
 
 /// The controller's persistent state.

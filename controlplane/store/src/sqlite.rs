@@ -264,6 +264,21 @@ impl StateStore for SqliteStore {
                         events::insert_event(tx, event, now)?;
                         events = true;
                     }
+                    Change::Heartbeat {
+                        node,
+                        cpu_usage_percent,
+                        memory_used_bytes,
+                        now_ms,
+                    } => match observed::record_heartbeat(
+                        tx,
+                        node,
+                        *cpu_usage_percent,
+                        *memory_used_bytes,
+                        *now_ms,
+                    ) {
+                        Ok(()) | Err(crate::Error::NotFound { .. }) => {}
+                        Err(e) => return Err(e),
+                    },
                 }
             }
             if events {
