@@ -11,6 +11,8 @@
 #   LOSE (default 0): percent of the nodes to lose once all pods Run: they run in a second
 #     agent process (named lost-N), which is killed; prints how long until every pod Runs
 #     again on the other nodes, next to the node timeout.
+#   HOLD (default 0): seconds to keep the cluster up at the end (for perf or pssctl by hand;
+#     PSS_CONTROLLER and PSS_TOKEN are printed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NODES=${1:?usage: bench-scale.sh NODES PODS}
@@ -119,4 +121,9 @@ if [ "$LOST_NODES" -gt 0 ]; then
     done
     l1=$(now_ms)
     echo "lost $LOST_NODES of $NODES nodes: every pod Running elsewhere $(awk -v ms=$((l1 - l0)) 'BEGIN {printf "%.1f", ms / 1000}')s after the loss (node timeout $((hb_s * 3))s)"
+fi
+
+if [ "${HOLD:-0}" -gt 0 ]; then
+    echo "holding ${HOLD}s: PSS_CONTROLLER=$PSS_CONTROLLER PSS_TOKEN=$PSS_TOKEN controller pid $CONTROLLER"
+    sleep "$HOLD"
 fi

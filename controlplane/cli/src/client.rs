@@ -103,6 +103,8 @@ impl Client {
                 .list_pods(pb::ListRequest {
                     filter: workload.clone(),
                     page_token,
+                    // The largest pages the controller gives: half the round trips.
+                    page_size: pss_core::paging::MAX_PAGE_SIZE as u32,
                     ..Default::default()
                 })
                 .await

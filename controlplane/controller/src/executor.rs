@@ -96,11 +96,12 @@ pub(crate) fn pass(shared: &Arc<Shared>) -> Result<Option<Duration>> {
     } = reconcile(&desired, &observed, &node_states, now);
     let by_id: HashMap<&str, &PodRecord> = pods.iter().map(|p| (p.id.as_str(), p)).collect();
     // IDs in use, including those of pods created earlier in this pass.
-    let mut taken: HashSet<String> = by_id.keys().map(|id| id.to_string()).collect();
+    // IDs of pods created in this pass (those of existing pods are `by_id`'s keys).
+    let mut fresh: HashSet<String> = HashSet::new();
     // A fresh, unplaced record for a new pod of `workload` (None if it was deleted meanwhile).
     let mut new_pod = |workload: &str| {
         let w = workloads.iter().find(|w| w.workload.name == workload)?;
-        let id = unique_pod_id(workload, &mut taken);
+        let id = unique_pod_id(workload, |id| by_id.contains_key(id), &mut fresh);
         Some(PodRecord::new(
             id,
             workload,
@@ -265,11 +266,15 @@ fn report_invalid(shared: &Shared, workload: &str, generation: u64, why: &str) {
     }
 }
 
-/// A fresh pod id for `workload` that is not `taken`; records it as taken.
-fn unique_pod_id(workload: &str, taken: &mut HashSet<String>) -> String {
+/// A fresh pod id for `workload`: not `existing`, not in `fresh`; records it in `fresh`.
+fn unique_pod_id(
+    workload: &str,
+    existing: impl Fn(&str) -> bool,
+    fresh: &mut HashSet<String>,
+) -> String {
     loop {
         let id = pss_core::model::pod_id(workload, rand::random());
-        if taken.insert(id.clone()) {
+        if !existing(&id) && fresh.insert(id.clone()) {
             return id;
         }
     }

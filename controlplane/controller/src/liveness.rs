@@ -1,4 +1,4 @@
-//! The node liveness loop: a few times per `--node-timeout` it asks the pure
+//! The node liveness loop: every second at most (15 times per `--node-timeout`) it asks the pure
 //! [`pss_core::liveness::plan`] which nodes went silent, and writes the answer (node NotReady,
 //! pods Lost, events). The reconciler then replaces the lost pods on Ready nodes. When the
 //! node's agent comes back it re-registers, and the controller tells it to stop the pods it no
@@ -16,8 +16,11 @@ use pss_store::Change;
 
 /// Checks liveness a few times per timeout until shutdown.
 pub(crate) async fn run(shared: Arc<Shared>) {
+    // Often enough that a silent node is noticed within a second of its timeout (so its pods
+    // run elsewhere within the timeout plus a few seconds, issue 14); a check reads the nodes
+    // from memory and the pods only when a node is late.
     let period =
-        (shared.config.node_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
+        (shared.config.node_timeout / 15).clamp(Duration::from_millis(100), Duration::from_secs(1));
     let mut interval = tokio::time::interval(period);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
