@@ -180,6 +180,7 @@ impl Reporter {
         );
         let count = pods.len();
         let request = RegisterNodeRequest {
+            labels: Default::default(),
             name: self.node.name.clone(),
             cpu_millis: self.node.cpu_millis,
             memory_bytes: self.node.memory_bytes,

@@ -16,7 +16,7 @@ use crate::Shared;
 use pss_core::model::{EventRecord, NodeStatus, PodPhase, PodRecord};
 use pss_core::podstate::apply_report;
 use pss_core::reconciler::{
-    node_states, observed_from_records, reconcile, Action, DesiredWorkload, Plan, StopReason,
+    mark_evicted, node_states, observed_from_records, reconcile, Action, DesiredWorkload, Plan, StopReason,
 };
 use pss_plumbing::clock::now_ms;
 
@@ -71,18 +71,13 @@ pub(crate) fn pass(shared: &Arc<Shared>) -> Result<Option<Duration>> {
     let desired: Vec<DesiredWorkload> = workloads
         .iter()
         .filter(|w| !invalid.contains(w.workload.name.as_str()))
-        .map(|w| DesiredWorkload {
-            name: w.workload.name.clone(),
-            replicas: w.workload.replicas,
-            placement: w.workload.placement,
-            request: w.workload.pod_spec.requests(),
-            spec_hash: w.workload.pod_spec.spec_hash(),
-        })
+        .map(|w| DesiredWorkload::of(&w.workload))
         .collect();
-    let observed: Vec<_> = observed_from_records(&pods)
+    let mut observed: Vec<_> = observed_from_records(&pods)
         .into_iter()
         .filter(|p| !invalid.contains(p.workload.as_str()))
         .collect();
+    mark_evicted(&mut observed, &nodes);
     let requests: HashMap<&str, pss_core::model::Resources> = workloads
         .iter()
         .map(|w| (w.workload.name.as_str(), w.workload.pod_spec.requests()))

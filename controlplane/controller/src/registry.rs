@@ -142,6 +142,9 @@ impl pb::node_registry_server::NodeRegistry for RegistryApi {
         shared
             .store
             .upsert_node(&NodeRecord {
+                labels: Default::default(),
+                unschedulable: false,
+                draining: false,
                 name: req.name.clone(),
                 agent_address: req.agent_address.clone(),
                 cpu_millis: req.cpu_millis,

@@ -27,6 +27,7 @@ use super::{ApplyAction, StateStore, StoredAutoscaler, StoredService, StoredWork
 use crate::Result;
 use pss_core::model::{
     AutoScalePolicy, AutoscalerStatus, EventRecord, NodeRecord, NodeStatus, Object, PodRecord,
+    PodSpec, RevisionRecord, RolloutStatus,
 };
 use pss_core::node_condition::NodeConditions;
 use pss_plumbing::clock::now_ms;
@@ -138,6 +139,22 @@ impl StateStore for SqliteStore {
         self.write(|tx| desired::delete_workload(tx, name))
     }
 
+    fn list_revisions(&self, workload: &str) -> Result<Vec<RevisionRecord>> {
+        self.read(|c| desired::list_revisions(c, workload))
+    }
+
+    fn set_pod_spec(&self, name: &str, pod_spec: &PodSpec, cause: &str) -> Result<StoredWorkload> {
+        self.write(|tx| desired::set_pod_spec(tx, name, pod_spec, cause, now_ms()))
+    }
+
+    fn set_paused(&self, name: &str, paused: bool) -> Result<StoredWorkload> {
+        self.write(|tx| desired::set_paused(tx, name, paused, now_ms()))
+    }
+
+    fn set_rollout_status(&self, name: &str, status: &RolloutStatus) -> Result<()> {
+        self.write(|tx| desired::set_rollout_status(tx, name, status))
+    }
+
     fn get_service(&self, name: &str) -> Result<Option<StoredService>> {
         self.read(|conn| desired::get_service(conn, name))
     }
@@ -200,6 +217,15 @@ impl StateStore for SqliteStore {
 
     fn set_node_conditions(&self, name: &str, conditions: &NodeConditions) -> Result<()> {
         self.write(|tx| observed::set_node_conditions(tx, name, conditions))
+    }
+
+    fn set_node_scheduling(
+        &self,
+        name: &str,
+        unschedulable: bool,
+        draining: bool,
+    ) -> Result<NodeRecord> {
+        self.write(|tx| observed::set_node_scheduling(tx, name, unschedulable, draining))
     }
 
     fn put_pod(&self, pod: &PodRecord) -> Result<()> {

@@ -27,6 +27,11 @@ pub struct ManifestError {
     pub column: Option<usize>,
     /// Path of the offending field, e.g. `spec.podSpec.containers[1].resources.memory`.
     pub field: Option<String>,
+    /// Further errors in the same file, in order (every wrong field is reported at once);
+    /// empty when this is the only one. Never nested.
+    pub more: Vec<ManifestError>,
+    /// Errors found beyond those listed (the list is capped).
+    pub omitted: usize,
 }
 
 impl ManifestError {
@@ -39,7 +44,25 @@ impl ManifestError {
             line: None,
             column: None,
             field: None,
+            more: Vec::new(),
+            omitted: 0,
         }
+    }
+
+    /// The errors found in one file as one error: the first, with the others in `more`.
+    pub(crate) fn combine(mut all: Vec<ManifestError>, omitted: usize) -> Option<Self> {
+        if all.is_empty() {
+            return None;
+        }
+        let mut first = all.remove(0);
+        first.more = all;
+        first.omitted = omitted;
+        Some(first)
+    }
+
+    /// Every error, the first included.
+    pub fn all(&self) -> impl Iterator<Item = &ManifestError> {
+        std::iter::once(self).chain(self.more.iter())
     }
 
     /// A field error of document `document`, at `mark`.
@@ -51,6 +74,8 @@ impl ManifestError {
             document: Some(document),
             line: Some(mark.line),
             column: Some(mark.column),
+            more: Vec::new(),
+            omitted: 0,
         }
     }
 
@@ -63,12 +88,29 @@ impl ManifestError {
             line: e.mark.map(|m| m.line),
             column: e.mark.map(|m| m.column),
             field: None,
+            more: Vec::new(),
+            omitted: 0,
         }
     }
 }
 
 impl fmt::Display for ManifestError {
+    /// One line per error: the first, then the others of the same file.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.fmt_one(f)?;
+        for e in &self.more {
+            f.write_str("\n")?;
+            e.fmt_one(f)?;
+        }
+        if self.omitted > 0 {
+            write!(f, "\n{}: ... and {} more errors", self.file, self.omitted)?;
+        }
+        Ok(())
+    }
+}
+
+impl ManifestError {
+    fn fmt_one(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.file)?;
         if let Some(doc) = self.document {
             write!(f, ": document {doc}")?;
