@@ -129,6 +129,8 @@ pub struct AgentConfig {
     pub runtime_deadline: Duration,
     /// Retry policy of registration and the event stream.
     pub backoff: Backoff,
+    /// The node's labels, sent at registration (`pss-agent --label k=v`).
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 impl AgentConfig {
@@ -152,6 +154,7 @@ impl AgentConfig {
             metrics_interval: defaults::METRICS_INTERVAL,
             runtime_deadline: defaults::RUNTIME_DEADLINE,
             backoff: Backoff::default(),
+            labels: Default::default(),
         }
     }
 }
@@ -282,6 +285,7 @@ async fn serve(
         cpu_millis: config.cpu_millis,
         memory_bytes: config.memory_bytes,
         limits_unenforced,
+        labels: config.labels.clone(),
     };
     let (updates_tx, updates_rx) = mpsc::channel(1024);
     let reporter = reporter::Reporter::new(

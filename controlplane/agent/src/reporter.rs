@@ -63,6 +63,8 @@ pub struct NodeIdentity {
     pub memory_bytes: u64,
     /// Resource limits Podman here cannot enforce (see [`crate::cgroups`]); empty: none.
     pub limits_unenforced: String,
+    /// The node's labels.
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// Drives registration, heartbeats and status pushes until shutdown.
@@ -180,7 +182,7 @@ impl Reporter {
         );
         let count = pods.len();
         let request = RegisterNodeRequest {
-            labels: Default::default(),
+            labels: self.node.labels.clone().into_iter().collect(),
             name: self.node.name.clone(),
             cpu_millis: self.node.cpu_millis,
             memory_bytes: self.node.memory_bytes,

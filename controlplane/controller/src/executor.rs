@@ -192,6 +192,7 @@ pub(crate) fn pass(shared: &Arc<Shared>) -> Result<Option<Duration>> {
                     StopReason::ScaledDown => "scaled down",
                     StopReason::WorkloadDeleted => "workload deleted",
                     StopReason::Replaced => "replaced by a pod of the new spec",
+                    StopReason::Evicted => "its node is drained; a replacement elsewhere is ready",
                 };
                 shared.event(EventRecord::normal(
                     "Killing",
@@ -222,6 +223,15 @@ pub(crate) fn pass(shared: &Arc<Shared>) -> Result<Option<Duration>> {
             _ => {}
         }
     }
+    let valid: Vec<_> = workloads
+        .iter()
+        .filter(|w| !invalid.contains(w.workload.name.as_str()))
+        .collect();
+    let rollout_due = crate::rollouts::track(shared, &valid, &pods, now)?;
+    let requeue_at_ms = match (requeue_at_ms, rollout_due) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
     Ok(requeue_at_ms.map(|at| Duration::from_millis(u64::try_from(at - now).unwrap_or(0))))
 }
 
@@ -383,7 +393,7 @@ async fn start(shared: &Arc<Shared>, pod_id: &str) -> Result<()> {
 }
 
 /// Drains `pod` (if it was serving), stops it on its node and forgets it, in a task.
-fn spawn_stop(shared: &Arc<Shared>, pod: String, drain: bool) {
+pub(crate) fn spawn_stop(shared: &Arc<Shared>, pod: String, drain: bool) {
     spawn_claimed(shared, pod, "stopping pod", move |shared, pod| async move {
         if drain {
             tokio::select! {

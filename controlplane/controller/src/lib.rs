@@ -9,6 +9,7 @@
 //! - `executor.rs`: the reconciler's executor: gathers state, asks
 //!   [`pss_core::reconciler::reconcile`], and executes the actions on agents.
 //! - `liveness.rs`: the node liveness loop around [`pss_core::liveness`].
+//! - `rollouts.rs`: after each pass, where every rollout stands (events, auto-revert).
 //! - `autoscale_loop.rs`: the autoscaler loop around [`pss_core::autoscaler`].
 //! - `agent_clients.rs`: gRPC clients for dialing agents back.
 //!
@@ -25,6 +26,7 @@ mod executor;
 mod liveness;
 mod operator;
 mod registry;
+mod rollouts;
 pub mod service_manager;
 
 pub use error::{Error, Result};

@@ -23,7 +23,7 @@ mod validate;
 pub use convert::node_to_proto;
 pub use field::{shorten, FieldError, FieldPath, FieldResult, Segment, ECHO_CHARS};
 pub use labels::{
-    check_labels, format_labels, Labels, Requirement, Selector, MAX_LABELS, MAX_SELECTOR_TERMS,
+    check_key, check_labels, check_value, format_labels, Labels, Requirement, Selector, MAX_LABELS, MAX_SELECTOR_TERMS,
 };
 pub use limits::{Limits, MAX_REPLICAS_SETTING, MAX_WORKLOAD_NAME_LEN};
 pub use manifest::{
