@@ -16,7 +16,8 @@ use crate::Shared;
 use pss_core::model::{EventRecord, NodeStatus, PodPhase, PodRecord};
 use pss_core::podstate::apply_report;
 use pss_core::reconciler::{
-    mark_evicted, node_states, observed_from_records, reconcile, Action, DesiredWorkload, Plan, StopReason,
+    mark_evicted, node_states, observed_from_records, reconcile, Action, DesiredWorkload, Plan,
+    StopReason,
 };
 use pss_plumbing::clock::now_ms;
 

@@ -289,11 +289,14 @@ impl pb::operator_server::Operator for OperatorApi {
                 let status = &w.rollout_status;
                 // A status about an older revision is stale: the pass that sees the new one
                 // has not run yet.
-                out.rollout_state = if status.revision == w.revision {
-                    status.state.as_str()
-                } else {
-                    RolloutState::Progressing.as_str()
+                // The spec's pause wins over a status the next pass has not caught up with.
+                out.rollout_state = match (w.workload.rollout.paused, status.state) {
+                    (true, _) => RolloutState::Paused,
+                    (false, RolloutState::Paused) => RolloutState::Progressing,
+                    (false, state) if status.revision == w.revision => state,
+                    (false, _) => RolloutState::Progressing,
                 }
+                .as_str()
                 .to_string();
                 out.rollout_message = status.message.clone();
                 if let Err(e) = w.workload.validate(&self.shared.config.limits) {
@@ -669,7 +672,9 @@ impl pb::operator_server::Operator for OperatorApi {
         let current = store
             .get_workload(name)
             .map_err(to_status)?
-            .ok_or_else(|| Status::not_found(format!("workload \"{}\" not found", cut_short(name, 64))))?;
+            .ok_or_else(|| {
+                Status::not_found(format!("workload \"{}\" not found", cut_short(name, 64)))
+            })?;
         let (stored, message) = match req.action.as_str() {
             "undo" => {
                 let revisions = store.list_revisions(name).map_err(to_status)?;
@@ -699,7 +704,10 @@ impl pb::operator_server::Operator for OperatorApi {
                 let stored = store
                     .set_pod_spec(name, &target.pod_spec, &cause)
                     .map_err(to_status)?;
-                (stored, format!("rolled back to revision {}", target.revision))
+                (
+                    stored,
+                    format!("rolled back to revision {}", target.revision),
+                )
             }
             "restart" => {
                 let spec = PodSpec {
@@ -748,7 +756,11 @@ impl pb::operator_server::Operator for OperatorApi {
     ) -> Result<Response<pb::RolloutHistoryResponse>, Status> {
         let req = request.into_inner();
         let store = &self.shared.store;
-        if store.get_workload(&req.workload).map_err(to_status)?.is_none() {
+        if store
+            .get_workload(&req.workload)
+            .map_err(to_status)?
+            .is_none()
+        {
             return Err(Status::not_found(format!(
                 "workload \"{}\" not found",
                 cut_short(&req.workload, 64)

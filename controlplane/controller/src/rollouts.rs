@@ -47,9 +47,7 @@ pub(crate) fn track(
         }
         let (status, transitions) = assess(&w.rollout_status, &obs, now_ms);
         if status != w.rollout_status {
-            shared
-                .store
-                .set_rollout_status(&w.workload.name, &status)?;
+            shared.store.set_rollout_status(&w.workload.name, &status)?;
         }
         if let Some(at) = deadline_at(&status, obs.progress_deadline_ms) {
             due = Some(due.map_or(at, |d: i64| d.min(at)));

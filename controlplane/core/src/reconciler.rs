@@ -276,7 +276,12 @@ impl<'a> WorkloadPlan<'a> {
             }
         }
         let mut per_node = vec![0u32; cluster.len()];
-        for node in current.iter().chain(&old).chain(&evicted).filter_map(|c| c.node) {
+        for node in current
+            .iter()
+            .chain(&old)
+            .chain(&evicted)
+            .filter_map(|c| c.node)
+        {
             per_node[node] += 1;
         }
         let replicas = w.replicas as usize;
@@ -995,7 +1000,7 @@ mod tests {
             paused: true,
             ..rolling(2, 1, 1)
         };
-        assert!(plan(&[paused.clone()], &observed, &nodes, 0).is_empty());
+        assert!(plan(std::slice::from_ref(&paused), &observed, &nodes, 0).is_empty());
         // Scaling up still works while paused, without surge.
         let bigger = DesiredWorkload {
             replicas: 3,

@@ -31,7 +31,10 @@ pub enum Transition {
     /// No progress within the deadline.
     Failed { revision: u64, message: String },
     /// Roll back to `to_revision`, the newest revision that completed.
-    Revert { from_revision: u64, to_revision: u64 },
+    Revert {
+        from_revision: u64,
+        to_revision: u64,
+    },
 }
 
 /// The new status of a rollout, and the transitions since `prev`. `now_ms` is the time of the
@@ -107,7 +110,9 @@ pub fn assess(
             revision: obs.revision,
             message,
         });
-        if obs.auto_revert && status.complete_revision != 0 && status.complete_revision != obs.revision
+        if obs.auto_revert
+            && status.complete_revision != 0
+            && status.complete_revision != obs.revision
         {
             transitions.push(Transition::Revert {
                 from_revision: obs.revision,

@@ -13,10 +13,9 @@ use pss_proto::v1 as pb;
 use super::field::{FieldError, FieldPath};
 use super::validate::{self, port_from};
 use super::{
-    IntOrPercent, RolloutSpec,
     AutoScalePolicy, AutoscalerStatus, Container, ContainerState, EnvVar, EventRecord, EventType,
-    Limits, NodeRecord, NodeStatus, Placement, PodPhase, PodRecord, PodSpec, PortAddress, PortSpec,
-    Protocol, ReadinessProbe, Resources, Service, Workload,
+    IntOrPercent, Limits, NodeRecord, NodeStatus, Placement, PodPhase, PodRecord, PodSpec,
+    PortAddress, PortSpec, Protocol, ReadinessProbe, Resources, RolloutSpec, Service, Workload,
 };
 use crate::Error;
 

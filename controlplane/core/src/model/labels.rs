@@ -53,7 +53,9 @@ pub fn check_key(key: &str) -> Result<(), String> {
             && prefix.len() <= MAX_LABEL_PREFIX_LEN
             && prefix.split('.').all(|part| {
                 !part.is_empty()
-                    && part.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                    && part
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
                     && !part.starts_with('-')
                     && !part.ends_with('-')
             });
@@ -237,7 +239,9 @@ mod tests {
         let e = Selector::parse("-app=web").unwrap_err();
         assert!(e.contains("label key"), "{e}");
         let many = vec!["a=b"; MAX_SELECTOR_TERMS + 1].join(",");
-        assert!(Selector::parse(&many).unwrap_err().contains("above the limit"));
+        assert!(Selector::parse(&many)
+            .unwrap_err()
+            .contains("above the limit"));
     }
 
     #[test]
@@ -254,7 +258,9 @@ mod tests {
 
     #[test]
     fn too_many_labels() {
-        let many: Labels = (0..=MAX_LABELS).map(|i| (format!("k{i}"), "v".into())).collect();
+        let many: Labels = (0..=MAX_LABELS)
+            .map(|i| (format!("k{i}"), "v".into()))
+            .collect();
         let e = check_labels(&many, &FieldPath::root().key("labels")).unwrap_err();
         assert!(e.message.contains("above the limit"), "{}", e.message);
     }

@@ -23,18 +23,20 @@ mod validate;
 pub use convert::node_to_proto;
 pub use field::{shorten, FieldError, FieldPath, FieldResult, Segment, ECHO_CHARS};
 pub use labels::{
-    check_key, check_labels, check_value, format_labels, Labels, Requirement, Selector, MAX_LABELS, MAX_SELECTOR_TERMS,
+    check_key, check_labels, check_value, format_labels, Labels, Requirement, Selector, MAX_LABELS,
+    MAX_SELECTOR_TERMS,
 };
 pub use limits::{Limits, MAX_REPLICAS_SETTING, MAX_WORKLOAD_NAME_LEN};
 pub use manifest::{
     parse_manifest_bytes, parse_manifest_bytes_with, parse_manifests, parse_manifests_with,
-    ManifestError,
+    ManifestError, MoreErrors,
 };
 pub use names::{pod_id, validate_dns1123};
 pub use quantity::{format_cpu, format_memory, parse_cpu, parse_memory};
 pub use rollout::{
-    IntOrPercent, RevisionRecord, RolloutSpec, RolloutState, RolloutStatus, DEFAULT_PROGRESS_DEADLINE_MS, DEFAULT_REVISION_HISTORY_LIMIT,
-    MAX_PROGRESS_DEADLINE_MS, MAX_REVISION_HISTORY_LIMIT,
+    IntOrPercent, RevisionRecord, RolloutSpec, RolloutState, RolloutStatus,
+    DEFAULT_PROGRESS_DEADLINE_MS, DEFAULT_REVISION_HISTORY_LIMIT, MAX_PROGRESS_DEADLINE_MS,
+    MAX_REVISION_HISTORY_LIMIT,
 };
 pub use validate::validate_replicas;
 

@@ -12,9 +12,9 @@ use std::collections::{HashMap, HashSet};
 use super::field::{shorten, FieldError, FieldPath, FieldResult};
 use super::limits::{above, Limits, MAX_REPLICAS_SETTING, MAX_WORKLOAD_NAME_LEN};
 use super::{
-    check_labels, validate_dns1123, IntOrPercent, RolloutSpec, MAX_PROGRESS_DEADLINE_MS,
-    MAX_REVISION_HISTORY_LIMIT, AutoScalePolicy, Container, Object, PodSpec, PortSpec, ReadinessProbe,
-    Resources, Service, Workload,
+    check_labels, validate_dns1123, AutoScalePolicy, Container, IntOrPercent, Object, PodSpec,
+    PortSpec, ReadinessProbe, Resources, RolloutSpec, Service, Workload, MAX_PROGRESS_DEADLINE_MS,
+    MAX_REVISION_HISTORY_LIMIT,
 };
 
 impl Workload {
@@ -149,7 +149,10 @@ fn rollout(r: &RolloutSpec, at: &FieldPath) -> FieldResult<()> {
             ),
         ));
     }
-    for (field, v) in [("maxSurge", r.max_surge), ("maxUnavailable", r.max_unavailable)] {
+    for (field, v) in [
+        ("maxSurge", r.max_surge),
+        ("maxUnavailable", r.max_unavailable),
+    ] {
         if let IntOrPercent::Percent(p) = v {
             if p > 100 {
                 return Err(FieldError::new(

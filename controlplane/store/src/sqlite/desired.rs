@@ -64,13 +64,17 @@ pub(super) fn put_workload(
         record_revision(conn, workload, "apply", now_ms)?;
         return Ok(ApplyAction::Created);
     };
+    // A paused rollout stays paused across applies (pause, change, resume): only
+    // `rollout resume` ends the pause; a manifest may pause but not resume.
+    let mut workload = workload.clone();
+    workload.rollout.paused |= stored.workload.rollout.paused;
+    let workload = &workload;
     if stored.workload == *workload {
         return Ok(ApplyAction::Unchanged);
     }
     update_workload(conn, workload, stored.generation.wrapping_add(1), now_ms)?;
     if stored.workload.pod_spec != workload.pod_spec
-        || stored.workload.rollout.revision_history_limit
-            != workload.rollout.revision_history_limit
+        || stored.workload.rollout.revision_history_limit != workload.rollout.revision_history_limit
     {
         record_revision(conn, workload, "apply", now_ms)?;
     }
@@ -79,7 +83,12 @@ pub(super) fn put_workload(
 
 /// Makes `workload.pod_spec` the newest revision (a spec seen before moves to the top under a
 /// new number, as Kubernetes does) and keeps `revisionHistoryLimit` old ones besides it.
-fn record_revision(conn: &Connection, workload: &Workload, cause: &str, now_ms: i64) -> Result<u64> {
+fn record_revision(
+    conn: &Connection,
+    workload: &Workload,
+    cause: &str,
+    now_ms: i64,
+) -> Result<u64> {
     let revisions = list_revisions(conn, &workload.name)?;
     let newest = revisions.last().map_or(0, |r| r.revision);
     if revisions

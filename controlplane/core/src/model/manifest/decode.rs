@@ -11,8 +11,8 @@ use crate::model::validate::{self, port_from};
 use crate::model::{
     check_labels, parse_cpu, parse_memory, AutoScalePolicy, Container, EnvVar, IntOrPercent,
     Labels, Limits, Object, Placement, PodSpec, PortSpec, Protocol, ReadinessProbe, Resources,
-    RolloutSpec, Service, Workload, API_VERSION, MAX_LABELS,
-    DEFAULT_MIN_REPLICAS, DEFAULT_PROBE_INTERVAL_MS, DEFAULT_PROBE_TIMEOUT_MS, DEFAULT_REPLICAS,
+    RolloutSpec, Service, Workload, API_VERSION, DEFAULT_MIN_REPLICAS, DEFAULT_PROBE_INTERVAL_MS,
+    DEFAULT_PROBE_TIMEOUT_MS, DEFAULT_REPLICAS, MAX_LABELS,
 };
 
 /// `invalid type: string "x", expected an integer`.
@@ -496,8 +496,12 @@ fn rollout(f: &Fields<'_>, errs: &mut Errs) -> Option<RolloutSpec> {
     let deadline = errs
         .take(f.opt("progressDeadline", duration_ms))
         .map(|v| v.unwrap_or(defaults.progress_deadline_ms));
-    let auto_revert = errs.take(f.opt("autoRevert", boolean)).map(Option::unwrap_or_default);
-    let paused = errs.take(f.opt("paused", boolean)).map(Option::unwrap_or_default);
+    let auto_revert = errs
+        .take(f.opt("autoRevert", boolean))
+        .map(Option::unwrap_or_default);
+    let paused = errs
+        .take(f.opt("paused", boolean))
+        .map(Option::unwrap_or_default);
     let (max_surge, max_unavailable) = match strategy {
         None => (defaults.max_surge, defaults.max_unavailable),
         Some(s) => s?,
@@ -668,7 +672,12 @@ fn service(name: String, spec: &Node, at: &FieldPath, errs: &mut Errs) -> Option
     })
 }
 
-fn autoscaler(name: String, spec: &Node, at: &FieldPath, errs: &mut Errs) -> Option<AutoScalePolicy> {
+fn autoscaler(
+    name: String,
+    spec: &Node,
+    at: &FieldPath,
+    errs: &mut Errs,
+) -> Option<AutoScalePolicy> {
     let f = Fields::of(
         spec,
         at,

@@ -23,7 +23,7 @@ mod yaml;
 
 use std::collections::HashMap;
 
-pub use error::ManifestError;
+pub use error::{ManifestError, MoreErrors};
 
 use super::field::{FieldError, FieldPath};
 use super::Limits;
