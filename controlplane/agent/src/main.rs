@@ -62,6 +62,10 @@ struct Args {
     /// selects on them.
     #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
     labels: Vec<(String, String)>,
+    /// Serve Prometheus /metrics, /healthz and /readyz over HTTP here (e.g. 127.0.0.1:9091);
+    /// off when not given.
+    #[arg(long, env = "PSS_AGENT_ADMIN")]
+    admin: Option<String>,
     #[command(flatten)]
     server: ServerArgs,
 }
@@ -102,6 +106,13 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     config.labels = args.labels.into_iter().collect();
+    config.admin = match &args.admin {
+        Some(a) => Some(
+            pss_plumbing::addr::parse_listen(a)
+                .map_err(|e| anyhow::anyhow!("--admin {a:?}: {e}"))?,
+        ),
+        None => None,
+    };
 
     let shutdown = CancellationToken::new();
     pss_plumbing::shutdown::cancel_on_signals(shutdown.clone());

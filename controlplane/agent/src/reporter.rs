@@ -81,6 +81,8 @@ pub struct Reporter {
     snapshot: Arc<NodeSnapshot>,
     /// Whether the last call reached the controller (only changes are logged).
     connected: bool,
+    /// Registered, and the last call reached the controller: what `/readyz` reports.
+    reachable: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Reporter {
@@ -102,7 +104,18 @@ impl Reporter {
             backoff,
             node_sampler: NodeSampler::default(),
             connected: true,
+            reachable: Arc::default(),
         }
+    }
+
+    /// True once registered while the controller answers (the agent's `/readyz`).
+    pub fn reachable(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        self.reachable.clone()
+    }
+
+    fn set_reachable(&self, yes: bool) {
+        self.reachable
+            .store(yes, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Registers, then heartbeats and forwards `updates` until `shutdown`.
@@ -152,6 +165,7 @@ impl Reporter {
                 Ok((pods, stop)) => {
                     tracing::info!(node = %self.node.name, address = %self.node.agent_address, pods, unwanted = stop.len(), "registered with the controller");
                     self.connected = true;
+                    self.set_reachable(true);
                     self.stop_pods(stop);
                     return true;
                 }
@@ -231,6 +245,7 @@ impl Reporter {
     }
 
     fn reached(&mut self) {
+        self.set_reachable(true);
         if !self.connected {
             tracing::info!("controller reachable again");
             self.connected = true;
@@ -238,6 +253,7 @@ impl Reporter {
     }
 
     fn unreachable(&mut self, what: &str, status: &tonic::Status) {
+        self.set_reachable(false);
         if self.connected {
             tracing::warn!(error = %status, "{what} failed; pods keep running, retrying every interval");
             self.connected = false;

@@ -40,7 +40,10 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             _ = interval.tick() => {}
             _ = requeued => {}
         }
-        requeue = match pass(&shared) {
+        let started = std::time::Instant::now();
+        let outcome = pass(&shared);
+        crate::metrics::RECONCILE_SECONDS.observe(&[], started.elapsed());
+        requeue = match outcome {
             Ok(after) => after.map(|d| tokio::time::Instant::now() + d),
             Err(e) => {
                 tracing::warn!(error = %e, "reconcile pass failed");
@@ -114,6 +117,7 @@ pub(crate) fn pass(shared: &Arc<Shared>) -> Result<Option<Duration>> {
                 pod.node = Some(node.clone());
                 pod.phase = PodPhase::Starting;
                 store.put_pod(&pod)?;
+                crate::metrics::SCHEDULING_SECONDS.observe(&[], Duration::ZERO);
                 shared.event(EventRecord::normal(
                     "Scheduled",
                     format!("pod/{}", pod.id),
@@ -144,6 +148,10 @@ pub(crate) fn pass(shared: &Arc<Shared>) -> Result<Option<Duration>> {
                 rec.message.clear();
                 rec.updated_at_ms = now;
                 store.put_pod(&rec)?;
+                crate::metrics::SCHEDULING_SECONDS.observe(
+                    &[],
+                    Duration::from_millis(u64::try_from(now - rec.created_at_ms).unwrap_or(0)),
+                );
                 shared.event(EventRecord::normal(
                     "Scheduled",
                     format!("pod/{pod}"),

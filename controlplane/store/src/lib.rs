@@ -6,6 +6,7 @@
 //! answers in microseconds, and the controller calls them from its async tasks directly.
 
 mod error;
+pub mod metrics;
 mod sqlite;
 
 pub use error::{Error, Result};

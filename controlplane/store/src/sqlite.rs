@@ -89,16 +89,25 @@ impl SqliteStore {
 
     /// Runs `f` on the connection, outside any explicit transaction (reads).
     fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-        f(&self.lock())
+        let started = std::time::Instant::now();
+        let value = f(&self.lock());
+        crate::metrics::TRANSACTION_SECONDS.observe(&["read"], started.elapsed());
+        value
     }
 
     /// Runs `f` in one immediate transaction, committed only if `f` succeeds.
     fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+        let started = std::time::Instant::now();
         let mut conn = self.lock();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let value = f(&tx)?;
-        tx.commit()?;
-        Ok(value)
+        let result = (|| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let value = f(&tx)?;
+            tx.commit()?;
+            Ok(value)
+        })();
+        drop(conn);
+        crate::metrics::TRANSACTION_SECONDS.observe(&["write"], started.elapsed());
+        result
     }
 }
 
