@@ -11,6 +11,7 @@ mod table;
 use std::io::{Read, Write};
 
 use clap::{Parser, Subcommand, ValueEnum};
+use pss_plumbing::clock::now_ms;
 use pss_proto::v1 as pb;
 
 pub use client::{CliError, Client};
@@ -95,6 +96,10 @@ pub enum Command {
         /// Events: how many of the newest to show (0: the controller's default, 200).
         #[arg(long, default_value_t = 0)]
         limit: u32,
+        /// Only objects whose labels match: key=value, key!=value, key or !key, comma-separated
+        /// (pods match their workload's labels).
+        #[arg(short = 'l', long = "selector", default_value = "")]
+        selector: String,
     },
     /// Set a workload's replica count: scale workload/NAME --replicas N.
     Scale {
@@ -160,7 +165,85 @@ pub enum Command {
     },
     /// Print pssctl's version and the controller's.
     Version,
+    /// Mark a node unschedulable: cordon node/NAME (its pods keep running).
+    Cordon {
+        /// node/NAME
+        target: String,
+    },
+    /// Make a cordoned or drained node schedulable again: uncordon node/NAME.
+    Uncordon {
+        /// node/NAME
+        target: String,
+    },
+    /// Move every pod off a node, each replacement ready before the old pod stops, then leave
+    /// the node cordoned: drain node/NAME.
+    Drain {
+        /// node/NAME
+        target: String,
+        /// Give up waiting after this long (the drain itself goes on); 0 returns at once.
+        #[arg(long, default_value = "5m", value_parser = parse_wait)]
+        timeout: std::time::Duration,
+    },
+    /// Manage a workload's rollouts: status, history, undo, restart, pause, resume.
+    Rollout {
+        #[command(subcommand)]
+        command: RolloutCommand,
+    },
 }
+
+/// `pssctl rollout ...`.
+#[derive(Subcommand, Debug)]
+pub enum RolloutCommand {
+    /// Wait for the rollout to finish; exits non-zero if it fails, is paused or times out.
+    Status {
+        /// workload/NAME
+        target: String,
+        /// Give up after this long.
+        #[arg(long, default_value = "10m", value_parser = parse_wait)]
+        timeout: std::time::Duration,
+    },
+    /// List the revisions kept (spec.revisionHistoryLimit).
+    History {
+        /// workload/NAME
+        target: String,
+    },
+    /// Roll back to the previous revision, or to --to-revision N.
+    Undo {
+        /// workload/NAME
+        target: String,
+        /// The revision to go back to (see rollout history); 0: the previous one.
+        #[arg(long, default_value_t = 0)]
+        to_revision: u64,
+    },
+    /// Replace every pod (a new revision with the same spec), respecting the strategy.
+    Restart {
+        /// workload/NAME
+        target: String,
+    },
+    /// Stop the rollout where it is: no old pod retired, no pod beyond the replicas.
+    Pause {
+        /// workload/NAME
+        target: String,
+    },
+    /// Continue a paused rollout.
+    Resume {
+        /// workload/NAME
+        target: String,
+    },
+}
+
+/// A wait such as `30s` or `5m` (at most a day).
+fn parse_wait(text: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(text.trim())
+        .map_err(|e| format!("{text:?}: {e} (examples: 30s, 5m)"))?;
+    if d > std::time::Duration::from_secs(86_400) {
+        return Err(format!("{text:?}: at most 24h"));
+    }
+    Ok(d)
+}
+
+/// How often the waiting commands (drain, rollout status) look again.
+const POLL: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// What `top` shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -219,6 +302,7 @@ fn split_target<'a>(target: &'a str, kinds: &[&str]) -> Result<(String, &'a str)
         "service" | "services" | "svc" => "service",
         "autoscaler" | "autoscalers" | "autoscalepolicy" | "hpa" => "autoscaler",
         "pod" | "pods" | "po" => "pod",
+        "node" | "nodes" | "no" => "node",
         other => other,
     };
     if !kinds.contains(&canonical) {
@@ -340,7 +424,9 @@ pub async fn execute(cli: Cli, out: &mut (dyn Write + Send)) -> Result<(), CliEr
             output,
             workload,
             limit,
+            selector,
         } => {
+            client.set_selector(&selector)?;
             let filter = workload.unwrap_or_default();
             if resource.eq_ignore_ascii_case("all") {
                 if name.is_some() {
@@ -409,7 +495,8 @@ pub async fn execute(cli: Cli, out: &mut (dyn Write + Send)) -> Result<(), CliEr
         Command::Delete { target, .. } => {
             let targets: Vec<(String, String)> = match target {
                 Some(t) => {
-                    let (kind, name) = split_target(&t, &["workload", "service", "autoscaler"])?;
+                    let (kind, name) =
+                        split_target(&t, &["workload", "service", "autoscaler", "pod"])?;
                     vec![(kind, name.to_string())]
                 }
                 None => manifests
@@ -449,6 +536,149 @@ pub async fn execute(cli: Cli, out: &mut (dyn Write + Send)) -> Result<(), CliEr
                 tail,
             };
             client.logs(req, out).await?;
+        }
+        Command::Cordon { target } => {
+            let (_, node) = split_target(&target, &["node"])?;
+            client.set_node_scheduling(node, "cordon").await?;
+            writeln!(out, "node/{node} cordoned")?;
+        }
+        Command::Uncordon { target } => {
+            let (_, node) = split_target(&target, &["node"])?;
+            client.set_node_scheduling(node, "uncordon").await?;
+            writeln!(out, "node/{node} uncordoned")?;
+        }
+        Command::Drain { target, timeout } => {
+            let (_, node) = split_target(&target, &["node"])?;
+            let resp = client.set_node_scheduling(node, "drain").await?;
+            writeln!(
+                out,
+                "node/{node} cordoned; draining {} pods (each replacement ready before the old pod stops)",
+                resp.pods
+            )?;
+            wait_drained(&mut client, node, timeout, out).await?;
+        }
+        Command::Rollout { command } => rollout(&mut client, command, out).await?,
+    }
+    Ok(())
+}
+
+/// Waits until no pod holds resources on `node` any more.
+async fn wait_drained(
+    client: &mut Client,
+    node: &str,
+    timeout: std::time::Duration,
+    out: &mut (dyn Write + Send),
+) -> Result<(), CliError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut last = None;
+    loop {
+        let left: Vec<String> = client
+            .list_pods(String::new())
+            .await?
+            .into_iter()
+            .filter(|p| p.node == node && p.phase != pb::PodPhase::Lost as i32)
+            .map(|p| p.id)
+            .collect();
+        if left.is_empty() {
+            writeln!(out, "node/{node} drained")?;
+            return Ok(());
+        }
+        if last != Some(left.len()) {
+            writeln!(out, "waiting for {} pods to leave node/{node}", left.len())?;
+            last = Some(left.len());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(CliError::Invalid(format!(
+                "node/{node}: {} pods still there after {} ({}); the drain goes on:                  see pssctl get pods and pssctl describe node/{node}",
+                left.len(),
+                humantime::format_duration(timeout),
+                left.join(", ")
+            )));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// `pssctl rollout ...`.
+async fn rollout(
+    client: &mut Client,
+    command: RolloutCommand,
+    out: &mut (dyn Write + Send),
+) -> Result<(), CliError> {
+    match command {
+        RolloutCommand::Status { target, timeout } => {
+            let (_, name) = split_target(&target, &["workload"])?;
+            let deadline = tokio::time::Instant::now() + timeout;
+            let mut last = String::new();
+            loop {
+                let w = client.workload(name).await?;
+                match w.rollout_state.as_str() {
+                    "Complete" => {
+                        writeln!(
+                            out,
+                            "workload/{name} successfully rolled out (revision {})",
+                            w.revision
+                        )?;
+                        return Ok(());
+                    }
+                    "Failed" => {
+                        return Err(CliError::Invalid(format!(
+                            "workload/{name}: rollout of revision {} failed: {}",
+                            w.revision, w.rollout_message
+                        )))
+                    }
+                    "Paused" => {
+                        return Err(CliError::Invalid(format!(
+                            "workload/{name}: rollout of revision {} is paused (pssctl rollout resume workload/{name})",
+                            w.revision
+                        )))
+                    }
+                    _ => {}
+                }
+                let line = format!(
+                    "waiting for workload/{name} (revision {}): {} of {} updated pods ready, {} pods in all",
+                    w.revision, w.updated_replicas.min(w.ready_replicas), w.replicas, w.current_replicas
+                );
+                if line != last {
+                    writeln!(out, "{line}")?;
+                    last = line;
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(CliError::Invalid(format!(
+                        "workload/{name}: rollout not finished after {}",
+                        humantime::format_duration(timeout)
+                    )));
+                }
+                tokio::time::sleep(POLL).await;
+            }
+        }
+        RolloutCommand::History { target } => {
+            let (_, name) = split_target(&target, &["workload"])?;
+            let revisions = client.rollout_history(name).await?;
+            write!(out, "{}", render::history(&revisions, now_ms()))?;
+        }
+        RolloutCommand::Undo {
+            target,
+            to_revision,
+        } => {
+            let (_, name) = split_target(&target, &["workload"])?;
+            let r = client.rollout(name, "undo", to_revision).await?;
+            writeln!(out, "workload/{name} {}", r.message)?;
+        }
+        RolloutCommand::Restart { target } => {
+            let (_, name) = split_target(&target, &["workload"])?;
+            let r = client.rollout(name, "restart", 0).await?;
+            writeln!(out, "workload/{name} {}", r.message)?;
+        }
+        RolloutCommand::Pause { target } => {
+            let (_, name) = split_target(&target, &["workload"])?;
+            let r = client.rollout(name, "pause", 0).await?;
+            writeln!(out, "workload/{name} {}", r.message)?;
+        }
+        RolloutCommand::Resume { target } => {
+            let (_, name) = split_target(&target, &["workload"])?;
+            let r = client.rollout(name, "resume", 0).await?;
+            writeln!(out, "workload/{name} {}", r.message)?;
         }
     }
     Ok(())

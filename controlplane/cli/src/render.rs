@@ -170,6 +170,7 @@ fn pod_json(p: &pb::Pod) -> Value {
         "containers": p.containers.iter().map(|c| json!({"name": c.name, "id": c.id, "state": c.state, "exitCode": c.exit_code, "oomKilled": c.oom_killed})).collect::<Vec<_>>(),
         "cpuPercent": p.cpu_percent, "memoryBytes": p.memory_bytes,
         "createdAtMs": p.created_at_ms, "startedAtMs": p.started_at_ms, "specHash": format!("{:016x}", p.spec_hash),
+        "labels": p.labels,
     })
 }
 
@@ -221,11 +222,28 @@ fn images(w: &pb::Workload) -> String {
         .unwrap_or_default()
 }
 
+/// `k=v,k2=v2`, sorted, or `-`.
+fn labels(map: &std::collections::HashMap<String, String>) -> String {
+    let sorted: std::collections::BTreeMap<_, _> = map.clone().into_iter().collect();
+    pss_core::model::format_labels(&sorted)
+}
+
 fn workload_json(w: &pb::Workload) -> Value {
+    let strategy = w.strategy.clone().unwrap_or_default();
     let mut v = json!({
         "name": w.name, "replicas": w.replicas, "placement": w.placement,
         "currentReplicas": w.current_replicas, "readyReplicas": w.ready_replicas,
+        "updatedReplicas": w.updated_replicas,
         "images": images(w), "generation": w.generation, "createdAtMs": w.created_at_ms,
+        "labels": w.labels,
+        "revision": w.revision,
+        "rollout": {
+            "state": w.rollout_state, "message": w.rollout_message,
+            "maxSurge": strategy.max_surge, "maxUnavailable": strategy.max_unavailable,
+            "revisionHistoryLimit": w.revision_history_limit,
+            "progressDeadlineMs": w.progress_deadline_ms,
+            "autoRevert": w.auto_revert, "paused": w.paused,
+        },
     });
     if !w.problem.is_empty() {
         v["problem"] = json!(w.problem);
@@ -234,9 +252,17 @@ fn workload_json(w: &pb::Workload) -> Value {
 }
 
 fn workloads_table(items: &[pb::Workload], wide: bool, now: i64) -> Table {
-    let mut headers = vec!["NAME", "READY", "CURRENT", "DESIRED", "PLACEMENT", "AGE"];
+    let mut headers = vec![
+        "NAME",
+        "READY",
+        "UP-TO-DATE",
+        "CURRENT",
+        "DESIRED",
+        "PLACEMENT",
+        "AGE",
+    ];
     if wide {
-        headers.extend(["IMAGES", "GENERATION"]);
+        headers.extend(["IMAGES", "REVISION", "ROLLOUT", "LABELS"]);
     }
     // Workloads the controller does not run say why, in a column shown only then.
     let problems = items.iter().any(|w| !w.problem.is_empty());
@@ -248,13 +274,19 @@ fn workloads_table(items: &[pb::Workload], wide: bool, now: i64) -> Table {
         let mut row = vec![
             w.name.clone(),
             format!("{}/{}", w.ready_replicas, w.replicas),
+            w.updated_replicas.to_string(),
             w.current_replicas.to_string(),
             w.replicas.to_string(),
             w.placement.clone(),
             age(w.created_at_ms, now),
         ];
         if wide {
-            row.extend([images(w), w.generation.to_string()]);
+            row.extend([
+                images(w),
+                w.revision.to_string(),
+                w.rollout_state.clone(),
+                labels(&w.labels),
+            ]);
         }
         if problems {
             row.push(w.problem.clone());
@@ -269,6 +301,7 @@ fn service_json(s: &pb::Service) -> Value {
         "name": s.name, "workload": s.workload, "port": s.port, "targetPort": s.target_port,
         "endpoints": s.endpoints.iter().map(|e| json!({"address": e.address, "pod": e.pod, "node": e.node})).collect::<Vec<_>>(),
         "snapshotVersion": s.snapshot_version, "createdAtMs": s.created_at_ms,
+        "labels": s.labels,
     })
 }
 
@@ -319,10 +352,12 @@ fn node_status(n: &pb::Node) -> &'static str {
 }
 
 /// `Ready`, or with the node's conditions appended like kubectl's `Ready,SchedulingDisabled`:
-/// `Ready,RuntimeUnresponsive`.
+/// `Ready,RuntimeUnresponsive`, `Ready,SchedulingDisabled`, `Ready,SchedulingDisabled,Draining`.
 fn node_status_with_conditions(n: &pb::Node) -> String {
     std::iter::once(node_status(n))
         .chain(n.conditions.iter().map(String::as_str))
+        .chain(n.cordoned.then_some("SchedulingDisabled"))
+        .chain(n.draining.then_some("Draining"))
         .collect::<Vec<_>>()
         .join(",")
 }
@@ -338,6 +373,7 @@ fn node_json(n: &pb::Node) -> Value {
         "cpuUsagePercent": n.cpu_usage_percent, "memoryUsedBytes": n.memory_used_bytes,
         "pods": n.pod_count, "lastHeartbeatMs": n.last_heartbeat_ms, "registeredAtMs": n.registered_at_ms,
         "limitsUnenforced": n.limits_unenforced,
+        "cordoned": n.cordoned, "draining": n.draining, "labels": n.labels,
     })
 }
 
@@ -353,7 +389,7 @@ fn nodes_table(items: &[pb::Node], wide: bool, now: i64) -> Table {
         "AGE",
     ];
     if wide {
-        headers.extend(["MEMORY-USED", "LAST-HEARTBEAT", "LIMITS"]);
+        headers.extend(["MEMORY-USED", "LAST-HEARTBEAT", "LIMITS", "LABELS"]);
     }
     let mut t = Table::new(&headers);
     for n in items {
@@ -381,6 +417,7 @@ fn nodes_table(items: &[pb::Node], wide: bool, now: i64) -> Table {
                 } else {
                     n.limits_unenforced.clone()
                 },
+                labels(&n.labels),
             ]);
         }
         t.row(row);
@@ -533,4 +570,18 @@ pub async fn describe(
         }
     }
     Ok(text)
+}
+
+/// `pssctl rollout history`: one row per revision kept, oldest first.
+pub fn history(revisions: &[pb::Revision], now: i64) -> String {
+    let mut t = Table::new(&["REVISION", "IMAGES", "CAUSE", "AGE"]);
+    for r in revisions {
+        t.row(vec![
+            r.revision.to_string(),
+            r.images.clone(),
+            r.cause.clone(),
+            age(r.created_at_ms, now),
+        ]);
+    }
+    t.render("revisions")
 }

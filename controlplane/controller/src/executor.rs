@@ -16,10 +16,14 @@ use crate::Shared;
 use pss_core::model::{EventRecord, NodeStatus, PodPhase, PodRecord};
 use pss_core::podstate::apply_report;
 use pss_core::reconciler::{
-    node_states, observed_from_records, reconcile, Action, DesiredWorkload, Plan, StopReason,
+    mark_evicted, node_states, observed_from_records, reconcile, Action, DesiredWorkload, Plan,
+    StopReason,
 };
 use pss_plumbing::clock::now_ms;
 use pss_store::Change;
+
+/// The longest pause between two passes that pacing imposes (see [`run`]).
+const MAX_PASS_GAP: Duration = Duration::from_secs(1);
 
 /// Runs passes until shutdown: at once on a kick, every `--reconcile-interval`, and when the
 /// last plan asked to be requeued (a crash-loop back-off ending).
@@ -27,6 +31,10 @@ pub(crate) async fn run(shared: Arc<Shared>) {
     let mut interval = tokio::time::interval(shared.config.reconcile_interval);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut requeue: Option<tokio::time::Instant> = None;
+    // Paces passes under a stream of kicks (pods turning ready one after another in a large
+    // cluster): the next pass starts no sooner than the last one took (at most
+    // [`MAX_PASS_GAP`]) after it ended, so passes never take more than about half the time.
+    let mut next_allowed = tokio::time::Instant::now();
     loop {
         let requeued = async {
             match requeue {
@@ -40,7 +48,16 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             _ = interval.tick() => {}
             _ = requeued => {}
         }
-        requeue = match pass(&shared) {
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            _ = tokio::time::sleep_until(next_allowed) => {}
+        }
+        let started = std::time::Instant::now();
+        let outcome = pass(&shared);
+        let took = started.elapsed();
+        crate::metrics::RECONCILE_SECONDS.observe(&[], took);
+        next_allowed = tokio::time::Instant::now() + took.min(MAX_PASS_GAP);
+        requeue = match outcome {
             Ok(after) => after.map(|d| tokio::time::Instant::now() + d),
             Err(e) => {
                 tracing::warn!(error = %e, "reconcile pass failed");
@@ -72,18 +89,13 @@ pub(crate) fn pass(shared: &Arc<Shared>) -> Result<Option<Duration>> {
     let desired: Vec<DesiredWorkload> = workloads
         .iter()
         .filter(|w| !invalid.contains(w.workload.name.as_str()))
-        .map(|w| DesiredWorkload {
-            name: w.workload.name.clone(),
-            replicas: w.workload.replicas,
-            placement: w.workload.placement,
-            request: w.workload.pod_spec.requests(),
-            spec_hash: w.workload.pod_spec.spec_hash(),
-        })
+        .map(|w| DesiredWorkload::of(&w.workload))
         .collect();
-    let observed: Vec<_> = observed_from_records(&pods)
+    let mut observed: Vec<_> = observed_from_records(&pods)
         .into_iter()
         .filter(|p| !invalid.contains(p.workload.as_str()))
         .collect();
+    mark_evicted(&mut observed, &nodes);
     let requests: HashMap<&str, pss_core::model::Resources> = workloads
         .iter()
         .map(|w| (w.workload.name.as_str(), w.workload.pod_spec.requests()))
@@ -95,7 +107,6 @@ pub(crate) fn pass(shared: &Arc<Shared>) -> Result<Option<Duration>> {
         requeue_at_ms,
     } = reconcile(&desired, &observed, &node_states, now);
     let by_id: HashMap<&str, &PodRecord> = pods.iter().map(|p| (p.id.as_str(), p)).collect();
-    // IDs in use, including those of pods created earlier in this pass.
     // IDs of pods created in this pass (those of existing pods are `by_id`'s keys).
     let mut fresh: HashSet<String> = HashSet::new();
     // A fresh, unplaced record for a new pod of `workload` (None if it was deleted meanwhile).
@@ -126,6 +137,7 @@ pub(crate) fn pass(shared: &Arc<Shared>) -> Result<Option<Duration>> {
                 };
                 pod.node = Some(node.clone());
                 pod.phase = PodPhase::Starting;
+                crate::metrics::SCHEDULING_SECONDS.observe(&[], Duration::ZERO);
                 events.push(EventRecord::normal(
                     "Scheduled",
                     format!("pod/{}", pod.id),
@@ -156,6 +168,10 @@ pub(crate) fn pass(shared: &Arc<Shared>) -> Result<Option<Duration>> {
                 rec.reason.clear();
                 rec.message.clear();
                 rec.updated_at_ms = now;
+                crate::metrics::SCHEDULING_SECONDS.observe(
+                    &[],
+                    Duration::from_millis(u64::try_from(now - rec.created_at_ms).unwrap_or(0)),
+                );
                 changes.push(Change::PutPod(rec));
                 events.push(EventRecord::normal(
                     "Scheduled",
@@ -206,6 +222,7 @@ pub(crate) fn pass(shared: &Arc<Shared>) -> Result<Option<Duration>> {
                     StopReason::ScaledDown => "scaled down",
                     StopReason::WorkloadDeleted => "workload deleted",
                     StopReason::Replaced => "replaced by a pod of the new spec",
+                    StopReason::Evicted => "its node is drained; a replacement elsewhere is ready",
                 };
                 events.push(EventRecord::normal(
                     "Killing",
@@ -247,6 +264,15 @@ pub(crate) fn pass(shared: &Arc<Shared>) -> Result<Option<Duration>> {
             _ => {}
         }
     }
+    let valid: Vec<_> = workloads
+        .iter()
+        .filter(|w| !invalid.contains(w.workload.name.as_str()))
+        .collect();
+    let rollout_due = crate::rollouts::track(shared, &valid, &pods, now)?;
+    let requeue_at_ms = match (requeue_at_ms, rollout_due) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
     Ok(requeue_at_ms.map(|at| Duration::from_millis(u64::try_from(at - now).unwrap_or(0))))
 }
 
@@ -422,7 +448,7 @@ async fn start(shared: &Arc<Shared>, pod_id: &str) -> Result<()> {
 }
 
 /// Drains `pod` (if it was serving), stops it on its node and forgets it, in a task.
-fn spawn_stop(shared: &Arc<Shared>, pod: String, drain: bool) {
+pub(crate) fn spawn_stop(shared: &Arc<Shared>, pod: String, drain: bool) {
     spawn_claimed(shared, pod, "stopping pod", move |shared, pod| async move {
         if drain {
             tokio::select! {

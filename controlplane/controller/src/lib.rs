@@ -9,8 +9,10 @@
 //! - `executor.rs`: the reconciler's executor: gathers state, asks
 //!   [`pss_core::reconciler::reconcile`], and executes the actions on agents.
 //! - `liveness.rs`: the node liveness loop around [`pss_core::liveness`].
+//! - `rollouts.rs`: after each pass, where every rollout stands (events, auto-revert).
 //! - `autoscale_loop.rs`: the autoscaler loop around [`pss_core::autoscaler`].
 //! - `agent_clients.rs`: gRPC clients for dialing agents back.
+//! - `metrics.rs`: `--admin`'s `/metrics`, `/healthz`, `/readyz`, and the gRPC request counter.
 //!
 //! Every decision is a pure function of `pss-core`; the modules here read the store, call it,
 //! and write or send what it decided.
@@ -23,8 +25,10 @@ mod endpoint_watch;
 mod error;
 mod executor;
 mod liveness;
+mod metrics;
 mod operator;
 mod registry;
+mod rollouts;
 pub mod service_manager;
 
 pub use error::{Error, Result};
@@ -89,6 +93,8 @@ pub struct ControllerConfig {
     /// Bounds on what a request may ask for (`--max-replicas` sets `max_replicas`); stored
     /// objects outside them are reported and skipped, never executed.
     pub limits: pss_core::model::Limits,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served (`--admin`); `None`: nowhere.
+    pub admin: Option<std::net::SocketAddr>,
 }
 
 impl ControllerConfig {
@@ -104,6 +110,7 @@ impl ControllerConfig {
             autoscale_cooldown: defaults::AUTOSCALE_COOLDOWN,
             limits: pss_core::model::Limits::default(),
             stabilization_window: Duration::from_secs(300),
+            admin: None,
         }
     }
 }
@@ -216,6 +223,17 @@ pub async fn serve(
         inflight: Default::default(),
     });
     shared.services.refresh(shared.store.as_ref())?;
+    if let Some(addr) = shared.config.admin {
+        let admin = TcpListener::bind(addr).await?;
+        tracing::info!(addr = %admin.local_addr()?, "admin endpoints (/metrics, /healthz, /readyz)");
+        tokio::spawn(pss_plumbing::admin::serve(
+            admin,
+            Arc::new(metrics::ControllerAdmin {
+                shared: shared.clone(),
+            }),
+            shutdown.clone(),
+        ));
+    }
 
     let loops = [
         tokio::spawn(executor::run(shared.clone())),
@@ -227,6 +245,7 @@ pub async fn serve(
     tracing::info!(%addr, "controller listening");
     let incoming = pss_plumbing::addr::nodelay_incoming(listener);
     let result = tonic::transport::Server::builder()
+        .layer(metrics::GrpcMetricsLayer)
         .add_service(OperatorServer::with_interceptor(
             operator::OperatorApi::new(shared.clone()),
             check.clone(),

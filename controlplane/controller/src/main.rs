@@ -57,6 +57,10 @@ struct Args {
         value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_MAX_REPLICAS))
     )]
     max_replicas: u32,
+    /// Serve Prometheus /metrics, /healthz and /readyz over HTTP here (e.g. 127.0.0.1:9090);
+    /// off when not given.
+    #[arg(long, env = "PSS_ADMIN")]
+    admin: Option<String>,
     #[command(flatten)]
     server: ServerArgs,
 }
@@ -79,6 +83,13 @@ async fn main() -> anyhow::Result<()> {
     config.autoscale_cooldown = args.autoscale_cooldown.into();
     config.stabilization_window = args.stabilization_window.into();
     config.limits.max_replicas = args.max_replicas;
+    config.admin = match &args.admin {
+        Some(a) => Some(
+            pss_plumbing::addr::parse_listen(a)
+                .map_err(|e| anyhow::anyhow!("--admin {a:?}: {e}"))?,
+        ),
+        None => None,
+    };
     tracing::info!(db = %args.db.display(), "state store opened");
 
     let shutdown = CancellationToken::new();

@@ -135,6 +135,9 @@ mod tests {
             registered_at_ms: 1,
             conditions: Default::default(),
             limits_unenforced: String::new(),
+            labels: Default::default(),
+            unschedulable: false,
+            draining: false,
         }
     }
 

@@ -29,6 +29,7 @@ use crate::{
 };
 use pss_core::model::{
     AutoScalePolicy, AutoscalerStatus, EventRecord, NodeRecord, NodeStatus, Object, PodRecord,
+    PodSpec, RevisionRecord, RolloutStatus,
 };
 use pss_core::node_condition::NodeConditions;
 use pss_plumbing::clock::now_ms;
@@ -444,6 +445,29 @@ impl StateStore for CachedStore {
         })
     }
 
+    fn list_revisions(&self, workload: &str) -> Result<Vec<RevisionRecord>> {
+        // History is read by pssctl rollout history only: not worth keeping in memory.
+        self.backing.list_revisions(workload)
+    }
+
+    fn set_pod_spec(&self, name: &str, pod_spec: &PodSpec, cause: &str) -> Result<StoredWorkload> {
+        self.write_through([ObjectKey::Workload(name.to_string())], |b| {
+            b.set_pod_spec(name, pod_spec, cause)
+        })
+    }
+
+    fn set_paused(&self, name: &str, paused: bool) -> Result<StoredWorkload> {
+        self.write_through([ObjectKey::Workload(name.to_string())], |b| {
+            b.set_paused(name, paused)
+        })
+    }
+
+    fn set_rollout_status(&self, name: &str, status: &RolloutStatus) -> Result<()> {
+        self.write_through([ObjectKey::Workload(name.to_string())], |b| {
+            b.set_rollout_status(name, status)
+        })
+    }
+
     fn get_service(&self, name: &str) -> Result<Option<StoredService>> {
         Ok(self.read().services.get(name).cloned())
     }
@@ -531,6 +555,17 @@ impl StateStore for CachedStore {
                 }
             },
         )
+    }
+
+    fn set_node_scheduling(
+        &self,
+        name: &str,
+        unschedulable: bool,
+        draining: bool,
+    ) -> Result<NodeRecord> {
+        self.write_through([ObjectKey::Node(name.to_string())], |b| {
+            b.set_node_scheduling(name, unschedulable, draining)
+        })
     }
 
     fn put_pod(&self, pod: &PodRecord) -> Result<()> {

@@ -27,6 +27,7 @@ use super::{ApplyAction, Change, StateStore, StoredAutoscaler, StoredService, St
 use crate::Result;
 use pss_core::model::{
     AutoScalePolicy, AutoscalerStatus, EventRecord, NodeRecord, NodeStatus, Object, PodRecord,
+    PodSpec, RevisionRecord, RolloutStatus,
 };
 use pss_core::node_condition::NodeConditions;
 use pss_plumbing::clock::now_ms;
@@ -88,16 +89,25 @@ impl SqliteStore {
 
     /// Runs `f` on the connection, outside any explicit transaction (reads).
     fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-        f(&self.lock())
+        let started = std::time::Instant::now();
+        let value = f(&self.lock());
+        crate::metrics::TRANSACTION_SECONDS.observe(&["read"], started.elapsed());
+        value
     }
 
     /// Runs `f` in one immediate transaction, committed only if `f` succeeds.
     fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+        let started = std::time::Instant::now();
         let mut conn = self.lock();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let value = f(&tx)?;
-        tx.commit()?;
-        Ok(value)
+        let result = (|| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let value = f(&tx)?;
+            tx.commit()?;
+            Ok(value)
+        })();
+        drop(conn);
+        crate::metrics::TRANSACTION_SECONDS.observe(&["write"], started.elapsed());
+        result
     }
 }
 
@@ -136,6 +146,22 @@ impl StateStore for SqliteStore {
 
     fn delete_workload(&self, name: &str) -> Result<bool> {
         self.write(|tx| desired::delete_workload(tx, name))
+    }
+
+    fn list_revisions(&self, workload: &str) -> Result<Vec<RevisionRecord>> {
+        self.read(|c| desired::list_revisions(c, workload))
+    }
+
+    fn set_pod_spec(&self, name: &str, pod_spec: &PodSpec, cause: &str) -> Result<StoredWorkload> {
+        self.write(|tx| desired::set_pod_spec(tx, name, pod_spec, cause, now_ms()))
+    }
+
+    fn set_paused(&self, name: &str, paused: bool) -> Result<StoredWorkload> {
+        self.write(|tx| desired::set_paused(tx, name, paused, now_ms()))
+    }
+
+    fn set_rollout_status(&self, name: &str, status: &RolloutStatus) -> Result<()> {
+        self.write(|tx| desired::set_rollout_status(tx, name, status))
     }
 
     fn get_service(&self, name: &str) -> Result<Option<StoredService>> {
@@ -200,6 +226,15 @@ impl StateStore for SqliteStore {
 
     fn set_node_conditions(&self, name: &str, conditions: &NodeConditions) -> Result<()> {
         self.write(|tx| observed::set_node_conditions(tx, name, conditions))
+    }
+
+    fn set_node_scheduling(
+        &self,
+        name: &str,
+        unschedulable: bool,
+        draining: bool,
+    ) -> Result<NodeRecord> {
+        self.write(|tx| observed::set_node_scheduling(tx, name, unschedulable, draining))
     }
 
     fn put_pod(&self, pod: &PodRecord) -> Result<()> {

@@ -32,6 +32,9 @@ fn node(name: &str) -> NodeRecord {
         registered_at_ms: 1,
         conditions: Default::default(),
         limits_unenforced: String::new(),
+        labels: Default::default(),
+        unschedulable: false,
+        draining: false,
     }
 }
 
