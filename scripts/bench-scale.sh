@@ -92,7 +92,11 @@ t0=$(now_ms)
 "$BIN/pssctl" apply -f "$W/load.yaml" >/dev/null
 deadline=$(($(date +%s) + TIMEOUT))
 until [ "$(running)" -ge "$PODS" ]; do
-    [ "$(date +%s)" -lt "$deadline" ] || { echo "timed out: $(running) of $PODS pods Running" >&2; exit 1; }
+    [ "$(date +%s)" -lt "$deadline" ] || {
+        echo "timed out: $(running) of $PODS pods Running; by phase:" $("$BIN/pssctl" get pods | awk 'NR>1 {print $3}' | sort | uniq -c) >&2
+        tail -5 "$W/controller.log" >&2
+        exit 1
+    }
     sleep 0.5
 done
 t1=$(now_ms)

@@ -23,7 +23,7 @@ use pss_plumbing::clock::now_ms;
 use pss_store::Change;
 
 /// The longest pause between two passes that pacing imposes (see [`run`]).
-const MAX_PASS_GAP: Duration = Duration::from_secs(1);
+const MAX_PASS_GAP: Duration = Duration::from_secs(2);
 
 /// Runs passes until shutdown: at once on a kick, every `--reconcile-interval`, and when the
 /// last plan asked to be requeued (a crash-loop back-off ending).
@@ -32,8 +32,9 @@ pub(crate) async fn run(shared: Arc<Shared>) {
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut requeue: Option<tokio::time::Instant> = None;
     // Paces passes under a stream of kicks (pods turning ready one after another in a large
-    // cluster): the next pass starts no sooner than the last one took (at most
-    // [`MAX_PASS_GAP`]) after it ended, so passes never take more than about half the time.
+    // cluster): the next pass starts no sooner than three times what the last one took (at
+    // most [`MAX_PASS_GAP`]) after it ended, so passes take at most about a quarter of the
+    // time; a small cluster's pass takes a millisecond and is not delayed noticeably.
     let mut next_allowed = tokio::time::Instant::now();
     loop {
         let requeued = async {
@@ -56,7 +57,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
         let outcome = pass(&shared);
         let took = started.elapsed();
         crate::metrics::RECONCILE_SECONDS.observe(&[], took);
-        next_allowed = tokio::time::Instant::now() + took.min(MAX_PASS_GAP);
+        next_allowed = tokio::time::Instant::now() + (took * 3).min(MAX_PASS_GAP);
         requeue = match outcome {
             Ok(after) => after.map(|d| tokio::time::Instant::now() + d),
             Err(e) => {
@@ -258,6 +259,9 @@ pub(crate) fn pass(shared: &Arc<Shared>) -> Result<Option<Duration>> {
     // Work left over by a previous controller run or a failed call: pods stuck mid-way (the
     // pods changed by this pass have their tasks already; a claimed pod is skipped).
     for p in &pods {
+        if in_flight(shared, &p.id) {
+            continue;
+        }
         match p.phase {
             PodPhase::Terminating => spawn_stop(shared, p.id.clone(), false),
             PodPhase::Starting if p.node.is_some() => spawn_start(shared, p.id.clone()),
@@ -313,6 +317,15 @@ fn claim(shared: &Shared, pod: &str) -> bool {
         .lock()
         .expect("inflight poisoned")
         .insert(pod.to_string())
+}
+
+/// Whether a task works on `pod` (a cheap look before [`claim`], which copies the id).
+fn in_flight(shared: &Shared, pod: &str) -> bool {
+    shared
+        .inflight
+        .lock()
+        .expect("inflight poisoned")
+        .contains(pod)
 }
 
 fn release(shared: &Shared, pod: &str) {
@@ -418,7 +431,10 @@ async fn start(shared: &Arc<Shared>, pod_id: &str) -> Result<()> {
     let now = now_ms();
     let outcome = apply_report(&mut rec, &report, now);
     // Group commit with every other start finishing now.
-    shared.writer.commit(vec![Change::PutPod(rec.clone())]).await?;
+    shared
+        .writer
+        .commit(vec![Change::PutPod(rec.clone())])
+        .await?;
     let obj = format!("pod/{pod_id}");
     if outcome.started {
         shared.event(EventRecord::normal(

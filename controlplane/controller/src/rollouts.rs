@@ -3,6 +3,7 @@
 //! status`; events when a rollout completes or fails; and the automatic revert to the last
 //! revision that completed (`autoRevert: true`).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use pss_core::model::{EventRecord, PodPhase, PodRecord};
@@ -20,31 +21,47 @@ pub(crate) fn track(
     now_ms: i64,
 ) -> Result<Option<i64>> {
     let mut due: Option<i64> = None;
-    for w in workloads {
-        let hash = w.workload.pod_spec.spec_hash();
-        let mut obs = Observation {
-            revision: w.revision,
-            replicas: w.workload.replicas,
-            updated: 0,
-            updated_ready: 0,
-            old: 0,
-            paused: w.workload.rollout.paused,
-            progress_deadline_ms: w.workload.rollout.progress_deadline_ms,
-            auto_revert: w.workload.rollout.auto_revert,
+    // One walk over the pods for all workloads (not one per workload: 100 workloads of
+    // 1,000 pods made that 10 million visits a pass, issue 14).
+    let mut observations: HashMap<&str, (u64, Observation)> = workloads
+        .iter()
+        .map(|w| {
+            let obs = Observation {
+                revision: w.revision,
+                replicas: w.workload.replicas,
+                updated: 0,
+                updated_ready: 0,
+                old: 0,
+                paused: w.workload.rollout.paused,
+                progress_deadline_ms: w.workload.rollout.progress_deadline_ms,
+                auto_revert: w.workload.rollout.auto_revert,
+            };
+            (
+                w.workload.name.as_str(),
+                (w.workload.pod_spec.spec_hash(), obs),
+            )
+        })
+        .collect();
+    for p in pods {
+        if p.phase == PodPhase::Lost {
+            continue;
+        }
+        let Some((hash, obs)) = observations.get_mut(p.workload.as_str()) else {
+            continue;
         };
-        for p in pods.iter().filter(|p| p.workload == w.workload.name) {
-            if p.phase == PodPhase::Lost {
-                continue;
-            }
-            if p.spec_hash != hash {
-                obs.old += 1;
-            } else if p.phase != PodPhase::Terminating {
-                obs.updated += 1;
-                if p.ready && p.phase == PodPhase::Running {
-                    obs.updated_ready += 1;
-                }
+        if p.spec_hash != *hash {
+            obs.old += 1;
+        } else if p.phase != PodPhase::Terminating {
+            obs.updated += 1;
+            if p.ready && p.phase == PodPhase::Running {
+                obs.updated_ready += 1;
             }
         }
+    }
+    for w in workloads {
+        let Some((_, obs)) = observations.remove(w.workload.name.as_str()) else {
+            continue;
+        };
         let (status, transitions) = assess(&w.rollout_status, &obs, now_ms);
         if status != w.rollout_status {
             shared.store.set_rollout_status(&w.workload.name, &status)?;

@@ -157,8 +157,11 @@ mod tests {
             .map(|i| {
                 let w = writer.clone();
                 tokio::spawn(async move {
-                    w.commit(vec![Change::PutPod(pod(&format!("web-{i:05}"), Some("n1")))])
-                        .await
+                    w.commit(vec![Change::PutPod(pod(
+                        &format!("web-{i:05}"),
+                        Some("n1"),
+                    ))])
+                    .await
                 })
             })
             .collect();
@@ -186,7 +189,10 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, Error::Batch(_)), "{err}");
         assert!(cache.get_pod("web-good1").unwrap().is_none(), "not shown");
-        assert!(backing.get_pod("web-good1").unwrap().is_none(), "not written");
+        assert!(
+            backing.get_pod("web-good1").unwrap().is_none(),
+            "not written"
+        );
         // The writer carries on.
         writer
             .commit(vec![Change::PutPod(pod("web-good2", Some("n1")))])

@@ -264,7 +264,10 @@ impl CachedStore {
         limit: usize,
     ) -> std::result::Result<Vec<FeedEntry>, FeedExpired> {
         let state = self.read();
-        let oldest = state.feed.front().map_or(state.revision + 1, |e| e.revision);
+        let oldest = state
+            .feed
+            .front()
+            .map_or(state.revision + 1, |e| e.revision);
         if revision + 1 < oldest {
             return Err(FeedExpired {
                 asked: revision,
@@ -509,7 +512,9 @@ impl StateStore for CachedStore {
     }
 
     fn upsert_node(&self, node: &NodeRecord) -> Result<()> {
-        self.write_through([ObjectKey::Node(node.name.clone())], |b| b.upsert_node(node))
+        self.write_through([ObjectKey::Node(node.name.clone())], |b| {
+            b.upsert_node(node)
+        })
     }
 
     fn get_node(&self, name: &str) -> Result<Option<NodeRecord>> {

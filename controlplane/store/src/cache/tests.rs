@@ -71,7 +71,10 @@ fn reads_from_memory_match_the_backing_store() {
     cache.record_heartbeat("n2", 12.5, 99, 50).unwrap();
     cache.set_node_status("n1", NodeStatus::NotReady).unwrap();
 
-    assert_eq!(cache.list_pods(None).unwrap(), backing.list_pods(None).unwrap());
+    assert_eq!(
+        cache.list_pods(None).unwrap(),
+        backing.list_pods(None).unwrap()
+    );
     for w in ["web", "api", "db", "none"] {
         assert_eq!(
             cache.list_pods(Some(w)).unwrap(),
@@ -123,7 +126,11 @@ fn a_reloaded_cache_sees_what_was_committed() {
         p.phase = PodPhase::Running;
         cache.put_pods(&[p, pod("web-bbbbb", "web", None)]).unwrap();
         cache
-            .add_event(&EventRecord::normal("Test", "pod/x".into(), "held back".into()))
+            .add_event(&EventRecord::normal(
+                "Test",
+                "pod/x".into(),
+                "held back".into(),
+            ))
             .unwrap();
         // Events are held back until a batch or a flush carries them.
         cache.flush().unwrap();
@@ -135,7 +142,15 @@ fn a_reloaded_cache_sees_what_was_committed() {
         cache.get_pod("web-aaaaa").unwrap().unwrap().phase,
         PodPhase::Running
     );
-    assert_eq!(cache.get_workload("web").unwrap().unwrap().workload.replicas, 2);
+    assert_eq!(
+        cache
+            .get_workload("web")
+            .unwrap()
+            .unwrap()
+            .workload
+            .replicas,
+        2
+    );
     let events = cache.list_events(10).unwrap();
     assert_eq!(events.len(), 1);
     let next = cache
@@ -152,7 +167,10 @@ fn held_back_events_go_out_with_the_next_batch() {
         .add_event(&EventRecord::normal("Test", "pod/x".into(), "m".into()))
         .unwrap();
     assert_eq!(cache.list_events(5).unwrap()[0].id, id, "shown at once");
-    assert!(backing.list_events(5).unwrap().is_empty(), "not yet written");
+    assert!(
+        backing.list_events(5).unwrap().is_empty(),
+        "not yet written"
+    );
     cache.put_pod(&pod("web-aaaaa", "web", Some("n1"))).unwrap();
     assert_eq!(backing.list_events(5).unwrap()[0].id, id);
 }
@@ -174,7 +192,10 @@ fn a_failed_write_changes_nothing_in_memory() {
     assert_eq!(cache.revision(), rev, "no change recorded");
     assert!(cache.set_replicas("missing", 3).is_err());
     assert!(cache.get_workload("missing").unwrap().is_none());
-    assert_eq!(cache.list_pods(None).unwrap(), backing.list_pods(None).unwrap());
+    assert_eq!(
+        cache.list_pods(None).unwrap(),
+        backing.list_pods(None).unwrap()
+    );
 }
 
 #[test]
