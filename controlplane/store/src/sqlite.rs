@@ -23,7 +23,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 
-use super::{ApplyAction, StateStore, StoredAutoscaler, StoredService, StoredWorkload};
+use super::{ApplyAction, ChangeHook, StateStore, StoredAutoscaler, StoredService, StoredWorkload};
 use crate::Result;
 use pss_core::model::{
     AutoScalePolicy, AutoscalerStatus, EventRecord, NodeRecord, NodeStatus, Object, PodRecord,
@@ -38,6 +38,8 @@ pub struct SqliteStore {
     conn: Mutex<Connection>,
     /// How many events [`StateStore::add_event`] keeps (the newest).
     event_retention: usize,
+    /// Called after every committed write ([`StateStore::set_change_hook`]).
+    hook: Mutex<Option<ChangeHook>>,
 }
 
 impl SqliteStore {
@@ -76,6 +78,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             conn: Mutex::new(conn),
             event_retention: Self::DEFAULT_EVENT_RETENTION,
+            hook: Mutex::new(None),
         })
     }
 
@@ -107,6 +110,16 @@ impl SqliteStore {
         })();
         drop(conn);
         crate::metrics::TRANSACTION_SECONDS.observe(&["write"], started.elapsed());
+        if result.is_ok() {
+            let hook = self
+                .hook
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .clone();
+            if let Some(hook) = hook {
+                hook();
+            }
+        }
         result
     }
 }
@@ -276,6 +289,13 @@ impl StateStore for SqliteStore {
 
     fn next_snapshot_version(&self, service: &str) -> Result<u64> {
         self.write(|tx| events::next_snapshot_version(tx, service))
+    }
+
+    fn set_change_hook(&self, hook: ChangeHook) {
+        *self
+            .hook
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(hook);
     }
 }
 
