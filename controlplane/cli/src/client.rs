@@ -106,7 +106,11 @@ impl Client {
     ) -> Result<pb::ApplyResponse, CliError> {
         let r = self
             .inner
-            .apply(pb::ApplyRequest { manifest, source })
+            .apply(pb::ApplyRequest {
+                manifest,
+                source,
+                objects: Vec::new(),
+            })
             .await;
         r.map(|r| r.into_inner()).map_err(|s| self.err(s))
     }
@@ -287,6 +291,30 @@ impl Client {
             .into_iter()
             .find(|w| w.name == name)
             .ok_or_else(|| CliError::NotFound(format!("workload \"{name}\" not found")))
+    }
+
+    /// Opens a watch of `kind` (with the selector set by [`Client::set_selector`]).
+    pub async fn watch(
+        &mut self,
+        kind: &str,
+    ) -> Result<tonic::Streaming<pb::WatchEvent>, CliError> {
+        let r = self
+            .inner
+            .watch(pb::WatchRequest {
+                kind: kind.to_string(),
+                label_selector: self.selector.clone(),
+                resume_from: 0,
+            })
+            .await;
+        r.map(|r| r.into_inner()).map_err(|s| self.err(s))
+    }
+
+    /// The next event of a watch; `None` when the controller ended it.
+    pub async fn next_event(
+        &self,
+        stream: &mut tonic::Streaming<pb::WatchEvent>,
+    ) -> Result<Option<pb::WatchEvent>, CliError> {
+        stream.message().await.map_err(|s| self.err(s))
     }
 
     /// Streams a pod's logs into `out` until the stream ends (or forever with `follow`).

@@ -100,6 +100,10 @@ pub enum Command {
         /// (pods match their workload's labels).
         #[arg(short = 'l', long = "selector", default_value = "")]
         selector: String,
+        /// Print the list, then one line per change (ADDED, MODIFIED, DELETED) until
+        /// interrupted.
+        #[arg(short = 'w', long)]
+        watch: bool,
     },
     /// Set a workload's replica count: scale workload/NAME --replicas N.
     Scale {
@@ -425,8 +429,13 @@ pub async fn execute(cli: Cli, out: &mut (dyn Write + Send)) -> Result<(), CliEr
             workload,
             limit,
             selector,
+            watch,
         } => {
             client.set_selector(&selector)?;
+            if watch {
+                let (kind, name) = get_target(&resource, name)?;
+                return watch_kind(&mut client, kind, name.as_deref(), output, out).await;
+            }
             let filter = workload.unwrap_or_default();
             if resource.eq_ignore_ascii_case("all") {
                 if name.is_some() {
@@ -558,6 +567,69 @@ pub async fn execute(cli: Cli, out: &mut (dyn Write + Send)) -> Result<(), CliEr
             wait_drained(&mut client, node, timeout, out).await?;
         }
         Command::Rollout { command } => rollout(&mut client, command, out).await?,
+    }
+    Ok(())
+}
+
+/// `get KIND -w`: the current list, then a line per change, until the controller ends the
+/// watch (or the command is interrupted).
+async fn watch_kind(
+    client: &mut Client,
+    kind: Resource,
+    name: Option<&str>,
+    output: Output,
+    out: &mut (dyn Write + Send),
+) -> Result<(), CliError> {
+    use pss_proto::v1::watch_event::{Object, Type};
+    let kind_name = match kind {
+        Resource::Pods => "pods",
+        Resource::Workloads => "workloads",
+        Resource::Services => "services",
+        Resource::Nodes => "nodes",
+        Resource::Autoscalers => "autoscalers",
+        Resource::Events => return Err(CliError::Usage(
+            "get events -w is not supported: watch pods, workloads, services, nodes or autoscalers"
+                .into(),
+        )),
+    };
+    let named = |o: &Object| {
+        name.is_none_or(|n| match o {
+            Object::Workload(w) => w.name == n,
+            Object::Service(s) => s.name == n,
+            Object::Node(x) => x.name == n,
+            Object::Pod(p) => p.id == n,
+            Object::Autoscaler(a) => a.name == n,
+        })
+    };
+    let mut stream = client.watch(kind_name).await?;
+    let mut initial = Vec::new();
+    while let Some(event) = client.next_event(&mut stream).await? {
+        if event.r#type == Type::Synced as i32 {
+            write!(out, "{}", render::watch_table(kind, &initial, output))?;
+            out.flush()?;
+            break;
+        }
+        if let Some(o) = event.object.filter(|o| named(o)) {
+            initial.push(o);
+        }
+    }
+    while let Some(event) = client.next_event(&mut stream).await? {
+        let Some(object) = event.object.filter(|o| named(o)) else {
+            continue;
+        };
+        let typ = Type::try_from(event.r#type).unwrap_or(Type::Unspecified);
+        let label = match typ {
+            Type::Added => "ADDED",
+            Type::Modified => "MODIFIED",
+            Type::Deleted => "DELETED",
+            _ => continue,
+        };
+        write!(
+            out,
+            "{}",
+            render::watch_line(kind, label, event.revision, &object, output)
+        )?;
+        out.flush()?;
     }
     Ok(())
 }

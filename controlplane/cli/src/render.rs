@@ -3,6 +3,7 @@
 //! rely on them.
 
 use pss_proto::v1 as pb;
+use pss_proto::v1::watch_event::Object;
 use serde_json::{json, Value};
 
 use crate::client::{CliError, Client};
@@ -584,4 +585,93 @@ pub fn history(revisions: &[pb::Revision], now: i64) -> String {
         ]);
     }
     t.render("revisions")
+}
+
+/// `get -w`: the table of one kind's objects (the watch's initial list), as `get` prints it.
+pub fn watch_table(resource: Resource, objects: &[Object], output: Output) -> String {
+    let (table, what) = table_of(resource, objects, output == Output::Wide);
+    match output {
+        Output::Table | Output::Wide => table.render(what),
+        _ => objects
+            .iter()
+            .map(|o| watch_json("ADDED", 0, o) + "\n")
+            .collect(),
+    }
+}
+
+/// `get -w`: one line for one change: the event type and the object's row (or, for `-o json`,
+/// one JSON document per line with `type`, `revision` and `object`).
+pub fn watch_line(
+    resource: Resource,
+    event: &str,
+    revision: u64,
+    object: &Object,
+    output: Output,
+) -> String {
+    match output {
+        Output::Table | Output::Wide => {
+            let (table, what) = table_of(
+                resource,
+                std::slice::from_ref(object),
+                output == Output::Wide,
+            );
+            let row = table
+                .render(what)
+                .lines()
+                .nth(1)
+                .unwrap_or_default()
+                .to_string();
+            format!("{event:<9} {row}\n")
+        }
+        Output::Name => format!("{event:<9} {}\n", object_name(object)),
+        Output::Json | Output::Yaml => watch_json(event, revision, object) + "\n",
+    }
+}
+
+fn object_name(object: &Object) -> String {
+    match object {
+        Object::Workload(w) => format!("workload/{}", w.name),
+        Object::Service(s) => format!("service/{}", s.name),
+        Object::Node(n) => format!("node/{}", n.name),
+        Object::Pod(p) => format!("pod/{}", p.id),
+        Object::Autoscaler(a) => format!("autoscaler/{}", a.name),
+    }
+}
+
+fn watch_json(event: &str, revision: u64, object: &Object) -> String {
+    let value = match object {
+        Object::Workload(w) => workload_json(w),
+        Object::Service(s) => service_json(s),
+        Object::Node(n) => node_json(n),
+        Object::Pod(p) => pod_json(p),
+        Object::Autoscaler(a) => autoscaler_json(a),
+    };
+    json!({"type": event, "revision": revision, "object": value}).to_string()
+}
+
+/// The table of `objects` (of `resource`'s kind; others are skipped).
+fn table_of(resource: Resource, objects: &[Object], wide: bool) -> (Table, &'static str) {
+    let now = now_ms();
+    macro_rules! pick {
+        ($variant:ident) => {
+            objects
+                .iter()
+                .filter_map(|o| match o {
+                    Object::$variant(x) => Some(x.clone()),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        };
+    }
+    match resource {
+        Resource::Pods => (pods_table(&pick!(Pod), wide, now), "pods"),
+        Resource::Workloads => (workloads_table(&pick!(Workload), wide, now), "workloads"),
+        Resource::Services => (services_table(&pick!(Service), wide, now), "services"),
+        Resource::Nodes => (nodes_table(&pick!(Node), wide, now), "nodes"),
+        Resource::Autoscalers => (
+            autoscalers_table(&pick!(Autoscaler), wide, now),
+            "autoscalers",
+        ),
+        Resource::Events => (Table::new(&["NAME"]), "events"),
+    }
 }

@@ -12,6 +12,8 @@
 //! - `rollouts.rs`: after each pass, where every rollout stands (events, auto-revert).
 //! - `autoscale_loop.rs`: the autoscaler loop around [`pss_core::autoscaler`].
 //! - `agent_clients.rs`: gRPC clients for dialing agents back.
+//! - `views.rs`: objects as clients see them (desired state with observed fields).
+//! - `watch_hub.rs`: the `Watch` RPC's change sequence (list at a revision, then changes).
 //! - `metrics.rs`: `--admin`'s `/metrics`, `/healthz`, `/readyz`, and the gRPC request counter.
 //!
 //! Every decision is a pure function of `pss-core`; the modules here read the store, call it,
@@ -30,6 +32,8 @@ mod operator;
 mod registry;
 mod rollouts;
 pub mod service_manager;
+mod views;
+mod watch_hub;
 
 pub use error::{Error, Result};
 
@@ -155,6 +159,8 @@ pub(crate) struct Shared {
     /// Workloads (name, generation) already reported as outside the limits, so each is
     /// reported once, not on every pass.
     pub reported_invalid: std::sync::Mutex<std::collections::HashSet<(String, u64)>>,
+    /// The change sequence watchers follow.
+    pub watch: watch_hub::WatchHub,
 }
 
 impl Shared {
@@ -221,7 +227,17 @@ pub async fn serve(
         parse_slots: tokio::sync::Semaphore::new(PARSE_SLOTS),
         reported_invalid: Default::default(),
         inflight: Default::default(),
+        watch: watch_hub::WatchHub::new(),
     });
+    {
+        // Every committed write wakes the watch hub.
+        let hub = Arc::downgrade(&shared);
+        shared.store.set_change_hook(Arc::new(move || {
+            if let Some(shared) = hub.upgrade() {
+                shared.watch.poke();
+            }
+        }));
+    }
     shared.services.refresh(shared.store.as_ref())?;
     if let Some(addr) = shared.config.admin {
         let admin = TcpListener::bind(addr).await?;
@@ -239,6 +255,7 @@ pub async fn serve(
         tokio::spawn(executor::run(shared.clone())),
         tokio::spawn(liveness::run(shared.clone())),
         tokio::spawn(autoscale_loop::run(shared.clone())),
+        tokio::spawn(watch_hub::run(shared.clone())),
     ];
 
     let addr = listener.local_addr()?;

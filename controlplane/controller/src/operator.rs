@@ -9,13 +9,10 @@ use futures::{Stream, StreamExt};
 use pss_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
-use crate::Shared;
-use pss_core::model::{
-    self, AutoScalePolicy, EventRecord, Labels, PodPhase, PodSpec, Resources, RolloutState,
-    Selector,
-};
+use crate::{views, Shared};
+use pss_core::model::{self, AutoScalePolicy, EventRecord, PodPhase, PodSpec, Resources, Selector};
 use pss_core::paging;
-use pss_core::reconciler::{holds_resources, node_states};
+use pss_core::reconciler::holds_resources;
 use pss_core::text::cut_short;
 use pss_store::ApplyAction;
 
@@ -36,6 +33,63 @@ const MAX_SOURCE_BYTES: usize = 256;
 const DEFAULT_EVENT_LIMIT: usize = 200;
 
 type LogStream = Pin<Box<dyn Stream<Item = Result<pb::LogChunk, Status>> + Send>>;
+
+/// The objects of a typed Apply, checked by the same rules as a manifest; errors name the
+/// object (`objects[1] (Workload web): podSpec...`).
+fn typed_objects(
+    objects: Vec<pb::TypedObject>,
+    limits: &model::Limits,
+) -> Result<Vec<model::Object>, Status> {
+    if objects.len() > limits.max_documents {
+        return Err(Status::invalid_argument(format!(
+            "{} objects, above the limit of {} per apply",
+            objects.len(),
+            limits.max_documents
+        )));
+    }
+    let mut out: Vec<model::Object> = Vec::with_capacity(objects.len());
+    for (i, o) in objects.into_iter().enumerate() {
+        let at = |kind: &str, name: &str| format!("objects[{i}] ({kind} {})", cut_short(name, 64));
+        let object = match o.object {
+            Some(pb::typed_object::Object::Workload(w)) => {
+                let where_ = at("Workload", &w.name);
+                model::Workload::from_proto(w, limits)
+                    .map(model::Object::Workload)
+                    .map_err(|e| Status::invalid_argument(format!("{where_}: {e}")))?
+            }
+            Some(pb::typed_object::Object::Service(s)) => {
+                let where_ = at("Service", &s.name);
+                model::Service::try_from(s)
+                    .map(model::Object::Service)
+                    .map_err(|e| Status::invalid_argument(format!("{where_}: {e}")))?
+            }
+            Some(pb::typed_object::Object::Autoscaler(a)) => {
+                let where_ = at("AutoScalePolicy", &a.name);
+                AutoScalePolicy::from_proto(a, limits)
+                    .map(model::Object::AutoScalePolicy)
+                    .map_err(|e| Status::invalid_argument(format!("{where_}: {e}")))?
+            }
+            None => {
+                return Err(Status::invalid_argument(format!(
+                    "objects[{i}]: empty (set workload, service or autoscaler)"
+                )))
+            }
+        };
+        if out
+            .iter()
+            .any(|o| o.kind() == object.kind() && o.name() == object.name())
+        {
+            return Err(Status::invalid_argument(format!(
+                "{}: duplicate {} {:?} in this apply",
+                at(object.kind(), object.name()),
+                object.kind(),
+                object.name()
+            )));
+        }
+        out.push(object);
+    }
+    Ok(out)
+}
 
 /// The request's label selector, parsed; an invalid one is the caller's error.
 fn selector(req: &pb::ListRequest) -> Result<Selector, Status> {
@@ -172,7 +226,15 @@ impl pb::operator_server::Operator for OperatorApi {
             cut_short(&req.source, MAX_SOURCE_BYTES).into_owned()
         };
         let source = source.as_str();
-        let objects = self.parse(req.manifest, source).await?;
+        let objects = if req.objects.is_empty() {
+            self.parse(req.manifest, source).await?
+        } else if !req.manifest.is_empty() {
+            return Err(Status::invalid_argument(
+                "give the manifest text or typed objects, not both",
+            ));
+        } else {
+            typed_objects(req.objects, &self.shared.config.limits)?
+        };
         self.check_one_autoscaler_per_workload(&objects, source)?;
         self.check_autoscaled_workloads_exist(&objects, source)?;
         let actions = self.shared.store.apply(&objects).map_err(to_status)?;
@@ -226,25 +288,11 @@ impl pb::operator_server::Operator for OperatorApi {
         let (page, next) = paging::page(&batch, |p| p.id.clone(), None, size);
         // Pods carry their workload's labels; a selector keeps those that match (a page may
         // then hold fewer than `page_size` pods, and the token still leads on).
-        let labels: std::collections::HashMap<String, Labels> = self
-            .shared
-            .store
-            .list_workloads()
-            .map_err(to_status)?
-            .into_iter()
-            .map(|w| (w.workload.name, w.workload.labels))
-            .collect();
-        let none = Labels::new();
+        let labels = views::workload_labels(&self.shared).map_err(to_status)?;
         let pods = page
             .iter()
-            .filter_map(|p| {
-                let labels = labels.get(&p.workload).unwrap_or(&none);
-                selector.matches(labels).then(|| {
-                    let mut out = pb::Pod::from(p);
-                    out.labels = labels.clone().into_iter().collect();
-                    out
-                })
-            })
+            .map(|p| views::pod(p, &labels))
+            .filter(|p| views::matches(&selector, &p.labels))
             .collect();
         Ok(Response::new(pb::ListPodsResponse {
             pods,
@@ -257,51 +305,10 @@ impl pb::operator_server::Operator for OperatorApi {
         request: Request<pb::ListRequest>,
     ) -> Result<Response<pb::ListWorkloadsResponse>, Status> {
         let selector = selector(request.get_ref())?;
-        let store = &self.shared.store;
-        let workloads = store
-            .list_workloads()
+        let workloads = views::workloads(&self.shared)
             .map_err(to_status)?
             .into_iter()
-            .filter(|w| selector.matches(&w.workload.labels))
-            .map(|w| {
-                // Counted in the cache's index of the workload's pods, nothing copied.
-                let hash = w.workload.pod_spec.spec_hash();
-                let (current, updated, ready) =
-                    self.shared.cache.with_pods_of(&w.workload.name, |pods| {
-                        pods.fold((0, 0, 0), |(current, updated, ready), p| {
-                            let alive = !matches!(p.phase, PodPhase::Terminating | PodPhase::Lost);
-                            (
-                                current + usize::from(alive),
-                                updated + usize::from(alive && p.spec_hash == hash),
-                                ready + usize::from(p.ready && p.phase == PodPhase::Running),
-                            )
-                        })
-                    });
-                let mut out = pb::Workload::from(&w.workload);
-                out.current_replicas = current as u32;
-                out.ready_replicas = ready as u32;
-                out.created_at_ms = w.created_at_ms;
-                out.generation = w.generation;
-                out.updated_replicas = updated as u32;
-                out.revision = w.revision;
-                let status = &w.rollout_status;
-                // A status about an older revision is stale: the pass that sees the new one
-                // has not run yet.
-                // The spec's pause wins over a status the next pass has not caught up with.
-                out.rollout_state = match (w.workload.rollout.paused, status.state) {
-                    (true, _) => RolloutState::Paused,
-                    (false, RolloutState::Paused) => RolloutState::Progressing,
-                    (false, state) if status.revision == w.revision => state,
-                    (false, _) => RolloutState::Progressing,
-                }
-                .as_str()
-                .to_string();
-                out.rollout_message = status.message.clone();
-                if let Err(e) = w.workload.validate(&self.shared.config.limits) {
-                    out.problem = format!("not run: {e}");
-                }
-                out
-            })
+            .filter(|w| views::matches(&selector, &w.labels))
             .collect();
         Ok(Response::new(pb::ListWorkloadsResponse { workloads }))
     }
@@ -311,22 +318,10 @@ impl pb::operator_server::Operator for OperatorApi {
         request: Request<pb::ListRequest>,
     ) -> Result<Response<pb::ListServicesResponse>, Status> {
         let selector = selector(request.get_ref())?;
-        let services = self
-            .shared
-            .store
-            .list_services()
+        let services = views::services(&self.shared)
             .map_err(to_status)?
             .into_iter()
-            .filter(|s| selector.matches(&s.service.labels))
-            .map(|s| {
-                let mut out = pb::Service::from(&s.service);
-                out.created_at_ms = s.created_at_ms;
-                if let Some(snap) = self.shared.services.current(&s.service.name) {
-                    out.endpoints = snap.endpoints.clone();
-                    out.snapshot_version = snap.version;
-                }
-                out
-            })
+            .filter(|s| views::matches(&selector, &s.labels))
             .collect();
         Ok(Response::new(pb::ListServicesResponse { services }))
     }
@@ -336,34 +331,10 @@ impl pb::operator_server::Operator for OperatorApi {
         request: Request<pb::ListRequest>,
     ) -> Result<Response<pb::ListNodesResponse>, Status> {
         let selector = selector(request.get_ref())?;
-        let store = &self.shared.store;
-        let pods = store.list_pods(None).map_err(to_status)?;
-        let requests: std::collections::HashMap<String, Resources> = store
-            .list_workloads()
+        let nodes = views::nodes(&self.shared)
             .map_err(to_status)?
             .into_iter()
-            .map(|w| (w.workload.name.clone(), w.workload.pod_spec.requests()))
-            .collect();
-        let records = store.list_nodes().map_err(to_status)?;
-        // The scheduler's own view: allocation is what the reconciler places against.
-        let states = node_states(&records, &pods, |w| requests.get(w).copied());
-        let mut counts: std::collections::HashMap<&str, u32> = std::collections::HashMap::new();
-        for p in pods.iter().filter(|p| holds_resources(p.phase)) {
-            if let Some(n) = p.node.as_deref() {
-                *counts.entry(n).or_default() += 1;
-            }
-        }
-        let nodes = records
-            .iter()
-            .zip(&states)
-            .filter(|(n, _)| selector.matches(&n.labels))
-            .map(|(n, state)| {
-                model::node_to_proto(
-                    n,
-                    state.allocated,
-                    counts.get(n.name.as_str()).copied().unwrap_or(0),
-                )
-            })
+            .filter(|n| views::matches(&selector, &n.labels))
             .collect();
         Ok(Response::new(pb::ListNodesResponse { nodes }))
     }
@@ -413,25 +384,10 @@ impl pb::operator_server::Operator for OperatorApi {
         request: Request<pb::ListRequest>,
     ) -> Result<Response<pb::ListAutoscalersResponse>, Status> {
         let filter = request.into_inner().filter;
-        let autoscalers = self
-            .shared
-            .store
-            .list_autoscalers()
+        let autoscalers = views::autoscalers(&self.shared)
             .map_err(to_status)?
             .into_iter()
-            .filter(|a| filter.is_empty() || a.policy.workload == filter)
-            .map(|a| {
-                let mut out = pb::AutoScalePolicy::from(&a.policy);
-                out.created_at_ms = a.created_at_ms;
-                out.has_metrics = a.status.current_cpu_percent.is_some()
-                    || a.status.current_memory_percent.is_some();
-                out.current_cpu_percent = a.status.current_cpu_percent.unwrap_or_default();
-                out.current_memory_percent = a.status.current_memory_percent.unwrap_or_default();
-                out.current_replicas = a.status.current_replicas;
-                out.desired_replicas = a.status.desired_replicas;
-                out.last_scale_at_ms = a.status.last_scale_at_ms;
-                out
-            })
+            .filter(|a| filter.is_empty() || a.workload == filter)
             .collect();
         Ok(Response::new(pb::ListAutoscalersResponse { autoscalers }))
     }
@@ -778,6 +734,35 @@ impl pb::operator_server::Operator for OperatorApi {
             })
             .collect();
         Ok(Response::new(pb::RolloutHistoryResponse { revisions }))
+    }
+
+    type WatchStream = crate::watch_hub::WatchStream;
+
+    async fn watch(
+        &self,
+        request: Request<pb::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let req = request.into_inner();
+        let kind = crate::watch_hub::Kind::parse(&req.kind).ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "kind {:?}: expected pods, workloads, services, nodes or autoscalers",
+                cut_short(&req.kind, 32)
+            ))
+        })?;
+        let selector = Selector::parse(&req.label_selector).map_err(|e| {
+            Status::invalid_argument(format!(
+                "label_selector {:?}: {e}",
+                cut_short(&req.label_selector, 128)
+            ))
+        })?;
+        // The initial list must be current: nobody may have watched (and the hub rendered)
+        // since the last writes.
+        crate::watch_hub::refresh(&self.shared).await;
+        let stream = self.shared.watch.watch(kind, selector, req.resume_from)?;
+        let shutdown = self.shared.shutdown.clone();
+        Ok(Response::new(Box::pin(
+            stream.take_until(shutdown.cancelled_owned()),
+        )))
     }
 
     async fn version(

@@ -44,6 +44,24 @@ impl BatchWriter {
         BatchWriter { tx }
     }
 
+    /// Queues `changes` without waiting for them to be written (for what needs no
+    /// acknowledgement, like a heartbeat's time and metrics); they reach memory once
+    /// committed. When the queue is full, waits for room like [`BatchWriter::commit`] and
+    /// for the outcome (back-pressure, never an unbounded queue).
+    pub async fn submit(&self, changes: Vec<Change>) -> Result<()> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let (done, _ignored) = oneshot::channel();
+        match self.tx.try_send(Request { changes, done }) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(r)) => self.commit(r.changes).await,
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                Err(Error::Batch("the writer has stopped".into()))
+            }
+        }
+    }
+
     /// Writes `changes` in one transaction with whatever else is waiting; returns once they
     /// are committed (Ok) or the transaction failed (Err, nothing of it written or shown).
     pub async fn commit(&self, changes: Vec<Change>) -> Result<()> {
@@ -170,6 +188,36 @@ mod tests {
         }
         assert_eq!(cache.list_pods(None).unwrap().len(), 200);
         assert_eq!(backing.list_pods(None).unwrap().len(), 200, "durable");
+    }
+
+    #[tokio::test]
+    async fn submitted_changes_are_written_without_waiting() {
+        let backing: Arc<dyn StateStore> = Arc::new(SqliteStore::open_in_memory().unwrap());
+        let cache = Arc::new(CachedStore::load(backing.clone()).unwrap());
+        cache.upsert_node(&node("n1")).unwrap();
+        let writer = BatchWriter::spawn(cache.clone());
+        writer
+            .submit(vec![Change::Heartbeat {
+                node: "n1".into(),
+                cpu_usage_percent: 42.0,
+                memory_used_bytes: 7,
+                now_ms: 99,
+            }])
+            .await
+            .unwrap();
+        // A commit after it is written after it (one queue, in order).
+        writer
+            .commit(vec![Change::PutPod(pod("web-after", Some("n1")))])
+            .await
+            .unwrap();
+        assert_eq!(
+            backing.get_node("n1").unwrap().unwrap().last_heartbeat_ms,
+            99
+        );
+        assert_eq!(
+            cache.get_node("n1").unwrap().unwrap().cpu_usage_percent,
+            42.0
+        );
     }
 
     #[tokio::test]

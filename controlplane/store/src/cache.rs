@@ -25,7 +25,8 @@ use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::{
-    ApplyAction, Change, Result, StateStore, StoredAutoscaler, StoredService, StoredWorkload,
+    ApplyAction, Change, ChangeHook, Result, StateStore, StoredAutoscaler, StoredService,
+    StoredWorkload,
 };
 use pss_core::model::{
     AutoScalePolicy, AutoscalerStatus, EventRecord, NodeRecord, NodeStatus, Object, PodRecord,
@@ -187,6 +188,9 @@ pub struct CachedStore {
     pending_events: Mutex<Vec<EventRecord>>,
     /// The backing store's event retention, kept in memory too.
     retention: usize,
+    /// Called after every change reached memory ([`StateStore::set_change_hook`]; the backing
+    /// store's own hook would fire before memory changed).
+    hook: Mutex<Option<ChangeHook>>,
 }
 
 impl std::fmt::Debug for CachedStore {
@@ -228,6 +232,7 @@ impl CachedStore {
             writer: Mutex::new(()),
             pending_events: Mutex::new(Vec::new()),
             retention,
+            hook: Mutex::new(None),
         })
     }
 
@@ -249,6 +254,14 @@ impl CachedStore {
         self.pending_events
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Tells the hook, if any, that memory changed (called with no lock held).
+    fn changed(&self) {
+        let hook = self.hook.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(hook) = hook {
+            hook();
+        }
     }
 
     /// The revision of the newest committed change (0 right after loading).
@@ -393,12 +406,16 @@ impl CachedStore {
         keys: impl IntoIterator<Item = ObjectKey>,
         f: impl FnOnce(&dyn StateStore) -> Result<T>,
     ) -> Result<T> {
-        let _writer = self.lock_writer();
-        let value = f(self.backing.as_ref())?;
-        let mut state = self.write();
-        for key in keys {
-            self.refresh_object(&mut state, key)?;
-        }
+        let value = {
+            let _writer = self.lock_writer();
+            let value = f(self.backing.as_ref())?;
+            let mut state = self.write();
+            for key in keys {
+                self.refresh_object(&mut state, key)?;
+            }
+            value
+        };
+        self.changed();
         Ok(value)
     }
 
@@ -408,9 +425,13 @@ impl CachedStore {
         f: impl FnOnce(&dyn StateStore) -> Result<T>,
         apply: impl FnOnce(&mut State, &T),
     ) -> Result<T> {
-        let _writer = self.lock_writer();
-        let value = f(self.backing.as_ref())?;
-        apply(&mut self.write(), &value);
+        let value = {
+            let _writer = self.lock_writer();
+            let value = f(self.backing.as_ref())?;
+            apply(&mut self.write(), &value);
+            value
+        };
+        self.changed();
         Ok(value)
     }
 }
@@ -709,6 +730,9 @@ impl StateStore for CachedStore {
                 } => state.heartbeat(node, *cpu_usage_percent, *memory_used_bytes, *now_ms),
             }
         }
+        drop(state);
+        drop(_writer);
+        self.changed();
         Ok(())
     }
 
@@ -719,6 +743,10 @@ impl StateStore for CachedStore {
 
     fn next_snapshot_version(&self, service: &str) -> Result<u64> {
         self.backing.next_snapshot_version(service)
+    }
+
+    fn set_change_hook(&self, hook: ChangeHook) {
+        *self.hook.lock().unwrap_or_else(|p| p.into_inner()) = Some(hook);
     }
 }
 

@@ -200,4 +200,11 @@ pub trait StateStore: Send + Sync + 'static {
     /// Returns a new snapshot version for `service`, strictly greater than any returned before,
     /// also across restarts.
     fn next_snapshot_version(&self, service: &str) -> Result<u64>;
+
+    /// Calls `hook` after every committed write (the controller's watch hub wakes on it). A
+    /// store that cannot tell ignores it; watchers then see changes at the hub's resync.
+    fn set_change_hook(&self, _hook: ChangeHook) {}
 }
+
+/// Called after a committed write; must be cheap and must not call back into the store.
+pub type ChangeHook = std::sync::Arc<dyn Fn() + Send + Sync>;

@@ -23,7 +23,9 @@ use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 
-use super::{ApplyAction, Change, StateStore, StoredAutoscaler, StoredService, StoredWorkload};
+use super::{
+    ApplyAction, Change, ChangeHook, StateStore, StoredAutoscaler, StoredService, StoredWorkload,
+};
 use crate::Result;
 use pss_core::model::{
     AutoScalePolicy, AutoscalerStatus, EventRecord, NodeRecord, NodeStatus, Object, PodRecord,
@@ -38,6 +40,8 @@ pub struct SqliteStore {
     conn: Mutex<Connection>,
     /// How many events [`StateStore::add_event`] keeps (the newest).
     event_retention: usize,
+    /// Called after every committed write ([`StateStore::set_change_hook`]).
+    hook: Mutex<Option<ChangeHook>>,
 }
 
 impl SqliteStore {
@@ -76,6 +80,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             conn: Mutex::new(conn),
             event_retention: Self::DEFAULT_EVENT_RETENTION,
+            hook: Mutex::new(None),
         })
     }
 
@@ -107,6 +112,16 @@ impl SqliteStore {
         })();
         drop(conn);
         crate::metrics::TRANSACTION_SECONDS.observe(&["write"], started.elapsed());
+        if result.is_ok() {
+            let hook = self
+                .hook
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .clone();
+            if let Some(hook) = hook {
+                hook();
+            }
+        }
         result
     }
 }
@@ -325,6 +340,13 @@ impl StateStore for SqliteStore {
 
     fn next_snapshot_version(&self, service: &str) -> Result<u64> {
         self.write(|tx| events::next_snapshot_version(tx, service))
+    }
+
+    fn set_change_hook(&self, hook: ChangeHook) {
+        *self
+            .hook
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(hook);
     }
 }
 

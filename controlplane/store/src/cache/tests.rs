@@ -223,3 +223,31 @@ fn the_feed_is_ordered_resumable_and_bounded() {
     let latest = cache.revision();
     assert_eq!(cache.changes_since(latest - 5, 100).unwrap().len(), 5);
 }
+
+#[test]
+fn the_change_hook_fires_after_memory_changed_and_not_on_failure() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let (_backing, cache) = pair();
+    let cache = Arc::new(cache);
+    let seen = Arc::new(AtomicUsize::new(0));
+    let (c, s) = (Arc::downgrade(&cache), seen.clone());
+    cache.set_change_hook(Arc::new(move || {
+        // Memory already holds the change when the hook runs.
+        if let Some(c) = c.upgrade() {
+            if c.get_pod("web-aaaaa").unwrap().is_some() {
+                s.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    }));
+    cache.upsert_node(&node("n1")).unwrap();
+    cache.put_pod(&pod("web-aaaaa", "web", Some("n1"))).unwrap();
+    assert_eq!(seen.load(Ordering::SeqCst), 1);
+    assert!(cache
+        .put_pod(&pod("web-bbbbb", "web", Some("nowhere")))
+        .is_err());
+    assert_eq!(
+        seen.load(Ordering::SeqCst),
+        1,
+        "a failed write is not a change"
+    );
+}
