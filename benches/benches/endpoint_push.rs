@@ -25,6 +25,7 @@ fn seed(store: &SqliteStore) {
         restart_policy: Default::default(),
         restarted_at_ms: 0,
         containers: vec![Container {
+            liveness_probe: None,
             limits: None,
             name: "web".into(),
             image: "localhost/pss-demo:latest".into(),

@@ -37,6 +37,7 @@ mod admin;
 pub mod cgroups;
 mod error;
 pub mod events;
+pub mod liveness;
 pub mod logs;
 pub mod metrics;
 pub mod podman;
@@ -325,6 +326,11 @@ async fn serve(
         tasks.clone(),
     ));
     background.spawn(events::run(
+        runtime.clone(),
+        updates_tx.clone(),
+        tasks.clone(),
+    ));
+    background.spawn(liveness::run(
         runtime.clone(),
         updates_tx.clone(),
         tasks.clone(),
