@@ -326,7 +326,9 @@ fn a_schema_1_database_is_migrated_with_nodes_kept() {
     {
         let conn = Connection::open(&path).unwrap();
         conn.execute_batch(
-            "ALTER TABLE nodes DROP COLUMN limits_unenforced;
+            "DROP TABLE certificates;
+             DROP TABLE join_tokens;
+             ALTER TABLE nodes DROP COLUMN limits_unenforced;
              ALTER TABLE nodes DROP COLUMN runtime_reason;
              ALTER TABLE nodes DROP COLUMN runtime_unresponsive_since;
              INSERT INTO nodes (name, agent_address, cpu_millis, memory_bytes, status, cpu_usage,
