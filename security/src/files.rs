@@ -57,6 +57,30 @@ pub fn read_text(path: &Path) -> Result<String> {
     Ok(s)
 }
 
+/// This machine's host name (a proxy's default name), lowercased; `localhost` when unknown.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_ascii_lowercase())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// The default state directory of a PSS process (`agent`, `proxy`): `/var/lib/pss/<what>` as
+/// root, else `$XDG_STATE_HOME/pss/<what>` or `~/.local/state/pss/<what>`.
+pub fn default_state_dir(what: &str) -> PathBuf {
+    let root = std::env::var("USER").is_ok_and(|u| u == "root")
+        || std::env::var("HOME").is_ok_and(|h| h == "/root");
+    if root {
+        return PathBuf::from("/var/lib/pss").join(what);
+    }
+    if let Some(x) = std::env::var_os("XDG_STATE_HOME").filter(|x| !x.is_empty()) {
+        return PathBuf::from(x).join("pss").join(what);
+    }
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
+    home.join(".local/state/pss").join(what)
+}
+
 /// Lifetime of the controller's own certificate; it is issued again at start when less than
 /// a third of it is left.
 pub const CONTROLLER_CERT_TTL: Duration = Duration::from_secs(365 * 24 * 3600);

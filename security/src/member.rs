@@ -97,6 +97,7 @@ impl Membership {
             match Self::join(&options, token.as_ref()).await {
                 Ok(m) => return Ok(m),
                 Err(JoinError::Final(e)) => return Err(e),
+                Err(JoinError::Retry(e)) if shutdown.is_cancelled() => return Err(e),
                 Err(JoinError::Retry(e)) => {
                     let delay = retry.next_delay();
                     tracing::warn!(controller = %options.controller, retry_in = ?delay, "join: {e}");
