@@ -120,6 +120,8 @@ impl Guard {
         let path = req.uri().path();
         if policy::allows(self.server, role, path) {
             Ok(caller)
+        } else if role.is_none() {
+            Err(Status::unauthenticated(policy::refusal(role, path)))
         } else {
             Err(Status::permission_denied(policy::refusal(role, path)))
         }

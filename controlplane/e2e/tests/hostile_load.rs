@@ -48,11 +48,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 async fn heartbeats_stay_fast_while_hostile_manifests_are_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let c = ControllerProcess::start(&dir.path().join("pss.db"), &["--node-timeout", "2s"]).await;
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", c.addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = support::channel(c.addr).await;
     let token = BearerToken::new(TOKEN).unwrap();
     let mut registry = NodeRegistryClient::with_interceptor(channel.clone(), token.clone());
     registry
@@ -75,11 +71,7 @@ async fn heartbeats_stay_fast_while_hostile_manifests_are_rejected() {
             let addr = c.addr;
             let token = token.clone();
             tokio::spawn(async move {
-                let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-                    .unwrap()
-                    .connect()
-                    .await
-                    .unwrap();
+                let channel = support::channel(addr).await;
                 let mut op = OperatorClient::with_interceptor(channel, token)
                     .max_decoding_message_size(usize::MAX);
                 let mut rejected = 0;

@@ -53,6 +53,11 @@ async fn proxy_follows_the_controller_and_survives_its_absence() {
     pc.workers = 1;
     let mut watch = WatchConfig::new(c.addr.to_string(), TOKEN);
     watch.backoff_max = Duration::from_millis(500);
+    // Joins as a proxy with the operator token and the controller's CA.
+    watch.ca = support::ca_file(c.addr);
+    watch.state_dir =
+        Some(std::env::temp_dir().join(format!("pss-e2e-pc-{}", rand::random::<u64>())));
+    watch.name = Some("pc-proxy".into());
     pc.controller = Some(watch);
     let proxy = Proxy::bind(pc).unwrap();
     let addr = proxy.local_addr("web-svc").unwrap();
