@@ -89,6 +89,9 @@ impl Security {
         let (pki, server, agent_tls) = match setup.clone() {
             TlsSetup::Insecure => (None, None, None),
             TlsSetup::Auto { dir } => {
+                if dir.as_os_str().is_empty() {
+                    return Err(Error::Config("TLS: no directory for the CA".into()));
+                }
                 if store.credentials().is_none() {
                     return Err(Error::Config(
                         "this state store keeps no credentials: the CA cannot run on it".into(),

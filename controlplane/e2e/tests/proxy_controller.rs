@@ -34,6 +34,10 @@ async fn proxy_follows_the_controller_and_survives_its_absence() {
     let db = dir.path().join("pss.db");
     let mut config = fast_config();
     config.node_timeout = Duration::from_secs(60);
+    // The restarted controller keeps its CA (beside the database).
+    config.tls = pss_controller::TlsSetup::Auto {
+        dir: db.parent().unwrap().join("pki"),
+    };
     let c = RunningController::start_with(&db, config.clone()).await;
     let stop_agent = CancellationToken::new();
     let agent = FakeAgent::start("node-x", c.addr, stop_agent.clone()).await;
