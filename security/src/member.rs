@@ -59,6 +59,15 @@ pub struct Membership {
     options: JoinOptions,
 }
 
+impl std::fmt::Debug for Membership {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Membership")
+            .field("identity", &self.identity)
+            .field("not_after_ms", &self.not_after_ms())
+            .finish_non_exhaustive()
+    }
+}
+
 const CERT: &str = "cert.pem";
 const KEY: &str = "key.pem";
 const CA: &str = "ca.pem";

@@ -31,9 +31,20 @@ impl FakeAgent {
         controller: SocketAddr,
         shutdown: CancellationToken,
     ) -> FakeAgent {
+        Self::start_advertising(node, controller, shutdown, |a| a).await
+    }
+
+    /// Like [`FakeAgent::start`], registering `advertise(listen address)` as the agent's
+    /// address (e.g. a recording relay in front of it).
+    pub async fn start_advertising(
+        node: &str,
+        controller: SocketAddr,
+        shutdown: CancellationToken,
+        advertise: impl FnOnce(SocketAddr) -> SocketAddr,
+    ) -> FakeAgent {
         let agent = FakeAgent::default();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let addr = advertise(listener.local_addr().unwrap());
         // With a TLS controller: join as agent/<node> with the operator token, serve mutual
         // TLS to the controller only, and call in with the node's certificate.
         let member = match super::ca_pem(controller) {

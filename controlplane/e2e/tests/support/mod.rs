@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod fake_agent;
 pub mod process;
 pub mod proxy;
+pub mod relay;
 
 use std::net::SocketAddr;
 use std::path::Path;
