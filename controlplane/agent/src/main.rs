@@ -106,27 +106,33 @@ async fn main() -> anyhow::Result<()> {
         ),
         (None, None) => None,
     };
-    if !args.insecure && join_token.is_none() && token.is_none() {
-        // A stored certificate may still do; otherwise the error says what to pass.
-        tracing::debug!("no join token and no token: using the stored certificate");
+    let node_name = args.node_name.clone().unwrap_or_else(hostname);
+    let state_dir = args
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| pss_security::files::default_state_dir("agent"));
+    if !args.insecure
+        && join_token.is_none()
+        && token.is_none()
+        && args.sim_nodes.is_none()
+        && !state_dir.join(&node_name).join("cert.pem").exists()
+    {
+        anyhow::bail!(
+            "no credential: pass --join-token (pssctl token create --role agent), or the \
+             operator token (PSS_TOKEN) with --ca, or --insecure with the token"
+        );
     }
     let ca_pem = match &args.ca {
         Some(p) => Some(pss_security::files::read_text(p).map_err(anyhow::Error::msg)?),
         None => None,
     };
 
-    let mut config = AgentConfig::new(
-        args.controller,
-        token.unwrap_or_default(),
-        args.node_name.unwrap_or_else(hostname),
-    );
+    let mut config = AgentConfig::new(args.controller, token.unwrap_or_default(), node_name);
     if args.insecure {
         tracing::warn!("--insecure: plaintext to and from the controller; the token crosses the network in clear");
     } else {
         config.tls = AgentTls::Tls {
-            state_dir: args
-                .state_dir
-                .unwrap_or_else(|| pss_security::files::default_state_dir("agent")),
+            state_dir,
             join_token,
             ca_pem,
             cert_ttl: args.cert_ttl.into(),
