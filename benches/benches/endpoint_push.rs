@@ -152,7 +152,9 @@ fn bench_mode(c: &mut Criterion, tls: bool) {
             let proxy = member(addr, &ca, pss_security::Role::Proxy, "p", dir.path()).await;
             let connect = |m: Arc<pss_security::member::Membership>| async move {
                 let d = m.dialer().unwrap();
-                d.connect(d.endpoint(&addr.to_string()).unwrap()).await.unwrap()
+                d.connect(d.endpoint(&addr.to_string()).unwrap())
+                    .await
+                    .unwrap()
             };
             (connect(agent).await, connect(proxy).await, "")
         } else {

@@ -402,3 +402,79 @@ pub fn incoming(
         .buffer_unordered(HANDSHAKES_AT_ONCE)
         .filter_map(futures::future::ready)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ca::Ca;
+
+    /// A TLS server on loopback presenting a certificate for `identity` (chain: leaf, CA).
+    async fn server(ca: &Ca, identity: &Identity) -> std::net::SocketAddr {
+        let (issued, key) = ca
+            .issue_with_key(identity, Duration::from_secs(60), &[])
+            .unwrap();
+        let chain = format!("{}{}", issued.cert_pem, ca.cert_pem());
+        let config = server_config(
+            LiveCert::from_pem(&chain, &key).unwrap(),
+            ca.cert_pem(),
+            ClientAuth::Optional,
+        )
+        .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let _ = acceptor.accept(tcp).await;
+                });
+            }
+        });
+        addr
+    }
+
+    async fn handshake(addr: std::net::SocketAddr, expect: Expect) -> std::io::Result<()> {
+        let tcp = TcpStream::connect(addr).await?;
+        let name = ServerName::try_from("pss-controller").unwrap();
+        tokio_rustls::TlsConnector::from(client_config(expect, None).unwrap())
+            .connect(name, tcp)
+            .await
+            .map(|_| ())
+    }
+
+    #[tokio::test]
+    async fn the_controller_dialing_an_agent_accepts_only_that_node_s_certificate() {
+        let ca = Ca::generate().unwrap();
+        let b = server(&ca, &Identity::new(Role::Agent, "node-b").unwrap()).await;
+        let expect = |node: &str| Expect::Agent {
+            ca_pem: ca.cert_pem().into(),
+            node: node.into(),
+        };
+        handshake(b, expect("node-b")).await.unwrap();
+        let e = handshake(b, expect("node-a")).await.unwrap_err();
+        assert!(e.to_string().contains("expected agent/node-a"), "{e}");
+        // Another CA's certificate for the right name: refused too.
+        let other = Ca::generate().unwrap();
+        let forged = server(&other, &Identity::new(Role::Agent, "node-b").unwrap()).await;
+        assert!(handshake(forged, expect("node-b")).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_joiner_accepts_only_the_ca_its_token_pins() {
+        let ca = Ca::generate().unwrap();
+        let controller = server(&ca, &Identity::new(Role::Controller, "controller").unwrap()).await;
+        handshake(controller, Expect::PinnedCa(ca.digest()))
+            .await
+            .unwrap();
+        let e = handshake(controller, Expect::PinnedCa([0; 32]))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("pins"), "{e}");
+        // A member's certificate is not a controller's.
+        let agent = server(&ca, &Identity::new(Role::Agent, "x").unwrap()).await;
+        assert!(handshake(agent, Expect::PinnedCa(ca.digest()))
+            .await
+            .is_err());
+    }
+}
