@@ -9,6 +9,12 @@ cd "$(dirname "$0")/.."
 
 bash scripts/podman-setup.sh >/dev/null
 
+# admin_endpoints checks /metrics with Prometheus' own text parser (python3-prometheus-client).
+if ! /usr/bin/python3 -c 'import prometheus_client' 2>/dev/null; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-prometheus-client >&2 ||
+        { apt-get update -q >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-prometheus-client >&2; }
+fi
+
 # The end-to-end tests run the real binaries (pss-controller, pss-agent, pss-proxy) from
 # target/debug; cargo builds a package's binaries for its own integration tests only, so build
 # every binary first and no test ever runs a stale one.

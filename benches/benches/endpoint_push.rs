@@ -27,6 +27,7 @@ const TOKEN: &str = "pss-bench-token-0123456";
 
 fn seed(store: &SqliteStore) {
     let spec = PodSpec {
+        restarted_at_ms: 0,
         containers: vec![Container {
             name: "web".into(),
             image: "localhost/pss-demo:latest".into(),
@@ -48,12 +49,15 @@ fn seed(store: &SqliteStore) {
     store
         .apply(&[
             Object::Workload(Workload {
+                labels: Default::default(),
+                rollout: Default::default(),
                 name: "w".into(),
                 replicas: 2,
                 placement: Placement::Spread,
                 pod_spec: spec,
             }),
             Object::Service(Service {
+                labels: Default::default(),
                 name: "s".into(),
                 workload: "w".into(),
                 port: 80,
@@ -64,6 +68,9 @@ fn seed(store: &SqliteStore) {
     let now = now_ms();
     store
         .upsert_node(&NodeRecord {
+            labels: Default::default(),
+            unschedulable: false,
+            draining: false,
             name: "n".into(),
             agent_address: "127.0.0.1:1".into(),
             cpu_millis: 4000,

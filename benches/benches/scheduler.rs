@@ -99,6 +99,9 @@ fn bench_scheduler(c: &mut Criterion) {
         placement: Placement::Spread,
         request: request(),
         spec_hash: 1,
+        max_surge: 1,
+        max_unavailable: 0,
+        paused: false,
     }];
     group.bench_function("plan/create_10k", |b| {
         b.iter(|| {

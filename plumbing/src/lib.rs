@@ -10,12 +10,16 @@
 //! - [`logging`]: tracing set-up (text or JSON, `RUST_LOG`).
 //! - [`token`]: the shared token every binary starts with.
 //! - [`server_args`]: the flags every server shares, and the first steps of its `main`.
+//! - [`admin`]: the `/metrics`, `/healthz`, `/readyz` HTTP server of `--admin`.
+//! - [`prom`]: counters and histograms in Prometheus' text format.
 
 pub mod addr;
+pub mod admin;
 pub mod backoff;
 pub mod clock;
 pub mod duration;
 pub mod logging;
+pub mod prom;
 pub mod server_args;
 pub mod shutdown;
 pub mod token;

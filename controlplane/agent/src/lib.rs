@@ -35,6 +35,7 @@
 //! # }
 //! ```
 
+mod admin;
 pub mod cgroups;
 mod error;
 pub mod events;
@@ -156,6 +157,10 @@ pub struct AgentConfig {
     pub backoff: Backoff,
     /// TLS or plaintext.
     pub tls: AgentTls,
+    /// The node's labels, sent at registration (`pss-agent --label k=v`).
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served (`--admin`); `None`: nowhere.
+    pub admin: Option<SocketAddr>,
 }
 
 impl AgentConfig {
@@ -180,6 +185,8 @@ impl AgentConfig {
             runtime_deadline: defaults::RUNTIME_DEADLINE,
             backoff: Backoff::default(),
             tls: AgentTls::Insecure,
+            labels: Default::default(),
+            admin: None,
         }
     }
 }
@@ -352,6 +359,7 @@ async fn serve(
         cpu_millis: config.cpu_millis,
         memory_bytes: config.memory_bytes,
         limits_unenforced,
+        labels: config.labels.clone(),
     };
     let (updates_tx, updates_rx) = mpsc::channel(1024);
     let reporter = reporter::Reporter::new(
@@ -365,6 +373,20 @@ async fn serve(
 
     let tasks = shutdown.child_token();
     let mut background = tokio::task::JoinSet::new();
+    if let Some(addr) = config.admin {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| Error::Invalid(format!("--admin {addr}: {e}")))?;
+        tracing::info!(addr = %listener.local_addr()?, "admin endpoints (/metrics, /healthz, /readyz)");
+        background.spawn(pss_plumbing::admin::serve(
+            listener,
+            Arc::new(admin::AgentAdmin {
+                snapshot: runtime.snapshot(),
+                reachable: reporter.reachable(),
+            }),
+            tasks.clone(),
+        ));
+    }
     background.spawn(reporter.run(updates_rx, tasks.clone()));
     background.spawn(snapshot::refresh(
         runtime.clone(),
@@ -450,6 +472,10 @@ pub async fn run_sim_nodes(
         let mut node = config.clone();
         node.node_name = format!("{}-{i}", config.node_name);
         node.runtime = RuntimeKind::Sim;
+        // One admin server per process: the first simulated node serves it.
+        if i > 0 {
+            node.admin = None;
+        }
         agents.spawn(run(listener, node, stop.clone()));
     }
     tracing::info!(count, "simulated agents started");

@@ -85,8 +85,26 @@ struct Args {
     /// Certificate lifetime to ask for (at most the controller's --cert-ttl; 0s: that).
     #[arg(long, default_value = "0s")]
     cert_ttl: HumanDuration,
+    /// A label of this node, `key=value` (repeat the flag for several); `pssctl get nodes -l`
+    /// selects on them.
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+    labels: Vec<(String, String)>,
+    /// Serve Prometheus /metrics, /healthz and /readyz over HTTP here (e.g. 127.0.0.1:9091);
+    /// off when not given.
+    #[arg(long, env = "PSS_AGENT_ADMIN")]
+    admin: Option<String>,
     #[command(flatten)]
     server: ServerArgs,
+}
+
+/// `key=value`, checked as the controller will (Kubernetes' label syntax).
+fn parse_label(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?}: expected KEY=VALUE"))?;
+    pss_core::model::check_key(key)?;
+    pss_core::model::check_value(value)?;
+    Ok((key.to_string(), value.to_string()))
 }
 
 #[tokio::main]
@@ -146,6 +164,21 @@ async fn main() -> anyhow::Result<()> {
     config.cpu_millis = args.cpu.unwrap_or_else(default_cpu_millis);
     config.memory_bytes = args.mem * 1024 * 1024;
     config.metrics_interval = args.metrics_interval.into();
+    if args.labels.len() > pss_core::model::MAX_LABELS {
+        anyhow::bail!(
+            "--label: {} labels, above the limit of {}",
+            args.labels.len(),
+            pss_core::model::MAX_LABELS
+        );
+    }
+    config.labels = args.labels.into_iter().collect();
+    config.admin = match &args.admin {
+        Some(a) => Some(
+            pss_plumbing::addr::parse_listen(a)
+                .map_err(|e| anyhow::anyhow!("--admin {a:?}: {e}"))?,
+        ),
+        None => None,
+    };
 
     let shutdown = CancellationToken::new();
     pss_plumbing::shutdown::cancel_on_signals(shutdown.clone());

@@ -466,17 +466,22 @@ impl Podman {
         timeout: Duration,
     ) -> Result<(StatusCode, Bytes)> {
         let what = format!("{method} {path}");
+        let op = crate::admin::podman_op(&method, path);
+        let started = std::time::Instant::now();
         let fut = async {
             let response = self.send(method, path, body).await?;
             let status = response.status();
             Ok::<_, PodmanError>((status, collect(response.into_body()).await?))
         };
-        tokio::time::timeout(timeout, fut)
+        let result = tokio::time::timeout(timeout, fut)
             .await
             .map_err(|_| PodmanError::Timeout {
                 what,
                 after: timeout,
-            })?
+            })
+            .and_then(|r| r);
+        crate::admin::record_podman_call(&op, started.elapsed(), &result);
+        result
     }
 
     async fn json<T: DeserializeOwned>(

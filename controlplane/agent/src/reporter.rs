@@ -68,6 +68,8 @@ pub struct NodeIdentity {
     pub memory_bytes: u64,
     /// Resource limits Podman here cannot enforce (see [`crate::cgroups`]); empty: none.
     pub limits_unenforced: String,
+    /// The node's labels.
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// Drives registration, heartbeats and status pushes until shutdown.
@@ -84,6 +86,8 @@ pub struct Reporter {
     snapshot: Arc<NodeSnapshot>,
     /// Whether the last call reached the controller (only changes are logged).
     connected: bool,
+    /// Registered, and the last call reached the controller: what `/readyz` reports.
+    reachable: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Reporter {
@@ -105,7 +109,18 @@ impl Reporter {
             backoff,
             node_sampler: NodeSampler::default(),
             connected: true,
+            reachable: Arc::default(),
         }
+    }
+
+    /// True once registered while the controller answers (the agent's `/readyz`).
+    pub fn reachable(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        self.reachable.clone()
+    }
+
+    fn set_reachable(&self, yes: bool) {
+        self.reachable
+            .store(yes, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Registers, then heartbeats and forwards `updates` until `shutdown`.
@@ -155,6 +170,7 @@ impl Reporter {
                 Ok((pods, stop)) => {
                     tracing::info!(node = %self.node.name, address = %self.node.agent_address, pods, unwanted = stop.len(), "registered with the controller");
                     self.connected = true;
+                    self.set_reachable(true);
                     self.stop_pods(stop);
                     return true;
                 }
@@ -185,6 +201,7 @@ impl Reporter {
         );
         let count = pods.len();
         let request = RegisterNodeRequest {
+            labels: self.node.labels.clone().into_iter().collect(),
             name: self.node.name.clone(),
             cpu_millis: self.node.cpu_millis,
             memory_bytes: self.node.memory_bytes,
@@ -233,6 +250,7 @@ impl Reporter {
     }
 
     fn reached(&mut self) {
+        self.set_reachable(true);
         if !self.connected {
             tracing::info!("controller reachable again");
             self.connected = true;
@@ -240,6 +258,7 @@ impl Reporter {
     }
 
     fn unreachable(&mut self, what: &str, status: &tonic::Status) {
+        self.set_reachable(false);
         if self.connected {
             tracing::warn!(error = %status, "{what} failed; pods keep running, retrying every interval");
             self.connected = false;

@@ -321,6 +321,7 @@ where
 
 fn web_spec() -> PodSpec {
     PodSpec {
+        restarted_at_ms: 0,
         containers: vec![Container {
             name: "web".into(),
             image: DEMO_IMAGE.into(),
@@ -339,6 +340,7 @@ fn web_spec() -> PodSpec {
 
 fn shell_spec(script: &str) -> PodSpec {
     PodSpec {
+        restarted_at_ms: 0,
         containers: vec![Container {
             name: "main".into(),
             image: DEMO_IMAGE.into(),

@@ -58,6 +58,8 @@ pub struct Client {
     addr: String,
     inner: OperatorClient<InterceptedService<Channel, BearerToken>>,
     credentials: CredentialsClient<InterceptedService<Channel, BearerToken>>,
+    /// The label selector list calls send (`get -l`); empty: everything.
+    selector: String,
 }
 
 impl Client {
@@ -98,6 +100,7 @@ impl Client {
             addr: addr.to_string(),
             inner: OperatorClient::with_interceptor(channel.clone(), token.clone()),
             credentials: CredentialsClient::with_interceptor(channel, token),
+            selector: String::new(),
         })
     }
 
@@ -132,6 +135,22 @@ impl Client {
         r.map(|_| ()).map_err(|s| self.err(s))
     }
 
+    /// Lists of pods, workloads, services and nodes keep only the objects whose labels match
+    /// `selector` (`app=web,tier!=db`), checked here first so a typo fails before dialling.
+    pub fn set_selector(&mut self, selector: &str) -> Result<(), CliError> {
+        pss_core::model::Selector::parse(selector)
+            .map_err(|e| CliError::Usage(format!("-l {selector:?}: {e}")))?;
+        self.selector = selector.to_string();
+        Ok(())
+    }
+
+    fn list_request(&self) -> pb::ListRequest {
+        pb::ListRequest {
+            label_selector: self.selector.clone(),
+            ..Default::default()
+        }
+    }
+
     fn err(&self, s: Status) -> CliError {
         CliError::from_status(&self.addr, s)
     }
@@ -159,7 +178,7 @@ impl Client {
                 .list_pods(pb::ListRequest {
                     filter: workload.clone(),
                     page_token,
-                    ..Default::default()
+                    ..self.list_request()
                 })
                 .await
                 .map_err(|s| self.err(s))?
@@ -175,17 +194,17 @@ impl Client {
     }
 
     pub async fn list_workloads(&mut self) -> Result<Vec<pb::Workload>, CliError> {
-        let r = self.inner.list_workloads(pb::ListRequest::default()).await;
+        let r = self.inner.list_workloads(self.list_request()).await;
         r.map(|r| r.into_inner().workloads).map_err(|s| self.err(s))
     }
 
     pub async fn list_services(&mut self) -> Result<Vec<pb::Service>, CliError> {
-        let r = self.inner.list_services(pb::ListRequest::default()).await;
+        let r = self.inner.list_services(self.list_request()).await;
         r.map(|r| r.into_inner().services).map_err(|s| self.err(s))
     }
 
     pub async fn list_nodes(&mut self) -> Result<Vec<pb::Node>, CliError> {
-        let r = self.inner.list_nodes(pb::ListRequest::default()).await;
+        let r = self.inner.list_nodes(self.list_request()).await;
         r.map(|r| r.into_inner().nodes).map_err(|s| self.err(s))
     }
 
@@ -266,6 +285,86 @@ impl Client {
             })
             .await;
         r.map(|_| ()).map_err(|s| self.err(s))
+    }
+
+    pub async fn set_node_scheduling(
+        &mut self,
+        node: &str,
+        action: &str,
+    ) -> Result<pb::NodeSchedulingResponse, CliError> {
+        let r = self
+            .inner
+            .set_node_scheduling(pb::NodeSchedulingRequest {
+                node: node.to_string(),
+                action: action.to_string(),
+            })
+            .await;
+        r.map(|r| r.into_inner()).map_err(|s| self.err(s))
+    }
+
+    pub async fn rollout(
+        &mut self,
+        workload: &str,
+        action: &str,
+        to_revision: u64,
+    ) -> Result<pb::RolloutResponse, CliError> {
+        let r = self
+            .inner
+            .rollout(pb::RolloutRequest {
+                workload: workload.to_string(),
+                action: action.to_string(),
+                to_revision,
+            })
+            .await;
+        r.map(|r| r.into_inner()).map_err(|s| self.err(s))
+    }
+
+    pub async fn rollout_history(&mut self, workload: &str) -> Result<Vec<pb::Revision>, CliError> {
+        let r = self
+            .inner
+            .rollout_history(pb::RolloutHistoryRequest {
+                workload: workload.to_string(),
+            })
+            .await;
+        r.map(|r| r.into_inner().revisions).map_err(|s| self.err(s))
+    }
+
+    /// The workload called `name`, as listed (with its rollout status).
+    pub async fn workload(&mut self, name: &str) -> Result<pb::Workload, CliError> {
+        let r = self
+            .inner
+            .list_workloads(pb::ListRequest::default())
+            .await
+            .map_err(|s| self.err(s))?;
+        r.into_inner()
+            .workloads
+            .into_iter()
+            .find(|w| w.name == name)
+            .ok_or_else(|| CliError::NotFound(format!("workload \"{name}\" not found")))
+    }
+
+    /// Opens a watch of `kind` (with the selector set by [`Client::set_selector`]).
+    pub async fn watch(
+        &mut self,
+        kind: &str,
+    ) -> Result<tonic::Streaming<pb::WatchEvent>, CliError> {
+        let r = self
+            .inner
+            .watch(pb::WatchRequest {
+                kind: kind.to_string(),
+                label_selector: self.selector.clone(),
+                resume_from: 0,
+            })
+            .await;
+        r.map(|r| r.into_inner()).map_err(|s| self.err(s))
+    }
+
+    /// The next event of a watch; `None` when the controller ended it.
+    pub async fn next_event(
+        &self,
+        stream: &mut tonic::Streaming<pb::WatchEvent>,
+    ) -> Result<Option<pb::WatchEvent>, CliError> {
+        stream.message().await.map_err(|s| self.err(s))
     }
 
     /// Streams a pod's logs into `out` until the stream ends (or forever with `follow`).

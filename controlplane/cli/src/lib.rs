@@ -12,6 +12,7 @@ mod table;
 use std::io::{Read, Write};
 
 use clap::{Parser, Subcommand, ValueEnum};
+use pss_plumbing::clock::now_ms;
 use pss_proto::v1 as pb;
 
 pub use client::{CliError, Client};
@@ -101,6 +102,14 @@ pub enum Command {
         /// Events: how many of the newest to show (0: the controller's default, 200).
         #[arg(long, default_value_t = 0)]
         limit: u32,
+        /// Only objects whose labels match: key=value, key!=value, key or !key, comma-separated
+        /// (pods match their workload's labels).
+        #[arg(short = 'l', long = "selector", default_value = "")]
+        selector: String,
+        /// Print the list, then one line per change (ADDED, MODIFIED, DELETED) until
+        /// interrupted.
+        #[arg(short = 'w', long)]
+        watch: bool,
     },
     /// Set a workload's replica count: scale workload/NAME --replicas N.
     Scale {
@@ -166,6 +175,30 @@ pub enum Command {
     },
     /// Print pssctl's version and the controller's.
     Version,
+    /// Mark a node unschedulable: cordon node/NAME (its pods keep running).
+    Cordon {
+        /// node/NAME
+        target: String,
+    },
+    /// Make a cordoned or drained node schedulable again: uncordon node/NAME.
+    Uncordon {
+        /// node/NAME
+        target: String,
+    },
+    /// Move every pod off a node, each replacement ready before the old pod stops, then leave
+    /// the node cordoned: drain node/NAME.
+    Drain {
+        /// node/NAME
+        target: String,
+        /// Give up waiting after this long (the drain itself goes on); 0 returns at once.
+        #[arg(long, default_value = "5m", value_parser = parse_wait)]
+        timeout: std::time::Duration,
+    },
+    /// Manage a workload's rollouts: status, history, undo, restart, pause, resume.
+    Rollout {
+        #[command(subcommand)]
+        command: RolloutCommand,
+    },
     /// Join tokens: token create --role agent|proxy|operator [--ttl D], token list,
     /// token revoke ID.
     Token {
@@ -245,6 +278,60 @@ fn connection(cli: &Cli) -> Result<connection::Connection, CliError> {
         file.as_ref().map(|(_, f)| f),
     )
 }
+
+/// `pssctl rollout ...`.
+#[derive(Subcommand, Debug)]
+pub enum RolloutCommand {
+    /// Wait for the rollout to finish; exits non-zero if it fails, is paused or times out.
+    Status {
+        /// workload/NAME
+        target: String,
+        /// Give up after this long.
+        #[arg(long, default_value = "10m", value_parser = parse_wait)]
+        timeout: std::time::Duration,
+    },
+    /// List the revisions kept (spec.revisionHistoryLimit).
+    History {
+        /// workload/NAME
+        target: String,
+    },
+    /// Roll back to the previous revision, or to --to-revision N.
+    Undo {
+        /// workload/NAME
+        target: String,
+        /// The revision to go back to (see rollout history); 0: the previous one.
+        #[arg(long, default_value_t = 0)]
+        to_revision: u64,
+    },
+    /// Replace every pod (a new revision with the same spec), respecting the strategy.
+    Restart {
+        /// workload/NAME
+        target: String,
+    },
+    /// Stop the rollout where it is: no old pod retired, no pod beyond the replicas.
+    Pause {
+        /// workload/NAME
+        target: String,
+    },
+    /// Continue a paused rollout.
+    Resume {
+        /// workload/NAME
+        target: String,
+    },
+}
+
+/// A wait such as `30s` or `5m` (at most a day).
+fn parse_wait(text: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(text.trim())
+        .map_err(|e| format!("{text:?}: {e} (examples: 30s, 5m)"))?;
+    if d > std::time::Duration::from_secs(86_400) {
+        return Err(format!("{text:?}: at most 24h"));
+    }
+    Ok(d)
+}
+
+/// How often the waiting commands (drain, rollout status) look again.
+const POLL: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// What `top` shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -458,7 +545,14 @@ pub async fn execute(cli: Cli, out: &mut (dyn Write + Send)) -> Result<(), CliEr
             output,
             workload,
             limit,
+            selector,
+            watch,
         } => {
+            client.set_selector(&selector)?;
+            if watch {
+                let (kind, name) = get_target(&resource, name)?;
+                return watch_kind(&mut client, kind, name.as_deref(), output, out).await;
+            }
             let filter = workload.unwrap_or_default();
             if resource.eq_ignore_ascii_case("all") {
                 if name.is_some() {
@@ -528,7 +622,7 @@ pub async fn execute(cli: Cli, out: &mut (dyn Write + Send)) -> Result<(), CliEr
             let targets: Vec<(String, String)> = match target {
                 Some(t) => {
                     let (kind, name) =
-                        split_target(&t, &["workload", "service", "autoscaler", "node"])?;
+                        split_target(&t, &["workload", "service", "autoscaler", "pod", "node"])?;
                     vec![(kind, name.to_string())]
                 }
                 None => manifests
@@ -568,6 +662,212 @@ pub async fn execute(cli: Cli, out: &mut (dyn Write + Send)) -> Result<(), CliEr
                 tail,
             };
             client.logs(req, out).await?;
+        }
+        Command::Cordon { target } => {
+            let (_, node) = split_target(&target, &["node"])?;
+            client.set_node_scheduling(node, "cordon").await?;
+            writeln!(out, "node/{node} cordoned")?;
+        }
+        Command::Uncordon { target } => {
+            let (_, node) = split_target(&target, &["node"])?;
+            client.set_node_scheduling(node, "uncordon").await?;
+            writeln!(out, "node/{node} uncordoned")?;
+        }
+        Command::Drain { target, timeout } => {
+            let (_, node) = split_target(&target, &["node"])?;
+            let resp = client.set_node_scheduling(node, "drain").await?;
+            writeln!(
+                out,
+                "node/{node} cordoned; draining {} pods (each replacement ready before the old pod stops)",
+                resp.pods
+            )?;
+            wait_drained(&mut client, node, timeout, out).await?;
+        }
+        Command::Rollout { command } => rollout(&mut client, command, out).await?,
+    }
+    Ok(())
+}
+
+/// `get KIND -w`: the current list, then a line per change, until the controller ends the
+/// watch (or the command is interrupted).
+async fn watch_kind(
+    client: &mut Client,
+    kind: Resource,
+    name: Option<&str>,
+    output: Output,
+    out: &mut (dyn Write + Send),
+) -> Result<(), CliError> {
+    use pss_proto::v1::watch_event::{Object, Type};
+    let kind_name = match kind {
+        Resource::Pods => "pods",
+        Resource::Workloads => "workloads",
+        Resource::Services => "services",
+        Resource::Nodes => "nodes",
+        Resource::Autoscalers => "autoscalers",
+        Resource::Events => return Err(CliError::Usage(
+            "get events -w is not supported: watch pods, workloads, services, nodes or autoscalers"
+                .into(),
+        )),
+    };
+    let named = |o: &Object| {
+        name.is_none_or(|n| match o {
+            Object::Workload(w) => w.name == n,
+            Object::Service(s) => s.name == n,
+            Object::Node(x) => x.name == n,
+            Object::Pod(p) => p.id == n,
+            Object::Autoscaler(a) => a.name == n,
+        })
+    };
+    let mut stream = client.watch(kind_name).await?;
+    let mut initial = Vec::new();
+    while let Some(event) = client.next_event(&mut stream).await? {
+        if event.r#type == Type::Synced as i32 {
+            write!(out, "{}", render::watch_table(kind, &initial, output))?;
+            out.flush()?;
+            break;
+        }
+        if let Some(o) = event.object.filter(|o| named(o)) {
+            initial.push(o);
+        }
+    }
+    while let Some(event) = client.next_event(&mut stream).await? {
+        let Some(object) = event.object.filter(|o| named(o)) else {
+            continue;
+        };
+        let typ = Type::try_from(event.r#type).unwrap_or(Type::Unspecified);
+        let label = match typ {
+            Type::Added => "ADDED",
+            Type::Modified => "MODIFIED",
+            Type::Deleted => "DELETED",
+            _ => continue,
+        };
+        write!(
+            out,
+            "{}",
+            render::watch_line(kind, label, event.revision, &object, output)
+        )?;
+        out.flush()?;
+    }
+    Ok(())
+}
+
+/// Waits until no pod holds resources on `node` any more.
+async fn wait_drained(
+    client: &mut Client,
+    node: &str,
+    timeout: std::time::Duration,
+    out: &mut (dyn Write + Send),
+) -> Result<(), CliError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut last = None;
+    loop {
+        let left: Vec<String> = client
+            .list_pods(String::new())
+            .await?
+            .into_iter()
+            .filter(|p| p.node == node && p.phase != pb::PodPhase::Lost as i32)
+            .map(|p| p.id)
+            .collect();
+        if left.is_empty() {
+            writeln!(out, "node/{node} drained")?;
+            return Ok(());
+        }
+        if last != Some(left.len()) {
+            writeln!(out, "waiting for {} pods to leave node/{node}", left.len())?;
+            last = Some(left.len());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(CliError::Invalid(format!(
+                "node/{node}: {} pods still there after {} ({}); the drain goes on:                  see pssctl get pods and pssctl describe node/{node}",
+                left.len(),
+                humantime::format_duration(timeout),
+                left.join(", ")
+            )));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// `pssctl rollout ...`.
+async fn rollout(
+    client: &mut Client,
+    command: RolloutCommand,
+    out: &mut (dyn Write + Send),
+) -> Result<(), CliError> {
+    match command {
+        RolloutCommand::Status { target, timeout } => {
+            let (_, name) = split_target(&target, &["workload"])?;
+            let deadline = tokio::time::Instant::now() + timeout;
+            let mut last = String::new();
+            loop {
+                let w = client.workload(name).await?;
+                match w.rollout_state.as_str() {
+                    "Complete" => {
+                        writeln!(
+                            out,
+                            "workload/{name} successfully rolled out (revision {})",
+                            w.revision
+                        )?;
+                        return Ok(());
+                    }
+                    "Failed" => {
+                        return Err(CliError::Invalid(format!(
+                            "workload/{name}: rollout of revision {} failed: {}",
+                            w.revision, w.rollout_message
+                        )))
+                    }
+                    "Paused" => {
+                        return Err(CliError::Invalid(format!(
+                            "workload/{name}: rollout of revision {} is paused (pssctl rollout resume workload/{name})",
+                            w.revision
+                        )))
+                    }
+                    _ => {}
+                }
+                let line = format!(
+                    "waiting for workload/{name} (revision {}): {} of {} updated pods ready, {} pods in all",
+                    w.revision, w.updated_replicas.min(w.ready_replicas), w.replicas, w.current_replicas
+                );
+                if line != last {
+                    writeln!(out, "{line}")?;
+                    last = line;
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(CliError::Invalid(format!(
+                        "workload/{name}: rollout not finished after {}",
+                        humantime::format_duration(timeout)
+                    )));
+                }
+                tokio::time::sleep(POLL).await;
+            }
+        }
+        RolloutCommand::History { target } => {
+            let (_, name) = split_target(&target, &["workload"])?;
+            let revisions = client.rollout_history(name).await?;
+            write!(out, "{}", render::history(&revisions, now_ms()))?;
+        }
+        RolloutCommand::Undo {
+            target,
+            to_revision,
+        } => {
+            let (_, name) = split_target(&target, &["workload"])?;
+            let r = client.rollout(name, "undo", to_revision).await?;
+            writeln!(out, "workload/{name} {}", r.message)?;
+        }
+        RolloutCommand::Restart { target } => {
+            let (_, name) = split_target(&target, &["workload"])?;
+            let r = client.rollout(name, "restart", 0).await?;
+            writeln!(out, "workload/{name} {}", r.message)?;
+        }
+        RolloutCommand::Pause { target } => {
+            let (_, name) = split_target(&target, &["workload"])?;
+            let r = client.rollout(name, "pause", 0).await?;
+            writeln!(out, "workload/{name} {}", r.message)?;
+        }
+        RolloutCommand::Resume { target } => {
+            let (_, name) = split_target(&target, &["workload"])?;
+            let r = client.rollout(name, "resume", 0).await?;
+            writeln!(out, "workload/{name} {}", r.message)?;
         }
     }
     Ok(())

@@ -3,6 +3,7 @@
 //! rely on them.
 
 use pss_proto::v1 as pb;
+use pss_proto::v1::watch_event::Object;
 use serde_json::{json, Value};
 
 use crate::client::{CliError, Client};
@@ -170,6 +171,7 @@ fn pod_json(p: &pb::Pod) -> Value {
         "containers": p.containers.iter().map(|c| json!({"name": c.name, "id": c.id, "state": c.state, "exitCode": c.exit_code, "oomKilled": c.oom_killed})).collect::<Vec<_>>(),
         "cpuPercent": p.cpu_percent, "memoryBytes": p.memory_bytes,
         "createdAtMs": p.created_at_ms, "startedAtMs": p.started_at_ms, "specHash": format!("{:016x}", p.spec_hash),
+        "labels": p.labels,
     })
 }
 
@@ -221,11 +223,28 @@ fn images(w: &pb::Workload) -> String {
         .unwrap_or_default()
 }
 
+/// `k=v,k2=v2`, sorted, or `-`.
+fn labels(map: &std::collections::HashMap<String, String>) -> String {
+    let sorted: std::collections::BTreeMap<_, _> = map.clone().into_iter().collect();
+    pss_core::model::format_labels(&sorted)
+}
+
 fn workload_json(w: &pb::Workload) -> Value {
+    let strategy = w.strategy.clone().unwrap_or_default();
     let mut v = json!({
         "name": w.name, "replicas": w.replicas, "placement": w.placement,
         "currentReplicas": w.current_replicas, "readyReplicas": w.ready_replicas,
+        "updatedReplicas": w.updated_replicas,
         "images": images(w), "generation": w.generation, "createdAtMs": w.created_at_ms,
+        "labels": w.labels,
+        "revision": w.revision,
+        "rollout": {
+            "state": w.rollout_state, "message": w.rollout_message,
+            "maxSurge": strategy.max_surge, "maxUnavailable": strategy.max_unavailable,
+            "revisionHistoryLimit": w.revision_history_limit,
+            "progressDeadlineMs": w.progress_deadline_ms,
+            "autoRevert": w.auto_revert, "paused": w.paused,
+        },
     });
     if !w.problem.is_empty() {
         v["problem"] = json!(w.problem);
@@ -234,9 +253,17 @@ fn workload_json(w: &pb::Workload) -> Value {
 }
 
 fn workloads_table(items: &[pb::Workload], wide: bool, now: i64) -> Table {
-    let mut headers = vec!["NAME", "READY", "CURRENT", "DESIRED", "PLACEMENT", "AGE"];
+    let mut headers = vec![
+        "NAME",
+        "READY",
+        "UP-TO-DATE",
+        "CURRENT",
+        "DESIRED",
+        "PLACEMENT",
+        "AGE",
+    ];
     if wide {
-        headers.extend(["IMAGES", "GENERATION"]);
+        headers.extend(["IMAGES", "REVISION", "ROLLOUT", "LABELS"]);
     }
     // Workloads the controller does not run say why, in a column shown only then.
     let problems = items.iter().any(|w| !w.problem.is_empty());
@@ -248,13 +275,19 @@ fn workloads_table(items: &[pb::Workload], wide: bool, now: i64) -> Table {
         let mut row = vec![
             w.name.clone(),
             format!("{}/{}", w.ready_replicas, w.replicas),
+            w.updated_replicas.to_string(),
             w.current_replicas.to_string(),
             w.replicas.to_string(),
             w.placement.clone(),
             age(w.created_at_ms, now),
         ];
         if wide {
-            row.extend([images(w), w.generation.to_string()]);
+            row.extend([
+                images(w),
+                w.revision.to_string(),
+                w.rollout_state.clone(),
+                labels(&w.labels),
+            ]);
         }
         if problems {
             row.push(w.problem.clone());
@@ -269,6 +302,7 @@ fn service_json(s: &pb::Service) -> Value {
         "name": s.name, "workload": s.workload, "port": s.port, "targetPort": s.target_port,
         "endpoints": s.endpoints.iter().map(|e| json!({"address": e.address, "pod": e.pod, "node": e.node})).collect::<Vec<_>>(),
         "snapshotVersion": s.snapshot_version, "createdAtMs": s.created_at_ms,
+        "labels": s.labels,
     })
 }
 
@@ -319,10 +353,12 @@ fn node_status(n: &pb::Node) -> &'static str {
 }
 
 /// `Ready`, or with the node's conditions appended like kubectl's `Ready,SchedulingDisabled`:
-/// `Ready,RuntimeUnresponsive`.
+/// `Ready,RuntimeUnresponsive`, `Ready,SchedulingDisabled`, `Ready,SchedulingDisabled,Draining`.
 fn node_status_with_conditions(n: &pb::Node) -> String {
     std::iter::once(node_status(n))
         .chain(n.conditions.iter().map(String::as_str))
+        .chain(n.cordoned.then_some("SchedulingDisabled"))
+        .chain(n.draining.then_some("Draining"))
         .collect::<Vec<_>>()
         .join(",")
 }
@@ -338,6 +374,7 @@ fn node_json(n: &pb::Node) -> Value {
         "cpuUsagePercent": n.cpu_usage_percent, "memoryUsedBytes": n.memory_used_bytes,
         "pods": n.pod_count, "lastHeartbeatMs": n.last_heartbeat_ms, "registeredAtMs": n.registered_at_ms,
         "limitsUnenforced": n.limits_unenforced,
+        "cordoned": n.cordoned, "draining": n.draining, "labels": n.labels,
     })
 }
 
@@ -353,7 +390,7 @@ fn nodes_table(items: &[pb::Node], wide: bool, now: i64) -> Table {
         "AGE",
     ];
     if wide {
-        headers.extend(["MEMORY-USED", "LAST-HEARTBEAT", "LIMITS"]);
+        headers.extend(["MEMORY-USED", "LAST-HEARTBEAT", "LIMITS", "LABELS"]);
     }
     let mut t = Table::new(&headers);
     for n in items {
@@ -381,6 +418,7 @@ fn nodes_table(items: &[pb::Node], wide: bool, now: i64) -> Table {
                 } else {
                     n.limits_unenforced.clone()
                 },
+                labels(&n.labels),
             ]);
         }
         t.row(row);
@@ -562,4 +600,107 @@ pub fn join_tokens(tokens: &[pb::JoinTokenInfo], now_ms: i64) -> String {
         ]);
     }
     t.render("join tokens")
+}
+
+/// `pssctl rollout history`: one row per revision kept, oldest first.
+pub fn history(revisions: &[pb::Revision], now: i64) -> String {
+    let mut t = Table::new(&["REVISION", "IMAGES", "CAUSE", "AGE"]);
+    for r in revisions {
+        t.row(vec![
+            r.revision.to_string(),
+            r.images.clone(),
+            r.cause.clone(),
+            age(r.created_at_ms, now),
+        ]);
+    }
+    t.render("revisions")
+}
+
+/// `get -w`: the table of one kind's objects (the watch's initial list), as `get` prints it.
+pub fn watch_table(resource: Resource, objects: &[Object], output: Output) -> String {
+    let (table, what) = table_of(resource, objects, output == Output::Wide);
+    match output {
+        Output::Table | Output::Wide => table.render(what),
+        _ => objects
+            .iter()
+            .map(|o| watch_json("ADDED", 0, o) + "\n")
+            .collect(),
+    }
+}
+
+/// `get -w`: one line for one change: the event type and the object's row (or, for `-o json`,
+/// one JSON document per line with `type`, `revision` and `object`).
+pub fn watch_line(
+    resource: Resource,
+    event: &str,
+    revision: u64,
+    object: &Object,
+    output: Output,
+) -> String {
+    match output {
+        Output::Table | Output::Wide => {
+            let (table, what) = table_of(
+                resource,
+                std::slice::from_ref(object),
+                output == Output::Wide,
+            );
+            let row = table
+                .render(what)
+                .lines()
+                .nth(1)
+                .unwrap_or_default()
+                .to_string();
+            format!("{event:<9} {row}\n")
+        }
+        Output::Name => format!("{event:<9} {}\n", object_name(object)),
+        Output::Json | Output::Yaml => watch_json(event, revision, object) + "\n",
+    }
+}
+
+fn object_name(object: &Object) -> String {
+    match object {
+        Object::Workload(w) => format!("workload/{}", w.name),
+        Object::Service(s) => format!("service/{}", s.name),
+        Object::Node(n) => format!("node/{}", n.name),
+        Object::Pod(p) => format!("pod/{}", p.id),
+        Object::Autoscaler(a) => format!("autoscaler/{}", a.name),
+    }
+}
+
+fn watch_json(event: &str, revision: u64, object: &Object) -> String {
+    let value = match object {
+        Object::Workload(w) => workload_json(w),
+        Object::Service(s) => service_json(s),
+        Object::Node(n) => node_json(n),
+        Object::Pod(p) => pod_json(p),
+        Object::Autoscaler(a) => autoscaler_json(a),
+    };
+    json!({"type": event, "revision": revision, "object": value}).to_string()
+}
+
+/// The table of `objects` (of `resource`'s kind; others are skipped).
+fn table_of(resource: Resource, objects: &[Object], wide: bool) -> (Table, &'static str) {
+    let now = now_ms();
+    macro_rules! pick {
+        ($variant:ident) => {
+            objects
+                .iter()
+                .filter_map(|o| match o {
+                    Object::$variant(x) => Some(x.clone()),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        };
+    }
+    match resource {
+        Resource::Pods => (pods_table(&pick!(Pod), wide, now), "pods"),
+        Resource::Workloads => (workloads_table(&pick!(Workload), wide, now), "workloads"),
+        Resource::Services => (services_table(&pick!(Service), wide, now), "services"),
+        Resource::Nodes => (nodes_table(&pick!(Node), wide, now), "nodes"),
+        Resource::Autoscalers => (
+            autoscalers_table(&pick!(Autoscaler), wide, now),
+            "autoscalers",
+        ),
+        Resource::Events => (Table::new(&["NAME"]), "events"),
+    }
 }

@@ -16,7 +16,8 @@ use crate::Shared;
 use pss_core::model::{EventRecord, NodeStatus, PodPhase, PodRecord};
 use pss_core::podstate::apply_report;
 use pss_core::reconciler::{
-    node_states, observed_from_records, reconcile, Action, DesiredWorkload, Plan, StopReason,
+    mark_evicted, node_states, observed_from_records, reconcile, Action, DesiredWorkload, Plan,
+    StopReason,
 };
 use pss_plumbing::clock::now_ms;
 
@@ -39,7 +40,10 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             _ = interval.tick() => {}
             _ = requeued => {}
         }
-        requeue = match pass(&shared) {
+        let started = std::time::Instant::now();
+        let outcome = pass(&shared);
+        crate::metrics::RECONCILE_SECONDS.observe(&[], started.elapsed());
+        requeue = match outcome {
             Ok(after) => after.map(|d| tokio::time::Instant::now() + d),
             Err(e) => {
                 tracing::warn!(error = %e, "reconcile pass failed");
@@ -71,18 +75,13 @@ pub(crate) fn pass(shared: &Arc<Shared>) -> Result<Option<Duration>> {
     let desired: Vec<DesiredWorkload> = workloads
         .iter()
         .filter(|w| !invalid.contains(w.workload.name.as_str()))
-        .map(|w| DesiredWorkload {
-            name: w.workload.name.clone(),
-            replicas: w.workload.replicas,
-            placement: w.workload.placement,
-            request: w.workload.pod_spec.requests(),
-            spec_hash: w.workload.pod_spec.spec_hash(),
-        })
+        .map(|w| DesiredWorkload::of(&w.workload))
         .collect();
-    let observed: Vec<_> = observed_from_records(&pods)
+    let mut observed: Vec<_> = observed_from_records(&pods)
         .into_iter()
         .filter(|p| !invalid.contains(p.workload.as_str()))
         .collect();
+    mark_evicted(&mut observed, &nodes);
     let requests: HashMap<&str, pss_core::model::Resources> = workloads
         .iter()
         .map(|w| (w.workload.name.as_str(), w.workload.pod_spec.requests()))
@@ -118,6 +117,7 @@ pub(crate) fn pass(shared: &Arc<Shared>) -> Result<Option<Duration>> {
                 pod.node = Some(node.clone());
                 pod.phase = PodPhase::Starting;
                 store.put_pod(&pod)?;
+                crate::metrics::SCHEDULING_SECONDS.observe(&[], Duration::ZERO);
                 shared.event(EventRecord::normal(
                     "Scheduled",
                     format!("pod/{}", pod.id),
@@ -148,6 +148,10 @@ pub(crate) fn pass(shared: &Arc<Shared>) -> Result<Option<Duration>> {
                 rec.message.clear();
                 rec.updated_at_ms = now;
                 store.put_pod(&rec)?;
+                crate::metrics::SCHEDULING_SECONDS.observe(
+                    &[],
+                    Duration::from_millis(u64::try_from(now - rec.created_at_ms).unwrap_or(0)),
+                );
                 shared.event(EventRecord::normal(
                     "Scheduled",
                     format!("pod/{pod}"),
@@ -197,6 +201,7 @@ pub(crate) fn pass(shared: &Arc<Shared>) -> Result<Option<Duration>> {
                     StopReason::ScaledDown => "scaled down",
                     StopReason::WorkloadDeleted => "workload deleted",
                     StopReason::Replaced => "replaced by a pod of the new spec",
+                    StopReason::Evicted => "its node is drained; a replacement elsewhere is ready",
                 };
                 shared.event(EventRecord::normal(
                     "Killing",
@@ -227,6 +232,15 @@ pub(crate) fn pass(shared: &Arc<Shared>) -> Result<Option<Duration>> {
             _ => {}
         }
     }
+    let valid: Vec<_> = workloads
+        .iter()
+        .filter(|w| !invalid.contains(w.workload.name.as_str()))
+        .collect();
+    let rollout_due = crate::rollouts::track(shared, &valid, &pods, now)?;
+    let requeue_at_ms = match (requeue_at_ms, rollout_due) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
     Ok(requeue_at_ms.map(|at| Duration::from_millis(u64::try_from(at - now).unwrap_or(0))))
 }
 
@@ -388,7 +402,7 @@ async fn start(shared: &Arc<Shared>, pod_id: &str) -> Result<()> {
 }
 
 /// Drains `pod` (if it was serving), stops it on its node and forgets it, in a task.
-fn spawn_stop(shared: &Arc<Shared>, pod: String, drain: bool) {
+pub(crate) fn spawn_stop(shared: &Arc<Shared>, pod: String, drain: bool) {
     spawn_claimed(shared, pod, "stopping pod", move |shared, pod| async move {
         if drain {
             tokio::select! {

@@ -9,12 +9,16 @@
 //! - `executor.rs`: the reconciler's executor: gathers state, asks
 //!   [`pss_core::reconciler::reconcile`], and executes the actions on agents.
 //! - `liveness.rs`: the node liveness loop around [`pss_core::liveness`].
+//! - `rollouts.rs`: after each pass, where every rollout stands (events, auto-revert).
 //! - `autoscale_loop.rs`: the autoscaler loop around [`pss_core::autoscaler`].
 //! - `agent_clients.rs`: gRPC clients for dialing agents back (mutual TLS: the controller's
 //!   certificate, and the node's certificate checked before anything is sent).
 //! - [`security`]: TLS set-up (own CA, brought certificates, or `--insecure`), the guard every
 //!   call passes, revocations; `credentials.rs`: the `Credentials` service (join, renew, join
 //!   tokens).
+//! - `views.rs`: objects as clients see them (desired state with observed fields).
+//! - `watch_hub.rs`: the `Watch` RPC's change sequence (list at a revision, then changes).
+//! - `metrics.rs`: `--admin`'s `/metrics`, `/healthz`, `/readyz`, and the gRPC request counter.
 //!
 //! Every decision is a pure function of `pss-core`; the modules here read the store, call it,
 //! and write or send what it decided.
@@ -28,10 +32,14 @@ mod endpoint_watch;
 mod error;
 mod executor;
 mod liveness;
+mod metrics;
 mod operator;
 mod registry;
+mod rollouts;
 pub mod security;
 pub mod service_manager;
+mod views;
+mod watch_hub;
 
 pub use error::{Error, Result};
 pub use security::TlsSetup;
@@ -103,6 +111,8 @@ pub struct ControllerConfig {
     /// Bounds on what a request may ask for (`--max-replicas` sets `max_replicas`); stored
     /// objects outside them are reported and skipped, never executed.
     pub limits: pss_core::model::Limits,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served (`--admin`); `None`: nowhere.
+    pub admin: Option<std::net::SocketAddr>,
 }
 
 impl ControllerConfig {
@@ -122,6 +132,7 @@ impl ControllerConfig {
             autoscale_cooldown: defaults::AUTOSCALE_COOLDOWN,
             limits: pss_core::model::Limits::default(),
             stabilization_window: Duration::from_secs(300),
+            admin: None,
         }
     }
 }
@@ -158,6 +169,8 @@ pub(crate) struct Shared {
     /// Workloads (name, generation) already reported as outside the limits, so each is
     /// reported once, not on every pass.
     pub reported_invalid: std::sync::Mutex<std::collections::HashSet<(String, u64)>>,
+    /// The change sequence watchers follow.
+    pub watch: watch_hub::WatchHub,
 }
 
 impl Shared {
@@ -234,18 +247,41 @@ pub async fn serve(
         parse_slots: tokio::sync::Semaphore::new(PARSE_SLOTS),
         reported_invalid: Default::default(),
         inflight: Default::default(),
+        watch: watch_hub::WatchHub::new(),
     });
+    {
+        // Every committed write wakes the watch hub.
+        let hub = Arc::downgrade(&shared);
+        shared.store.set_change_hook(Arc::new(move || {
+            if let Some(shared) = hub.upgrade() {
+                shared.watch.poke();
+            }
+        }));
+    }
     shared.services.refresh(shared.store.as_ref())?;
+    if let Some(addr) = shared.config.admin {
+        let admin = TcpListener::bind(addr).await?;
+        tracing::info!(addr = %admin.local_addr()?, "admin endpoints (/metrics, /healthz, /readyz)");
+        tokio::spawn(pss_plumbing::admin::serve(
+            admin,
+            Arc::new(metrics::ControllerAdmin {
+                shared: shared.clone(),
+            }),
+            shutdown.clone(),
+        ));
+    }
 
     let loops = [
         tokio::spawn(executor::run(shared.clone())),
         tokio::spawn(liveness::run(shared.clone())),
         tokio::spawn(autoscale_loop::run(shared.clone())),
+        tokio::spawn(watch_hub::run(shared.clone())),
     ];
 
     let addr = listener.local_addr()?;
     tracing::info!(%addr, tls = shared.security.server.is_some(), "controller listening");
     let router = tonic::transport::Server::builder()
+        .layer(metrics::GrpcMetricsLayer)
         .layer(guard)
         .add_service(OperatorServer::new(operator::OperatorApi::new(
             shared.clone(),

@@ -88,6 +88,10 @@ struct Args {
     /// when run as root, else `<data-dir>/pki/operator.yaml`.
     #[arg(long, env = "PSS_OPERATOR_CONFIG")]
     operator_config: Option<PathBuf>,
+    /// Serve Prometheus /metrics, /healthz and /readyz over HTTP here (e.g. 127.0.0.1:9090);
+    /// off when not given.
+    #[arg(long, env = "PSS_ADMIN")]
+    admin: Option<String>,
     #[command(flatten)]
     server: ServerArgs,
 }
@@ -134,6 +138,13 @@ async fn main() -> anyhow::Result<()> {
     config.autoscale_cooldown = args.autoscale_cooldown.into();
     config.stabilization_window = args.stabilization_window.into();
     config.limits.max_replicas = args.max_replicas;
+    config.admin = match &args.admin {
+        Some(a) => Some(
+            pss_plumbing::addr::parse_listen(a)
+                .map_err(|e| anyhow::anyhow!("--admin {a:?}: {e}"))?,
+        ),
+        None => None,
+    };
     tracing::info!(db = %args.db.display(), "state store opened");
 
     let store: Arc<dyn pss_store::StateStore> = Arc::new(store);

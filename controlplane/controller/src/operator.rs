@@ -9,10 +9,10 @@ use futures::{Stream, StreamExt};
 use pss_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
-use crate::Shared;
-use pss_core::model::{self, AutoScalePolicy, EventRecord, PodPhase, Resources};
+use crate::{views, Shared};
+use pss_core::model::{self, AutoScalePolicy, EventRecord, PodPhase, PodSpec, Resources, Selector};
 use pss_core::paging;
-use pss_core::reconciler::{holds_resources, node_states};
+use pss_core::reconciler::holds_resources;
 use pss_core::text::cut_short;
 use pss_store::ApplyAction;
 
@@ -33,6 +33,16 @@ const MAX_SOURCE_BYTES: usize = 256;
 const DEFAULT_EVENT_LIMIT: usize = 200;
 
 type LogStream = Pin<Box<dyn Stream<Item = Result<pb::LogChunk, Status>> + Send>>;
+
+/// The request's label selector, parsed; an invalid one is the caller's error.
+fn selector(req: &pb::ListRequest) -> Result<Selector, Status> {
+    Selector::parse(&req.label_selector).map_err(|e| {
+        Status::invalid_argument(format!(
+            "label_selector {:?}: {e}",
+            cut_short(&req.label_selector, 128)
+        ))
+    })
+}
 
 impl OperatorApi {
     /// Parses and validates a manifest on a blocking thread, at most [`crate::PARSE_SLOTS`] at
@@ -116,6 +126,35 @@ impl OperatorApi {
     }
 }
 
+impl OperatorApi {
+    /// `pssctl delete pod/NAME`: the pod leaves the endpoints, is stopped, and the reconciler
+    /// replaces it (a way to force a reschedule).
+    fn delete_pod(&self, id: &str) -> Result<Response<pb::DeleteResponse>, Status> {
+        let store = &self.shared.store;
+        let mut pod = store
+            .get_pod(id)
+            .map_err(to_status)?
+            .ok_or_else(|| Status::not_found(format!("pod \"{}\" not found", cut_short(id, 64))))?;
+        if pod.phase != PodPhase::Terminating {
+            let was_ready = pod.ready;
+            pod.phase = PodPhase::Terminating;
+            pod.ready = false;
+            pod.updated_at_ms = pss_plumbing::clock::now_ms();
+            store.put_pod(&pod).map_err(to_status)?;
+            self.shared.event(EventRecord::normal(
+                "Killing",
+                format!("pod/{id}"),
+                format!("stopping pod {id}: deleted by an operator; a replacement is scheduled"),
+            ));
+            self.shared.refresh_endpoints();
+            // Out of the endpoints first, then stopped after the drain period.
+            crate::executor::spawn_stop(&self.shared, id.to_string(), was_ready);
+        }
+        self.shared.kick();
+        Ok(Response::new(pb::DeleteResponse {}))
+    }
+}
+
 #[tonic::async_trait]
 impl pb::operator_server::Operator for OperatorApi {
     async fn apply(
@@ -168,6 +207,7 @@ impl pb::operator_server::Operator for OperatorApi {
         request: Request<pb::ListRequest>,
     ) -> Result<Response<pb::ListPodsResponse>, Status> {
         let req = request.into_inner();
+        let selector = selector(&req)?;
         let size = paging::page_size(req.page_size);
         let after = (!req.page_token.is_empty()).then_some(req.page_token.as_str());
         // One row more than the page tells whether another page follows.
@@ -181,99 +221,55 @@ impl pb::operator_server::Operator for OperatorApi {
             )
             .map_err(to_status)?;
         let (page, next) = paging::page(&batch, |p| p.id.clone(), None, size);
+        // Pods carry their workload's labels; a selector keeps those that match (a page may
+        // then hold fewer than `page_size` pods, and the token still leads on).
+        let labels = views::workload_labels(&self.shared).map_err(to_status)?;
+        let pods = page
+            .iter()
+            .map(|p| views::pod(p, &labels))
+            .filter(|p| views::matches(&selector, &p.labels))
+            .collect();
         Ok(Response::new(pb::ListPodsResponse {
-            pods: page.iter().map(pb::Pod::from).collect(),
+            pods,
             next_page_token: next.unwrap_or_default(),
         }))
     }
 
     async fn list_workloads(
         &self,
-        _request: Request<pb::ListRequest>,
+        request: Request<pb::ListRequest>,
     ) -> Result<Response<pb::ListWorkloadsResponse>, Status> {
-        let store = &self.shared.store;
-        let pods = store.list_pods(None).map_err(to_status)?;
-        let workloads = store
-            .list_workloads()
+        let selector = selector(request.get_ref())?;
+        let workloads = views::workloads(&self.shared)
             .map_err(to_status)?
             .into_iter()
-            .map(|w| {
-                let mine = pods.iter().filter(|p| p.workload == w.workload.name);
-                let current = mine
-                    .clone()
-                    .filter(|p| !matches!(p.phase, PodPhase::Terminating | PodPhase::Lost))
-                    .count();
-                let ready = mine
-                    .filter(|p| p.ready && p.phase == PodPhase::Running)
-                    .count();
-                let mut out = pb::Workload::from(&w.workload);
-                out.current_replicas = current as u32;
-                out.ready_replicas = ready as u32;
-                out.created_at_ms = w.created_at_ms;
-                out.generation = w.generation;
-                if let Err(e) = w.workload.validate(&self.shared.config.limits) {
-                    out.problem = format!("not run: {e}");
-                }
-                out
-            })
+            .filter(|w| views::matches(&selector, &w.labels))
             .collect();
         Ok(Response::new(pb::ListWorkloadsResponse { workloads }))
     }
 
     async fn list_services(
         &self,
-        _request: Request<pb::ListRequest>,
+        request: Request<pb::ListRequest>,
     ) -> Result<Response<pb::ListServicesResponse>, Status> {
-        let services = self
-            .shared
-            .store
-            .list_services()
+        let selector = selector(request.get_ref())?;
+        let services = views::services(&self.shared)
             .map_err(to_status)?
             .into_iter()
-            .map(|s| {
-                let mut out = pb::Service::from(&s.service);
-                out.created_at_ms = s.created_at_ms;
-                if let Some(snap) = self.shared.services.current(&s.service.name) {
-                    out.endpoints = snap.endpoints.clone();
-                    out.snapshot_version = snap.version;
-                }
-                out
-            })
+            .filter(|s| views::matches(&selector, &s.labels))
             .collect();
         Ok(Response::new(pb::ListServicesResponse { services }))
     }
 
     async fn list_nodes(
         &self,
-        _request: Request<pb::ListRequest>,
+        request: Request<pb::ListRequest>,
     ) -> Result<Response<pb::ListNodesResponse>, Status> {
-        let store = &self.shared.store;
-        let pods = store.list_pods(None).map_err(to_status)?;
-        let requests: std::collections::HashMap<String, Resources> = store
-            .list_workloads()
+        let selector = selector(request.get_ref())?;
+        let nodes = views::nodes(&self.shared)
             .map_err(to_status)?
             .into_iter()
-            .map(|w| (w.workload.name.clone(), w.workload.pod_spec.requests()))
-            .collect();
-        let records = store.list_nodes().map_err(to_status)?;
-        // The scheduler's own view: allocation is what the reconciler places against.
-        let states = node_states(&records, &pods, |w| requests.get(w).copied());
-        let mut counts: std::collections::HashMap<&str, u32> = std::collections::HashMap::new();
-        for p in pods.iter().filter(|p| holds_resources(p.phase)) {
-            if let Some(n) = p.node.as_deref() {
-                *counts.entry(n).or_default() += 1;
-            }
-        }
-        let nodes = records
-            .iter()
-            .zip(&states)
-            .map(|(n, state)| {
-                model::node_to_proto(
-                    n,
-                    state.allocated,
-                    counts.get(n.name.as_str()).copied().unwrap_or(0),
-                )
-            })
+            .filter(|n| views::matches(&selector, &n.labels))
             .collect();
         Ok(Response::new(pb::ListNodesResponse { nodes }))
     }
@@ -323,25 +319,10 @@ impl pb::operator_server::Operator for OperatorApi {
         request: Request<pb::ListRequest>,
     ) -> Result<Response<pb::ListAutoscalersResponse>, Status> {
         let filter = request.into_inner().filter;
-        let autoscalers = self
-            .shared
-            .store
-            .list_autoscalers()
+        let autoscalers = views::autoscalers(&self.shared)
             .map_err(to_status)?
             .into_iter()
-            .filter(|a| filter.is_empty() || a.policy.workload == filter)
-            .map(|a| {
-                let mut out = pb::AutoScalePolicy::from(&a.policy);
-                out.created_at_ms = a.created_at_ms;
-                out.has_metrics = a.status.current_cpu_percent.is_some()
-                    || a.status.current_memory_percent.is_some();
-                out.current_cpu_percent = a.status.current_cpu_percent.unwrap_or_default();
-                out.current_memory_percent = a.status.current_memory_percent.unwrap_or_default();
-                out.current_replicas = a.status.current_replicas;
-                out.desired_replicas = a.status.desired_replicas;
-                out.last_scale_at_ms = a.status.last_scale_at_ms;
-                out
-            })
+            .filter(|a| filter.is_empty() || a.workload == filter)
             .collect();
         Ok(Response::new(pb::ListAutoscalersResponse { autoscalers }))
     }
@@ -460,6 +441,9 @@ impl pb::operator_server::Operator for OperatorApi {
     ) -> Result<Response<pb::DeleteResponse>, Status> {
         let req = request.into_inner();
         let store = &self.shared.store;
+        if matches!(req.kind.as_str(), "pod" | "pods" | "po") {
+            return self.delete_pod(&req.name);
+        }
         let (kind, existed) = match req.kind.as_str() {
             "workload" | "workloads" => ("workload", store.delete_workload(&req.name)),
             "service" | "services" | "svc" => ("service", store.delete_service(&req.name)),
@@ -490,7 +474,7 @@ impl pb::operator_server::Operator for OperatorApi {
             }
             other => {
                 return Err(Status::invalid_argument(format!(
-                    "cannot delete kind {other:?}: use workload, service, autoscaler or node"
+                    "cannot delete kind {other:?}: use workload, service, autoscaler, pod or node"
                 )))
             }
         };
@@ -540,6 +524,202 @@ impl pb::operator_server::Operator for OperatorApi {
         let shutdown = self.shared.shutdown.clone();
         let stream = upstream.take_until(shutdown.cancelled_owned());
         Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn set_node_scheduling(
+        &self,
+        request: Request<pb::NodeSchedulingRequest>,
+    ) -> Result<Response<pb::NodeSchedulingResponse>, Status> {
+        let req = request.into_inner();
+        let (unschedulable, draining, reason, what) = match req.action.as_str() {
+            "cordon" => (true, false, "Cordoned", "cordoned: no new pods"),
+            "uncordon" => (false, false, "Uncordoned", "uncordoned: schedulable again"),
+            "drain" => (
+                true,
+                true,
+                "Draining",
+                "draining: its pods are replaced elsewhere, each new pod ready before the old one stops",
+            ),
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "action {:?}: expected cordon, uncordon or drain",
+                    cut_short(other, 32)
+                )))
+            }
+        };
+        let node = self
+            .shared
+            .store
+            .set_node_scheduling(&req.node, unschedulable, draining)
+            .map_err(to_status)?;
+        self.shared.event(EventRecord::normal(
+            reason,
+            format!("node/{}", node.name),
+            format!("node {} {what}", node.name),
+        ));
+        let pods = self
+            .shared
+            .store
+            .list_pods(None)
+            .map_err(to_status)?
+            .iter()
+            .filter(|p| p.node.as_deref() == Some(node.name.as_str()))
+            .filter(|p| holds_resources(p.phase))
+            .count();
+        self.shared.kick();
+        Ok(Response::new(pb::NodeSchedulingResponse {
+            node: Some(node.to_proto(Resources::default(), pods as u32)),
+            pods: pods as u32,
+        }))
+    }
+
+    async fn rollout(
+        &self,
+        request: Request<pb::RolloutRequest>,
+    ) -> Result<Response<pb::RolloutResponse>, Status> {
+        let req = request.into_inner();
+        let store = &self.shared.store;
+        let name = req.workload.as_str();
+        let current = store
+            .get_workload(name)
+            .map_err(to_status)?
+            .ok_or_else(|| {
+                Status::not_found(format!("workload \"{}\" not found", cut_short(name, 64)))
+            })?;
+        let (stored, message) = match req.action.as_str() {
+            "undo" => {
+                let revisions = store.list_revisions(name).map_err(to_status)?;
+                let target = if req.to_revision == 0 {
+                    // The newest revision other than the current one.
+                    revisions
+                        .iter()
+                        .rev()
+                        .find(|r| r.pod_spec != current.workload.pod_spec)
+                } else {
+                    revisions.iter().find(|r| r.revision == req.to_revision)
+                };
+                let Some(target) = target else {
+                    let known: Vec<String> =
+                        revisions.iter().map(|r| r.revision.to_string()).collect();
+                    return Err(Status::failed_precondition(if req.to_revision == 0 {
+                        format!("workload {name} has no previous revision to go back to")
+                    } else {
+                        format!(
+                            "workload {name} has no revision {} (kept: {})",
+                            req.to_revision,
+                            known.join(", ")
+                        )
+                    }));
+                };
+                let cause = format!("rollout undo to revision {}", target.revision);
+                let stored = store
+                    .set_pod_spec(name, &target.pod_spec, &cause)
+                    .map_err(to_status)?;
+                (
+                    stored,
+                    format!("rolled back to revision {}", target.revision),
+                )
+            }
+            "restart" => {
+                let spec = PodSpec {
+                    restarted_at_ms: pss_plumbing::clock::now_ms(),
+                    ..current.workload.pod_spec.clone()
+                };
+                let stored = store
+                    .set_pod_spec(name, &spec, "rollout restart")
+                    .map_err(to_status)?;
+                (stored, "restarted: every pod is replaced".to_string())
+            }
+            "pause" => (
+                store.set_paused(name, true).map_err(to_status)?,
+                "paused".to_string(),
+            ),
+            "resume" => (
+                store.set_paused(name, false).map_err(to_status)?,
+                "resumed".to_string(),
+            ),
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "action {:?}: expected undo, restart, pause or resume",
+                    cut_short(other, 32)
+                )))
+            }
+        };
+        self.shared.event(EventRecord::normal(
+            "Rollout",
+            format!("workload/{name}"),
+            format!("workload {name} {message} (revision {})", stored.revision),
+        ));
+        self.shared.kick();
+        let mut out = pb::Workload::from(&stored.workload);
+        out.revision = stored.revision;
+        out.generation = stored.generation;
+        out.created_at_ms = stored.created_at_ms;
+        Ok(Response::new(pb::RolloutResponse {
+            workload: Some(out),
+            message,
+        }))
+    }
+
+    async fn rollout_history(
+        &self,
+        request: Request<pb::RolloutHistoryRequest>,
+    ) -> Result<Response<pb::RolloutHistoryResponse>, Status> {
+        let req = request.into_inner();
+        let store = &self.shared.store;
+        if store
+            .get_workload(&req.workload)
+            .map_err(to_status)?
+            .is_none()
+        {
+            return Err(Status::not_found(format!(
+                "workload \"{}\" not found",
+                cut_short(&req.workload, 64)
+            )));
+        }
+        let revisions = store
+            .list_revisions(&req.workload)
+            .map_err(to_status)?
+            .into_iter()
+            .map(|r| pb::Revision {
+                revision: r.revision,
+                spec_hash: r.pod_spec.spec_hash(),
+                created_at_ms: r.created_at_ms,
+                images: r.images(),
+                cause: r.cause,
+                pod_spec: Some((&r.pod_spec).into()),
+            })
+            .collect();
+        Ok(Response::new(pb::RolloutHistoryResponse { revisions }))
+    }
+
+    type WatchStream = crate::watch_hub::WatchStream;
+
+    async fn watch(
+        &self,
+        request: Request<pb::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let req = request.into_inner();
+        let kind = crate::watch_hub::Kind::parse(&req.kind).ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "kind {:?}: expected pods, workloads, services, nodes or autoscalers",
+                cut_short(&req.kind, 32)
+            ))
+        })?;
+        let selector = Selector::parse(&req.label_selector).map_err(|e| {
+            Status::invalid_argument(format!(
+                "label_selector {:?}: {e}",
+                cut_short(&req.label_selector, 128)
+            ))
+        })?;
+        // The initial list must be current: nobody may have watched (and the hub rendered)
+        // since the last writes.
+        crate::watch_hub::refresh(&self.shared).await;
+        let stream = self.shared.watch.watch(kind, selector, req.resume_from)?;
+        let shutdown = self.shared.shutdown.clone();
+        Ok(Response::new(Box::pin(
+            stream.take_until(shutdown.cancelled_owned()),
+        )))
     }
 
     async fn version(

@@ -125,7 +125,9 @@ impl<'a> Ingest<'a> {
         if self.endpoints_changed {
             self.shared.refresh_endpoints();
         }
-        if self.kick {
+        // A pod that became ready (or stopped being) may let a rollout or a drain take its
+        // next step: a pass runs at once rather than at the next resync.
+        if self.kick || self.endpoints_changed {
             self.shared.kick();
         }
         self.stop
@@ -157,6 +159,10 @@ impl pb::node_registry_server::NodeRegistry for RegistryApi {
         shared
             .store
             .upsert_node(&NodeRecord {
+                labels: req.labels.clone().into_iter().collect(),
+                // Kept as stored: a re-registering agent does not undo a cordon or drain.
+                unschedulable: false,
+                draining: false,
                 name: req.name.clone(),
                 agent_address: req.agent_address.clone(),
                 cpu_millis: req.cpu_millis,

@@ -53,6 +53,7 @@ mod tests {
 
     fn svc() -> Service {
         Service {
+            labels: Default::default(),
             name: "s".into(),
             workload: "w".into(),
             port: 80,

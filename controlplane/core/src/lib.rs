@@ -6,7 +6,9 @@
 //! - [`model`]: the YAML objects users write (Workload, Service, AutoScalePolicy), their
 //!   validation, and the records kept about pods, nodes and events.
 //! - [`scheduler`]: where a pod goes (spread or binpack).
-//! - [`reconciler`]: the diff between desired and observed state, as actions.
+//! - [`reconciler`]: the diff between desired and observed state, as actions (rollouts bounded
+//!   by maxSurge/maxUnavailable, drains).
+//! - [`rollout_progress`]: where a rollout stands; its deadline and automatic revert.
 //! - [`autoscaler`]: the replica count a policy recommends.
 //! - [`podstate`]: the pod state machine (an agent's report applied to a pod record).
 //! - [`crashloop`]: when a failing pod may restart.
@@ -28,6 +30,7 @@ pub mod node_input;
 pub mod paging;
 pub mod podstate;
 pub mod reconciler;
+pub mod rollout_progress;
 pub mod scheduler;
 pub mod text;
 

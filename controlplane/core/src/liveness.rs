@@ -80,6 +80,9 @@ mod tests {
 
     fn node(name: &str, status: NodeStatus, last: i64) -> NodeRecord {
         NodeRecord {
+            labels: Default::default(),
+            unschedulable: false,
+            draining: false,
             name: name.into(),
             agent_address: format!("{name}:1"),
             cpu_millis: 1000,

@@ -171,6 +171,9 @@ mod tests {
     fn an_unresponsive_runtime_makes_a_ready_node_unplaceable() {
         use crate::model::{NodeRecord, NodeStatus, Resources};
         let mut n = NodeRecord {
+            labels: Default::default(),
+            unschedulable: false,
+            draining: false,
             name: "n".into(),
             agent_address: "127.0.0.1:1".into(),
             cpu_millis: 4000,

@@ -4,7 +4,8 @@
 //!
 //! What is refused and what is repaired:
 //!
-//! - **refused** (the whole request): a node name that is not DNS-1123; an agent address that
+//! - **refused** (the whole request): a node name that is not DNS-1123; labels beyond
+//!   [`crate::model::MAX_LABELS`] or not in Kubernetes' label syntax; an agent address that
 //!   is not `host:port` or is longer than [`MAX_ADDRESS_BYTES`]; a capacity of 0 or above
 //!   [`MAX_CPU_MILLIS`] / [`MAX_MEMORY_BYTES`]; node metrics that are NaN, infinite or negative,
 //!   or memory above [`MAX_MEMORY_BYTES`]; more than [`MAX_PODS_PER_REPORT`] pod reports; a pod
@@ -154,7 +155,28 @@ pub fn check_registration(req: &mut pb::RegisterNodeRequest) -> Result<(), Input
     check_node_name("name", &req.name)?;
     check_agent_address(&req.agent_address)?;
     check_capacity(req.cpu_millis, req.memory_bytes)?;
+    check_node_labels(&req.labels)?;
     check_pod_reports(&mut req.pods)
+}
+
+/// A node's labels: at most [`crate::model::MAX_LABELS`], each key and value as Kubernetes
+/// allows.
+pub fn check_node_labels(
+    labels: &std::collections::HashMap<String, String>,
+) -> Result<(), InputError> {
+    if labels.len() > crate::model::MAX_LABELS {
+        return Err(refuse(
+            "labels",
+            format!("({} labels)", labels.len()),
+            format!("at most {} labels", crate::model::MAX_LABELS),
+        ));
+    }
+    for (key, value) in labels {
+        crate::model::check_key(key)
+            .and_then(|()| crate::model::check_value(value))
+            .map_err(|e| refuse("labels", key, e))?;
+    }
+    Ok(())
 }
 
 /// Node metrics of a heartbeat: finite, non-negative; CPU above 100 % clamped to 100.

@@ -33,7 +33,7 @@
 use std::cmp::Reverse;
 use std::collections::{HashMap, HashSet};
 
-use crate::model::{NodeRecord, NodeStatus, Placement, PodPhase, PodRecord, Resources};
+use crate::model::{NodeRecord, NodeStatus, Placement, PodPhase, PodRecord, Resources, Workload};
 use crate::scheduler::{self, NodeState};
 
 /// One workload's desired state.
@@ -46,6 +46,29 @@ pub struct DesiredWorkload {
     pub request: Resources,
     /// Hash of the current pod spec; pods with another hash run an old spec.
     pub spec_hash: u64,
+    /// Pods above `replicas` a rollout may create ([`RolloutSpec::bounds`]).
+    pub max_surge: u32,
+    /// Ready pods below `replicas` a rollout may leave ([`RolloutSpec::bounds`]).
+    pub max_unavailable: u32,
+    /// A paused rollout neither retires old pods nor creates pods beyond `replicas`.
+    pub paused: bool,
+}
+
+impl DesiredWorkload {
+    /// The reconciler's view of a workload.
+    pub fn of(w: &Workload) -> Self {
+        let (max_surge, max_unavailable) = w.rollout.bounds(w.replicas);
+        DesiredWorkload {
+            name: w.name.clone(),
+            replicas: w.replicas,
+            placement: w.placement,
+            request: w.pod_spec.requests(),
+            spec_hash: w.pod_spec.spec_hash(),
+            max_surge,
+            max_unavailable,
+            paused: w.rollout.paused,
+        }
+    }
 }
 
 /// One pod as the reconciler sees it.
@@ -60,6 +83,9 @@ pub struct ObservedPod {
     pub restart_count: u32,
     /// Earliest restart time of a Failed pod (crash-loop back-off); 0 = none.
     pub backoff_until_ms: i64,
+    /// Its node is being drained: the pod is replaced elsewhere, and stopped only once the
+    /// workload has `replicas` ready pods without it.
+    pub evicted: bool,
 }
 
 /// Why a pod is being stopped.
@@ -69,6 +95,8 @@ pub enum StopReason {
     WorkloadDeleted,
     /// The workload's spec changed and a pod of the new spec is ready to take over.
     Replaced,
+    /// Its node is being drained and a pod elsewhere is ready to take over.
+    Evicted,
 }
 
 /// What the controller must do.
@@ -230,31 +258,40 @@ struct WorkloadPlan<'a> {
 impl<'a> WorkloadPlan<'a> {
     /// Plans one workload whose pods are `observed[i]` for `i` in `indices`.
     fn run(&self, indices: &[usize], cluster: &mut [NodeState], actions: &mut Vec<Action>) {
+        let w = self.workload;
         let mut current = Vec::new();
         let mut old = Vec::new();
+        let mut evicted = Vec::new();
         for &position in indices {
             let pod = &self.observed[position];
             let Some(counted) = self.classify(pod, position, actions) else {
                 continue;
             };
-            if pod.spec_hash == self.workload.spec_hash {
+            if pod.evicted {
+                evicted.push(counted);
+            } else if pod.spec_hash == w.spec_hash {
                 current.push(counted);
             } else {
                 old.push(counted);
             }
         }
         let mut per_node = vec![0u32; cluster.len()];
-        for node in current.iter().chain(&old).filter_map(|c| c.node) {
+        for node in current
+            .iter()
+            .chain(&old)
+            .chain(&evicted)
+            .filter_map(|c| c.node)
+        {
             per_node[node] += 1;
         }
-        let replicas = self.workload.replicas as usize;
-        let ready_current = current.iter().filter(|c| c.is_ready()).count();
-        retire_old(
-            old,
-            replicas.saturating_sub(ready_current),
-            &mut per_node,
-            actions,
-        );
+        let replicas = w.replicas as usize;
+        // Old and evicted pods that serve nothing go at once (unless paused: no rollout step).
+        let old = if w.paused {
+            old
+        } else {
+            retire_idle(old, &mut per_node, StopReason::Replaced, actions)
+        };
+        let evicted = retire_idle(evicted, &mut per_node, StopReason::Evicted, actions);
         let surplus = current.len().saturating_sub(replicas);
         let kept = pick_stops(
             current,
@@ -263,10 +300,41 @@ impl<'a> WorkloadPlan<'a> {
             StopReason::ScaledDown,
             actions,
         );
+        // Availability: old pods may go while `replicas - max_unavailable` stay ready; evicted
+        // ones only while `replicas` stay ready (a drain never lowers what a service serves).
+        // Pods that are not ready serve nothing: they go first and cost no availability
+        // (`pick_stops` takes not-ready pods first).
+        let ready = |pods: &[Counted<'_>]| pods.iter().filter(|c| c.is_ready()).count();
+        let available = ready(&kept) + ready(&old) + ready(&evicted);
+        let old = if w.paused {
+            old
+        } else {
+            let floor = replicas.saturating_sub(w.max_unavailable as usize);
+            let budget = (old.len() - ready(&old)) + available.saturating_sub(floor);
+            pick_stops(old, budget, &mut per_node, StopReason::Replaced, actions)
+        };
+        let available = ready(&kept) + ready(&old) + ready(&evicted);
+        let budget = (evicted.len() - ready(&evicted)) + available.saturating_sub(replicas);
+        let evicted = pick_stops(evicted, budget, &mut per_node, StopReason::Evicted, actions);
+
         self.restart_crashed(&kept, cluster, actions);
         count_workload_pods(cluster, &kept);
         self.place_unplaced(&kept, cluster, actions);
-        self.create_missing(replicas.saturating_sub(kept.len()), cluster, actions);
+        let missing = replicas.saturating_sub(kept.len());
+        let creates = if old.is_empty() && evicted.is_empty() {
+            missing
+        } else {
+            // A rollout in progress: at most `replicas + max_surge` pods in all, plus one
+            // replacement per evicted pod.
+            let surge = if w.paused { 0 } else { w.max_surge as usize };
+            let total = kept.len() + old.len() + evicted.len();
+            let cap = replicas
+                .saturating_add(surge)
+                .saturating_add(evicted.len())
+                .saturating_sub(total);
+            missing.min(cap)
+        };
+        self.create_missing(creates, cluster, actions);
     }
 
     /// Sorts a pod into [`State`]s, or plans its `Forget` (Lost, or its node is unknown) and
@@ -394,18 +462,22 @@ fn count_workload_pods(cluster: &mut [NodeState], pods: &[Counted<'_>]) {
     }
 }
 
-/// Stops the old-spec pods that are no longer needed: those that serve nothing at once, and
-/// active ones beyond `keep` (the current pods not yet ready).
-fn retire_old(old: Vec<Counted<'_>>, keep: usize, per_node: &mut [u32], actions: &mut Vec<Action>) {
-    let (active, idle): (Vec<_>, Vec<_>) = old.into_iter().partition(|c| c.state == State::Active);
+/// Stops the pods of `pods` that serve nothing (unplaced, crashed) and returns the active
+/// ones, which go only as others become ready.
+fn retire_idle<'a>(
+    pods: Vec<Counted<'a>>,
+    per_node: &mut [u32],
+    reason: StopReason,
+    actions: &mut Vec<Action>,
+) -> Vec<Counted<'a>> {
+    let (active, idle): (Vec<_>, Vec<_>) = pods.into_iter().partition(|c| c.state == State::Active);
     for c in idle {
         if let Some(n) = c.node {
             per_node[n] -= 1;
         }
-        actions.push(stop(c.pod, StopReason::Replaced));
+        actions.push(stop(c.pod, reason));
     }
-    let surplus = active.len().saturating_sub(keep);
-    pick_stops(active, surplus, per_node, StopReason::Replaced, actions);
+    active
 }
 
 /// Stops `count` of `pods` in scale-down order (see [`Counted::stop_rank`]), one at a time so
@@ -472,8 +544,35 @@ pub fn observed_from_records(pods: &[PodRecord]) -> Vec<ObservedPod> {
             spec_hash: p.spec_hash,
             restart_count: p.restart_count,
             backoff_until_ms: p.backoff_until_ms,
+            evicted: false,
         })
         .collect()
+}
+
+/// Marks as evicted (see [`ObservedPod::evicted`]) the pods on draining nodes, and the crashed
+/// pods on cordoned nodes (a cordoned node starts nothing, not even a restart: the pod is
+/// replaced elsewhere).
+pub fn mark_evicted(observed: &mut [ObservedPod], nodes: &[NodeRecord]) {
+    let draining: HashSet<&str> = nodes
+        .iter()
+        .filter(|n| n.draining)
+        .map(|n| n.name.as_str())
+        .collect();
+    let cordoned: HashSet<&str> = nodes
+        .iter()
+        .filter(|n| n.unschedulable)
+        .map(|n| n.name.as_str())
+        .collect();
+    if draining.is_empty() && cordoned.is_empty() {
+        return;
+    }
+    for pod in observed.iter_mut() {
+        let Some(node) = pod.node.as_deref() else {
+            continue;
+        };
+        let crashed = matches!(pod.phase, PodPhase::Failed | PodPhase::Succeeded);
+        pod.evicted = draining.contains(node) || (crashed && cordoned.contains(node));
+    }
 }
 
 /// Whether a pod in `phase` on a node holds that node's resources: everything but `Lost` (its
@@ -514,7 +613,10 @@ pub fn node_states(
         .zip(allocated)
         .map(|(n, allocated)| NodeState {
             name: n.name.clone(),
-            ready: n.status == NodeStatus::Ready && n.conditions.schedulable(),
+            ready: n.status == NodeStatus::Ready
+                && n.conditions.schedulable()
+                && !n.unschedulable
+                && !n.draining,
             capacity: Resources {
                 cpu_millis: n.cpu_millis,
                 memory_bytes: n.memory_bytes,
@@ -558,6 +660,10 @@ mod tests {
                 memory_bytes: 1 << 20,
             },
             spec_hash: HASH,
+            // The behaviour before strategies: any surge, no unavailability.
+            max_surge: u32::MAX,
+            max_unavailable: 0,
+            paused: false,
         }
     }
 
@@ -571,6 +677,7 @@ mod tests {
             spec_hash: HASH,
             restart_count: 0,
             backoff_until_ms: 0,
+            evicted: false,
         }
     }
 
@@ -801,6 +908,9 @@ mod tests {
             .collect();
         assert_eq!(ids, vec!["w-c", "w-a", "w-b"]);
         let nodes = [NodeRecord {
+            labels: Default::default(),
+            unschedulable: false,
+            draining: false,
             name: "n".into(),
             agent_address: String::new(),
             cpu_millis: 1000,
@@ -827,6 +937,154 @@ mod tests {
             }
         );
         assert!(states[0].ready);
+    }
+
+    fn rolling(replicas: u32, surge: u32, unavailable: u32) -> DesiredWorkload {
+        DesiredWorkload {
+            max_surge: surge,
+            max_unavailable: unavailable,
+            ..workload("w", replicas)
+        }
+    }
+
+    fn old_pod(id: &str, node: &str) -> ObservedPod {
+        ObservedPod {
+            spec_hash: OLD_HASH,
+            ..pod(id, "w", Some(node), PodPhase::Running)
+        }
+    }
+
+    fn creates(actions: &[Action]) -> usize {
+        actions
+            .iter()
+            .filter(|a| matches!(a, Action::Create { .. }))
+            .count()
+    }
+
+    #[test]
+    fn rollout_bounds_surge_and_unavailability() {
+        let nodes = [node("a", 100_000)];
+        let observed: Vec<_> = (0..4).map(|i| old_pod(&format!("w-o{i}"), "a")).collect();
+        // 4 replicas, maxSurge 1, maxUnavailable 1: one old pod goes at once, and at most 5
+        // pods exist: 3 old + 2 new.
+        let actions = plan(&[rolling(4, 1, 1)], &observed, &nodes, 0);
+        assert_eq!(stopped(&actions).len(), 1);
+        assert_eq!(creates(&actions), 2);
+        // maxSurge 0, maxUnavailable 1: one old pod goes, one new pod takes its place.
+        let actions = plan(&[rolling(4, 0, 1)], &observed, &nodes, 0);
+        assert_eq!(stopped(&actions).len(), 1);
+        assert_eq!(creates(&actions), 1);
+        // maxSurge 2, maxUnavailable 0: nothing stops before new pods are ready.
+        let actions = plan(&[rolling(4, 2, 0)], &observed, &nodes, 0);
+        assert!(stopped(&actions).is_empty());
+        assert_eq!(creates(&actions), 2);
+    }
+
+    #[test]
+    fn rollout_stops_old_pods_that_are_not_ready_first() {
+        let nodes = [node("a", 100_000)];
+        let mut broken = old_pod("w-o0", "a");
+        broken.ready = false;
+        let observed = [broken, old_pod("w-o1", "a")];
+        // maxSurge 0, maxUnavailable 0 would deadlock; the unready old pod goes for free.
+        let actions = plan(&[rolling(2, 0, 0)], &observed, &nodes, 0);
+        assert_eq!(stopped(&actions), vec![("w-o0", StopReason::Replaced)]);
+        assert_eq!(creates(&actions), 1);
+    }
+
+    #[test]
+    fn paused_rollout_takes_no_step() {
+        let nodes = [node("a", 100_000)];
+        let observed: Vec<_> = (0..2).map(|i| old_pod(&format!("w-o{i}"), "a")).collect();
+        let paused = DesiredWorkload {
+            paused: true,
+            ..rolling(2, 1, 1)
+        };
+        assert!(plan(std::slice::from_ref(&paused), &observed, &nodes, 0).is_empty());
+        // Scaling up still works while paused, without surge.
+        let bigger = DesiredWorkload {
+            replicas: 3,
+            ..paused
+        };
+        let actions = plan(&[bigger], &observed, &nodes, 0);
+        assert!(stopped(&actions).is_empty());
+        assert_eq!(creates(&actions), 1);
+    }
+
+    #[test]
+    fn drain_replaces_pods_before_stopping_them() {
+        let mut draining = node("a", 100_000);
+        draining.ready = false; // node_states makes a draining node unschedulable
+        let nodes = [draining, node("b", 100_000)];
+        let on_a = |id: &str| ObservedPod {
+            evicted: true,
+            ..pod(id, "w", Some("a"), PodPhase::Running)
+        };
+        // Even with maxUnavailable 1, a drain stops nothing before the new pods are ready.
+        let observed = [on_a("w-a0"), on_a("w-a1")];
+        let actions = plan(&[rolling(2, 0, 1)], &observed, &nodes, 0);
+        assert!(stopped(&actions).is_empty(), "{actions:?}");
+        assert_eq!(
+            actions
+                .iter()
+                .filter(|a| matches!(a, Action::Create { node, .. } if node == "b"))
+                .count(),
+            2
+        );
+        // One replacement ready: one evicted pod goes.
+        let mut observed = observed.to_vec();
+        observed.push(pod("w-b0", "w", Some("b"), PodPhase::Running));
+        let mut starting = pod("w-b1", "w", Some("b"), PodPhase::Starting);
+        starting.ready = false;
+        observed.push(starting);
+        let actions = plan(&[rolling(2, 0, 1)], &observed, &nodes, 0);
+        assert_eq!(stopped(&actions).len(), 1);
+        assert!(matches!(stopped(&actions)[0], (_, StopReason::Evicted)));
+        assert_eq!(creates(&actions), 0);
+    }
+
+    #[test]
+    fn mark_evicted_takes_draining_nodes_and_crashed_pods_on_cordoned_ones() {
+        let record = |name: &str, unschedulable: bool, draining: bool| NodeRecord {
+            name: name.into(),
+            agent_address: String::new(),
+            cpu_millis: 1000,
+            memory_bytes: 1 << 30,
+            status: NodeStatus::Ready,
+            cpu_usage_percent: 0.0,
+            memory_used_bytes: 0,
+            last_heartbeat_ms: 0,
+            registered_at_ms: 0,
+            conditions: Default::default(),
+            limits_unenforced: String::new(),
+            labels: Default::default(),
+            unschedulable,
+            draining,
+        };
+        let nodes = [
+            record("d", true, true),
+            record("c", true, false),
+            record("r", false, false),
+        ];
+        let mut observed = vec![
+            pod("w-1", "w", Some("d"), PodPhase::Running),
+            pod("w-2", "w", Some("c"), PodPhase::Running),
+            pod("w-3", "w", Some("c"), PodPhase::Failed),
+            pod("w-4", "w", Some("r"), PodPhase::Failed),
+            pod("w-5", "w", None, PodPhase::Pending),
+        ];
+        mark_evicted(&mut observed, &nodes);
+        let evicted: Vec<&str> = observed
+            .iter()
+            .filter(|p| p.evicted)
+            .map(|p| p.id.as_str())
+            .collect();
+        assert_eq!(evicted, ["w-1", "w-3"]);
+        let states = node_states(&nodes, &[], |_| None);
+        assert_eq!(
+            states.iter().map(|s| s.ready).collect::<Vec<_>>(),
+            [false, false, true]
+        );
     }
 
     // ------------------------------------------------------------------ simulation
@@ -994,13 +1252,25 @@ mod tests {
                 .iter()
                 .enumerate()
                 .filter(|(_, (deleted, ..))| !deleted)
-                .map(|(i, &(_, replicas, binpack, _))| DesiredWorkload {
-                    placement: if binpack {
-                        Placement::Binpack
-                    } else {
-                        Placement::Spread
-                    },
-                    ..workload(&format!("w{i}"), replicas)
+                .map(|(i, &(_, replicas, binpack, bounded))| {
+                    // Half the workloads roll out with a bounded strategy (surge and
+                    // unavailability of 0-1 pods, never both 0), half as before.
+                    let (max_surge, max_unavailable) = match (bounded, replicas % 3) {
+                        (false, _) => (u32::MAX, 0),
+                        (true, 0) => (1, 0),
+                        (true, 1) => (0, 1),
+                        (true, _) => (1, 1),
+                    };
+                    DesiredWorkload {
+                        placement: if binpack {
+                            Placement::Binpack
+                        } else {
+                            Placement::Spread
+                        },
+                        max_surge,
+                        max_unavailable,
+                        ..workload(&format!("w{i}"), replicas)
+                    }
                 })
                 .collect();
             let pods = pods
@@ -1106,14 +1376,16 @@ mod tests {
                         prop_assert!(!current.iter().any(|p| &p.id == id && p.ready), "stopped ready {} below target", id);
                     }
                 }
-                // Old active pods: at least max(0, replicas - ready current) of them are kept.
-                let old_active: Vec<_> = world.pods.iter().filter(|p| p.workload == w.name && p.spec_hash != w.spec_hash
-                    && p.node.is_some() && matches!(p.phase, PodPhase::Pending | PodPhase::Starting | PodPhase::Running | PodPhase::Unknown)
+                // Availability: the ready pods (current and old) left after the stops are at
+                // least `replicas - max_unavailable`, or all of them when fewer are ready.
+                let ready_pods: Vec<_> = world.pods.iter().filter(|p| p.workload == w.name && p.ready
+                    && p.phase == PodPhase::Running
                     && world.nodes.iter().any(|n| Some(&n.name) == p.node.as_ref())).collect();
-                let replaced = actions.iter().filter(|a| matches!(a, Action::Stop { pod, reason: StopReason::Replaced, .. }
-                    if old_active.iter().any(|p| &p.id == pod))).count();
-                let keep = (w.replicas as usize).saturating_sub(ready);
-                prop_assert!(old_active.len() - replaced >= keep.min(old_active.len()));
+                let ready_stopped = actions.iter().filter(|a| matches!(a, Action::Stop { pod, .. }
+                    if ready_pods.iter().any(|p| &p.id == pod))).count();
+                let floor = (w.replicas as usize).saturating_sub(w.max_unavailable as usize);
+                prop_assert!(ready_pods.len() - ready_stopped >= floor.min(ready_pods.len()),
+                    "{} ready, {} of them stopped, floor {}", ready_pods.len(), ready_stopped, floor);
             }
         }
     }
@@ -1129,6 +1401,7 @@ mod tests {
             spec_hash: 1,
             restart_count: 0,
             backoff_until_ms: until,
+            evicted: false,
         };
         let observed = [
             pod("w-a", PodPhase::Failed, Some("n"), 5_000),

@@ -30,6 +30,9 @@ fn converged_cluster(db: &std::path::Path) {
     for n in 0..WORKLOADS {
         store
             .upsert_node(&NodeRecord {
+                labels: Default::default(),
+                unschedulable: false,
+                draining: false,
                 name: format!("node-{n}"),
                 agent_address: format!("127.0.0.1:{}", 1000 + n),
                 cpu_millis: 1_000_000,

@@ -84,7 +84,7 @@ async fn relays_between_pssctl_controller_and_agent_see_no_token_manifest_or_pod
     let stop = CancellationToken::new();
     let agent_relay = Arc::new(std::sync::Mutex::new(None));
     let slot = agent_relay.clone();
-    let _agent = FakeAgent::start_advertising("relayed", c.addr, stop.clone(), move |a| {
+    let _agent = FakeAgent::start_advertising("relayed", &[], c.addr, stop.clone(), move |a| {
         let r = Relay::start(Some(a));
         let addr = r.addr;
         *slot.lock().unwrap() = Some(r);

@@ -3,90 +3,14 @@
 
 mod support;
 
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use support::cluster::{podman, podman_pods_on, AgentProcess, Cluster};
 use support::eventually;
 use support::proxy::start_proxy;
-use tokio_util::sync::CancellationToken;
+use support::traffic::ClientLoop;
 
 const WEB: &str = "kind: Workload\nmetadata: {name: web}\nspec:\n  replicas: 3\n  podSpec:\n    containers:\n      - name: web\n        image: localhost/pss-demo:latest\n        command: [\"/bin/httpd\", \"-f\", \"-p\", \"80\", \"-h\", \"/www\"]\n        resources: {cpu: 50m, memory: 16Mi}\n    ports:\n      - containerPort: 80\n    readinessProbe: {port: 80, interval: 500ms, timeout: 1s}\n---\nkind: Service\nmetadata: {name: web}\nspec: {workload: web, port: 80, targetPort: 80}\n";
-
-/// Result of one request through the proxy.
-#[derive(Debug, Clone)]
-struct Sample {
-    at: Instant,
-    ok: bool,
-    /// Why it failed; shown by the assertions' `{:?}`.
-    #[allow(dead_code)]
-    detail: String,
-}
-
-/// A client that GETs / through the proxy every 20 ms until stopped.
-struct ClientLoop {
-    samples: Arc<Mutex<Vec<Sample>>>,
-    stop: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl ClientLoop {
-    fn start(addr: SocketAddr) -> Self {
-        let samples = Arc::new(Mutex::new(Vec::new()));
-        let stop = CancellationToken::new();
-        let (s, t) = (samples.clone(), stop.clone());
-        let task = tokio::spawn(async move {
-            while !t.is_cancelled() {
-                let addr_s = addr.to_string();
-                let r = tokio::task::spawn_blocking(move || support::cluster::http_get(&addr_s))
-                    .await
-                    .unwrap();
-                let (ok, detail) = match r {
-                    Ok(body) if body.contains(" 200 ") => (true, String::new()),
-                    Ok(body) => (false, body.lines().next().unwrap_or("").to_string()),
-                    Err(e) => (false, e.to_string()),
-                };
-                s.lock().unwrap().push(Sample {
-                    at: Instant::now(),
-                    ok,
-                    detail,
-                });
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        });
-        ClientLoop {
-            samples,
-            stop,
-            task,
-        }
-    }
-
-    /// Failures since `since`.
-    fn failures_since(&self, since: Instant) -> Vec<Sample> {
-        self.samples
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|s| s.at >= since && !s.ok)
-            .cloned()
-            .collect()
-    }
-
-    fn count_since(&self, since: Instant) -> usize {
-        self.samples
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|s| s.at >= since)
-            .count()
-    }
-
-    async fn stop(self) {
-        self.stop.cancel();
-        let _ = self.task.await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_containers_are_replaced_and_scaling_drops_no_request() {

@@ -7,6 +7,7 @@
 
 pub mod credentials;
 mod error;
+pub mod metrics;
 mod sqlite;
 
 pub use credentials::{CertificateRecord, CredentialStore, JoinTokenRecord};
@@ -16,7 +17,7 @@ pub use sqlite::SqliteStore;
 
 use pss_core::model::{
     AutoScalePolicy, AutoscalerStatus, EventRecord, NodeRecord, NodeStatus, Object, PodRecord,
-    Service, Workload,
+    PodSpec, RevisionRecord, RolloutStatus, Service, Workload,
 };
 use pss_core::node_condition::NodeConditions;
 
@@ -27,6 +28,10 @@ pub struct StoredWorkload {
     pub created_at_ms: i64,
     /// Bumped on every change of the workload's spec or replicas.
     pub generation: u64,
+    /// The revision of the current pod spec (see [`StateStore::list_revisions`]).
+    pub revision: u64,
+    /// What the controller last concluded about its rollout.
+    pub rollout_status: RolloutStatus,
 }
 
 /// A service as stored.
@@ -82,6 +87,15 @@ pub trait StateStore: Send + Sync + 'static {
     /// Removes a workload (its pods stay until the reconciler has stopped them).
     /// Returns false when there was none.
     fn delete_workload(&self, name: &str) -> Result<bool>;
+    /// A workload's pod-spec revisions, oldest first; the last is the current one.
+    fn list_revisions(&self, workload: &str) -> Result<Vec<RevisionRecord>>;
+    /// Replaces a workload's pod spec and records the revision with `cause` (rollout undo,
+    /// restart, auto-revert); returns the workload as stored. `NotFound` if absent.
+    fn set_pod_spec(&self, name: &str, pod_spec: &PodSpec, cause: &str) -> Result<StoredWorkload>;
+    /// Pauses or resumes a workload's rollout. `NotFound` if absent.
+    fn set_paused(&self, name: &str, paused: bool) -> Result<StoredWorkload>;
+    /// Stores a workload's rollout status (not a spec change: the generation stays).
+    fn set_rollout_status(&self, name: &str, status: &RolloutStatus) -> Result<()>;
 
     fn get_service(&self, name: &str) -> Result<Option<StoredService>>;
     fn list_services(&self) -> Result<Vec<StoredService>>;
@@ -111,6 +125,14 @@ pub trait StateStore: Send + Sync + 'static {
     fn set_node_status(&self, name: &str, status: NodeStatus) -> Result<()>;
     /// Sets a node's conditions (e.g. RuntimeUnresponsive); `NotFound` if unregistered.
     fn set_node_conditions(&self, name: &str, conditions: &NodeConditions) -> Result<()>;
+    /// Cordons (`unschedulable`) and drains a node, or clears both; registration keeps them.
+    /// Returns the node as stored; `NotFound` if unregistered.
+    fn set_node_scheduling(
+        &self,
+        name: &str,
+        unschedulable: bool,
+        draining: bool,
+    ) -> Result<NodeRecord>;
 
     // ----- pods
 
@@ -145,4 +167,11 @@ pub trait StateStore: Send + Sync + 'static {
     /// Returns a new snapshot version for `service`, strictly greater than any returned before,
     /// also across restarts.
     fn next_snapshot_version(&self, service: &str) -> Result<u64>;
+
+    /// Calls `hook` after every committed write (the controller's watch hub wakes on it). A
+    /// store that cannot tell ignores it; watchers then see changes at the hub's resync.
+    fn set_change_hook(&self, _hook: ChangeHook) {}
 }
+
+/// Called after a committed write; must be cheap and must not call back into the store.
+pub type ChangeHook = std::sync::Arc<dyn Fn() + Send + Sync>;

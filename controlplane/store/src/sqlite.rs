@@ -24,10 +24,11 @@ use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 
-use super::{ApplyAction, StateStore, StoredAutoscaler, StoredService, StoredWorkload};
+use super::{ApplyAction, ChangeHook, StateStore, StoredAutoscaler, StoredService, StoredWorkload};
 use crate::Result;
 use pss_core::model::{
     AutoScalePolicy, AutoscalerStatus, EventRecord, NodeRecord, NodeStatus, Object, PodRecord,
+    PodSpec, RevisionRecord, RolloutStatus,
 };
 use pss_core::node_condition::NodeConditions;
 use pss_plumbing::clock::now_ms;
@@ -38,6 +39,8 @@ pub struct SqliteStore {
     conn: Mutex<Connection>,
     /// How many events [`StateStore::add_event`] keeps (the newest).
     event_retention: usize,
+    /// Called after every committed write ([`StateStore::set_change_hook`]).
+    hook: Mutex<Option<ChangeHook>>,
 }
 
 impl SqliteStore {
@@ -76,6 +79,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             conn: Mutex::new(conn),
             event_retention: Self::DEFAULT_EVENT_RETENTION,
+            hook: Mutex::new(None),
         })
     }
 
@@ -89,16 +93,35 @@ impl SqliteStore {
 
     /// Runs `f` on the connection, outside any explicit transaction (reads).
     fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-        f(&self.lock())
+        let started = std::time::Instant::now();
+        let value = f(&self.lock());
+        crate::metrics::TRANSACTION_SECONDS.observe(&["read"], started.elapsed());
+        value
     }
 
     /// Runs `f` in one immediate transaction, committed only if `f` succeeds.
     fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+        let started = std::time::Instant::now();
         let mut conn = self.lock();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let value = f(&tx)?;
-        tx.commit()?;
-        Ok(value)
+        let result = (|| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let value = f(&tx)?;
+            tx.commit()?;
+            Ok(value)
+        })();
+        drop(conn);
+        crate::metrics::TRANSACTION_SECONDS.observe(&["write"], started.elapsed());
+        if result.is_ok() {
+            let hook = self
+                .hook
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .clone();
+            if let Some(hook) = hook {
+                hook();
+            }
+        }
+        result
     }
 }
 
@@ -141,6 +164,22 @@ impl StateStore for SqliteStore {
 
     fn delete_workload(&self, name: &str) -> Result<bool> {
         self.write(|tx| desired::delete_workload(tx, name))
+    }
+
+    fn list_revisions(&self, workload: &str) -> Result<Vec<RevisionRecord>> {
+        self.read(|c| desired::list_revisions(c, workload))
+    }
+
+    fn set_pod_spec(&self, name: &str, pod_spec: &PodSpec, cause: &str) -> Result<StoredWorkload> {
+        self.write(|tx| desired::set_pod_spec(tx, name, pod_spec, cause, now_ms()))
+    }
+
+    fn set_paused(&self, name: &str, paused: bool) -> Result<StoredWorkload> {
+        self.write(|tx| desired::set_paused(tx, name, paused, now_ms()))
+    }
+
+    fn set_rollout_status(&self, name: &str, status: &RolloutStatus) -> Result<()> {
+        self.write(|tx| desired::set_rollout_status(tx, name, status))
     }
 
     fn get_service(&self, name: &str) -> Result<Option<StoredService>> {
@@ -207,6 +246,15 @@ impl StateStore for SqliteStore {
         self.write(|tx| observed::set_node_conditions(tx, name, conditions))
     }
 
+    fn set_node_scheduling(
+        &self,
+        name: &str,
+        unschedulable: bool,
+        draining: bool,
+    ) -> Result<NodeRecord> {
+        self.write(|tx| observed::set_node_scheduling(tx, name, unschedulable, draining))
+    }
+
     fn put_pod(&self, pod: &PodRecord) -> Result<()> {
         self.write(|tx| observed::put_pod(tx, pod))
     }
@@ -246,6 +294,13 @@ impl StateStore for SqliteStore {
 
     fn next_snapshot_version(&self, service: &str) -> Result<u64> {
         self.write(|tx| events::next_snapshot_version(tx, service))
+    }
+
+    fn set_change_hook(&self, hook: ChangeHook) {
+        *self
+            .hook
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(hook);
     }
 }
 

@@ -33,10 +33,13 @@ fn open(path: &Path) -> SqliteStore {
 
 fn workload(name: &str, replicas: u32) -> Workload {
     Workload {
+        labels: Default::default(),
+        rollout: Default::default(),
         name: name.into(),
         replicas,
         placement: Placement::Binpack,
         pod_spec: PodSpec {
+            restarted_at_ms: 0,
             containers: vec![Container {
                 name: "web".into(),
                 image: "localhost/pss-demo:latest".into(),
@@ -66,6 +69,7 @@ fn workload(name: &str, replicas: u32) -> Workload {
 
 fn service(name: &str) -> Service {
     Service {
+        labels: Default::default(),
         name: name.into(),
         workload: "web".into(),
         port: 8080,
@@ -86,6 +90,9 @@ fn policy(name: &str) -> AutoScalePolicy {
 
 fn node(name: &str) -> NodeRecord {
     NodeRecord {
+        labels: Default::default(),
+        unschedulable: false,
+        draining: false,
         name: name.into(),
         agent_address: "127.0.0.1:50052".into(),
         cpu_millis: 8000,
@@ -317,8 +324,9 @@ fn a_node_keeps_what_its_podman_cannot_enforce() {
     );
 }
 
-/// A database written before node conditions and limits existed (schema 1) gains their
-/// columns, empty, on open: migrations 2 and 3 run in order.
+/// A database written before node conditions, limits, labels and rollouts existed (schema 1)
+/// gains their columns, empty, on open: migrations 2, 3 and 4 run in order; its workload gets
+/// revision 1.
 #[test]
 fn a_schema_1_database_is_migrated_with_nodes_kept() {
     let (_dir, path) = temp_db();
@@ -328,6 +336,16 @@ fn a_schema_1_database_is_migrated_with_nodes_kept() {
         conn.execute_batch(
             "DROP TABLE certificates;
              DROP TABLE join_tokens;
+             ALTER TABLE nodes DROP COLUMN draining;
+             ALTER TABLE nodes DROP COLUMN unschedulable;
+             ALTER TABLE nodes DROP COLUMN labels;
+             ALTER TABLE services DROP COLUMN labels;
+             ALTER TABLE workloads DROP COLUMN rollout_status;
+             ALTER TABLE workloads DROP COLUMN rollout;
+             ALTER TABLE workloads DROP COLUMN labels;
+             DROP TABLE workload_revisions;
+             INSERT INTO workloads (name, spec, replicas, placement, generation, created_at, updated_at)
+             VALUES ('web', '{\"containers\":[],\"ports\":[],\"readiness_probe\":null}', 2, 'spread', 1, 1, 1);
              ALTER TABLE nodes DROP COLUMN limits_unenforced;
              ALTER TABLE nodes DROP COLUMN runtime_reason;
              ALTER TABLE nodes DROP COLUMN runtime_unresponsive_since;
@@ -343,6 +361,12 @@ fn a_schema_1_database_is_migrated_with_nodes_kept() {
     assert_eq!(old.limits_unenforced, "");
     assert_eq!(old.conditions, Default::default());
     assert_eq!(old.cpu_millis, 1000);
+    assert!(old.labels.is_empty() && !old.unschedulable && !old.draining);
+    let web = store.get_workload("web").unwrap().unwrap();
+    assert_eq!(web.revision, 1);
+    assert_eq!(web.workload.rollout, Default::default());
+    assert!(web.workload.labels.is_empty());
+    assert_eq!(store.list_revisions("web").unwrap().len(), 1);
 }
 
 #[test]

@@ -14,8 +14,8 @@ use super::field::{FieldError, FieldPath};
 use super::validate::{self, port_from};
 use super::{
     AutoScalePolicy, AutoscalerStatus, Container, ContainerState, EnvVar, EventRecord, EventType,
-    Limits, NodeRecord, NodeStatus, Placement, PodPhase, PodRecord, PodSpec, PortAddress, PortSpec,
-    Protocol, ReadinessProbe, Resources, Service, Workload,
+    IntOrPercent, Limits, NodeRecord, NodeStatus, Placement, PodPhase, PodRecord, PodSpec,
+    PortAddress, PortSpec, Protocol, ReadinessProbe, Resources, RolloutSpec, Service, Workload,
 };
 use crate::Error;
 
@@ -186,6 +186,7 @@ impl From<&PodSpec> for pb::PodSpec {
             containers: s.containers.iter().map(Into::into).collect(),
             ports: s.ports.iter().map(Into::into).collect(),
             readiness_probe: s.readiness_probe.as_ref().map(Into::into),
+            restarted_at_ms: s.restarted_at_ms,
         }
     }
 }
@@ -246,6 +247,7 @@ fn pod_spec_from_proto(s: pb::PodSpec, at: &FieldPath) -> Result<PodSpec, FieldE
         containers: s.containers.into_iter().map(Into::into).collect(),
         ports,
         readiness_probe,
+        restarted_at_ms: s.restarted_at_ms,
     })
 }
 
@@ -260,6 +262,15 @@ impl From<&Workload> for pb::Workload {
             replicas: w.replicas,
             placement: w.placement.as_str().to_string(),
             pod_spec: Some((&w.pod_spec).into()),
+            labels: w.labels.clone().into_iter().collect(),
+            strategy: Some(pb::RolloutStrategy {
+                max_surge: w.rollout.max_surge.to_string(),
+                max_unavailable: w.rollout.max_unavailable.to_string(),
+            }),
+            revision_history_limit: Some(w.rollout.revision_history_limit),
+            progress_deadline_ms: w.rollout.progress_deadline_ms,
+            auto_revert: w.rollout.auto_revert,
+            paused: w.rollout.paused,
             ..Default::default()
         }
     }
@@ -283,11 +294,39 @@ impl Workload {
         let pod_spec = w
             .pod_spec
             .ok_or_else(|| invalid(FieldError::new(at.clone(), "required")))?;
+        let defaults = RolloutSpec::default();
+        let strategy = w.strategy.unwrap_or_default();
+        let amount = |text: &str, field: &str, default: IntOrPercent| {
+            if text.is_empty() {
+                return Ok(default);
+            }
+            IntOrPercent::parse(text)
+                .map_err(|e| invalid(FieldError::new(root.key("strategy").key(field), e)))
+        };
+        let rollout = RolloutSpec {
+            max_surge: amount(&strategy.max_surge, "maxSurge", defaults.max_surge)?,
+            max_unavailable: amount(
+                &strategy.max_unavailable,
+                "maxUnavailable",
+                defaults.max_unavailable,
+            )?,
+            revision_history_limit: w
+                .revision_history_limit
+                .unwrap_or(defaults.revision_history_limit),
+            progress_deadline_ms: match w.progress_deadline_ms {
+                0 => defaults.progress_deadline_ms,
+                ms => ms,
+            },
+            auto_revert: w.auto_revert,
+            paused: w.paused,
+        };
         let workload = Workload {
             name: w.name,
             replicas: w.replicas,
             placement,
             pod_spec: pod_spec_from_proto(pod_spec, &at).map_err(invalid)?,
+            labels: w.labels.into_iter().collect(),
+            rollout,
         };
         workload.validate(limits).map_err(invalid)?;
         Ok(workload)
@@ -312,6 +351,7 @@ impl From<&Service> for pb::Service {
             workload: s.workload.clone(),
             port: u32::from(s.port),
             target_port: u32::from(s.target_port),
+            labels: s.labels.clone().into_iter().collect(),
             ..Default::default()
         }
     }
@@ -333,6 +373,7 @@ impl TryFrom<pb::Service> for Service {
             workload: s.workload,
             port,
             target_port,
+            labels: s.labels.into_iter().collect(),
         };
         service.validate().map_err(invalid)?;
         Ok(service)
@@ -482,6 +523,7 @@ impl From<&PodRecord> for pb::Pod {
             containers: p.containers.iter().map(Into::into).collect(),
             ready_containers: u32::try_from(ready_containers).unwrap_or(u32::MAX),
             total_containers: u32::try_from(p.containers.len()).unwrap_or(u32::MAX),
+            labels: Default::default(),
         }
     }
 }
@@ -522,6 +564,9 @@ impl NodeRecord {
                 .as_ref()
                 .map_or(0, |c| c.since_ms),
             limits_unenforced: self.limits_unenforced.clone(),
+            cordoned: self.unschedulable,
+            draining: self.draining,
+            labels: self.labels.clone().into_iter().collect(),
         }
     }
 }
@@ -883,6 +928,9 @@ spec: {workload: my-app, minReplicas: 2, maxReplicas: 10, memory: 80}
     #[test]
     fn node_carries_allocation() {
         let node = NodeRecord {
+            labels: Default::default(),
+            unschedulable: false,
+            draining: false,
             name: "n1".into(),
             agent_address: "127.0.0.1:7000".into(),
             cpu_millis: 4000,

@@ -12,21 +12,32 @@
 
 mod convert;
 mod field;
+mod labels;
 mod limits;
 mod manifest;
 mod names;
 mod quantity;
+mod rollout;
 mod validate;
 
 pub use convert::node_to_proto;
 pub use field::{shorten, FieldError, FieldPath, FieldResult, Segment, ECHO_CHARS};
+pub use labels::{
+    check_key, check_labels, check_value, format_labels, Labels, Requirement, Selector, MAX_LABELS,
+    MAX_SELECTOR_TERMS,
+};
 pub use limits::{Limits, MAX_REPLICAS_SETTING, MAX_WORKLOAD_NAME_LEN};
 pub use manifest::{
     parse_manifest_bytes, parse_manifest_bytes_with, parse_manifests, parse_manifests_with,
-    ManifestError,
+    ManifestError, MoreErrors,
 };
 pub use names::{pod_id, validate_dns1123};
 pub use quantity::{format_cpu, format_memory, parse_cpu, parse_memory};
+pub use rollout::{
+    IntOrPercent, RevisionRecord, RolloutSpec, RolloutState, RolloutStatus,
+    DEFAULT_PROGRESS_DEADLINE_MS, DEFAULT_REVISION_HISTORY_LIMIT, MAX_PROGRESS_DEADLINE_MS,
+    MAX_REVISION_HISTORY_LIMIT,
+};
 pub use validate::validate_replicas;
 
 use std::time::Duration;
@@ -149,6 +160,14 @@ pub struct PodSpec {
     pub containers: Vec<Container>,
     pub ports: Vec<PortSpec>,
     pub readiness_probe: Option<ReadinessProbe>,
+    /// Set by `pssctl rollout restart` (unix ms) so that the spec, and its hash, change and
+    /// every pod is replaced; 0 (and left out of the hash's JSON) otherwise.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub restarted_at_ms: i64,
+}
+
+fn is_zero(v: &i64) -> bool {
+    *v == 0
 }
 
 impl PodSpec {
@@ -179,6 +198,12 @@ pub struct Workload {
     pub replicas: u32,
     pub placement: Placement,
     pub pod_spec: PodSpec,
+    /// `metadata.labels`; its pods carry them too (for selectors).
+    #[serde(default)]
+    pub labels: Labels,
+    /// How its pods are replaced when the spec changes.
+    #[serde(default)]
+    pub rollout: RolloutSpec,
 }
 
 /// An L4 service: `port` on the proxy forwards to `targetPort` of the workload's ready pods.
@@ -188,6 +213,9 @@ pub struct Service {
     pub workload: String,
     pub port: u16,
     pub target_port: u16,
+    /// `metadata.labels`.
+    #[serde(default)]
+    pub labels: Labels,
 }
 
 /// Horizontal autoscaling bounds and targets for one workload.
@@ -398,6 +426,16 @@ pub struct NodeRecord {
     /// cgroup controllers), as the agent said at registration; empty: all enforced.
     #[serde(default)]
     pub limits_unenforced: String,
+    /// Labels the agent was started with (`pss-agent --label k=v`).
+    #[serde(default)]
+    pub labels: Labels,
+    /// Cordoned (`pssctl cordon`): keeps its pods, gets no new ones.
+    #[serde(default)]
+    pub unschedulable: bool,
+    /// Being drained (`pssctl drain`): its pods are replaced elsewhere, new pod ready before
+    /// the old one stops.
+    #[serde(default)]
+    pub draining: bool,
 }
 
 /// Severity of an event.

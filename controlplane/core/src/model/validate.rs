@@ -12,8 +12,9 @@ use std::collections::{HashMap, HashSet};
 use super::field::{shorten, FieldError, FieldPath, FieldResult};
 use super::limits::{above, Limits, MAX_REPLICAS_SETTING, MAX_WORKLOAD_NAME_LEN};
 use super::{
-    validate_dns1123, AutoScalePolicy, Container, Object, PodSpec, PortSpec, ReadinessProbe,
-    Resources, Service, Workload,
+    check_labels, validate_dns1123, AutoScalePolicy, Container, IntOrPercent, Object, PodSpec,
+    PortSpec, ReadinessProbe, Resources, RolloutSpec, Service, Workload, MAX_PROGRESS_DEADLINE_MS,
+    MAX_REVISION_HISTORY_LIMIT,
 };
 
 impl Workload {
@@ -22,6 +23,7 @@ impl Workload {
     /// older version accepted but today's limits refuse.
     pub fn validate(&self, limits: &Limits) -> FieldResult<()> {
         let root = FieldPath::root();
+        check_labels(&self.labels, &root.key("labels"))?;
         workload(self, limits, &root.key("name"), &root)
     }
 }
@@ -31,6 +33,7 @@ impl Service {
     pub fn validate(&self) -> FieldResult<()> {
         let root = FieldPath::root();
         object_name(&self.name, &root.key("name"))?;
+        check_labels(&self.labels, &root.key("labels"))?;
         service(self, &root)
     }
 }
@@ -125,7 +128,41 @@ pub(crate) fn workload(
 ) -> FieldResult<()> {
     workload_name(&w.name, limits, name_at)?;
     replicas_within(i128::from(w.replicas), limits, &at.key("replicas"))?;
+    rollout(&w.rollout, at)?;
     pod_spec(&w.pod_spec, limits, &at.key("podSpec"))
+}
+
+/// The rollout settings of a workload whose spec is at `at`.
+fn rollout(r: &RolloutSpec, at: &FieldPath) -> FieldResult<()> {
+    if r.revision_history_limit > MAX_REVISION_HISTORY_LIMIT {
+        return Err(FieldError::new(
+            at.key("revisionHistoryLimit"),
+            above(r.revision_history_limit, MAX_REVISION_HISTORY_LIMIT),
+        ));
+    }
+    if r.progress_deadline_ms == 0 || r.progress_deadline_ms > MAX_PROGRESS_DEADLINE_MS {
+        return Err(FieldError::new(
+            at.key("progressDeadline"),
+            format!(
+                "must be between 1ms and 24h, got {}ms",
+                r.progress_deadline_ms
+            ),
+        ));
+    }
+    for (field, v) in [
+        ("maxSurge", r.max_surge),
+        ("maxUnavailable", r.max_unavailable),
+    ] {
+        if let IntOrPercent::Percent(p) = v {
+            if p > 100 {
+                return Err(FieldError::new(
+                    at.key("strategy").key(field),
+                    format!("a percentage must be at most 100%, got {p}%"),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A list's length against its limit, before the list is walked.

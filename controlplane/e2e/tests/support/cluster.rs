@@ -176,6 +176,16 @@ impl Cluster {
         nodes: &[&str],
         tune: impl FnOnce(&mut pss_controller::ControllerConfig),
     ) -> Self {
+        Self::start_with_agent_args(nodes, tune, |_| Vec::new()).await
+    }
+
+    /// Like [`Cluster::start_with_config`], agent `i` started with the extra flags
+    /// `agent_args(i)`.
+    pub async fn start_with_agent_args(
+        nodes: &[&str],
+        tune: impl FnOnce(&mut pss_controller::ControllerConfig),
+        agent_args: impl Fn(usize) -> Vec<String>,
+    ) -> Self {
         podman_env();
         let dir = tempfile::tempdir().unwrap();
         let mut config = super::fast_config();
@@ -187,7 +197,12 @@ impl Cluster {
         let addr = controller.addr.to_string();
         let agents = names
             .iter()
-            .map(|n| AgentProcess::start(n, free_port(), &addr))
+            .enumerate()
+            .map(|(i, n)| {
+                let extra = agent_args(i);
+                let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+                AgentProcess::start_on_socket(n, free_port(), &addr, &podman_env().socket, &extra)
+            })
             .collect();
         let cluster = Cluster {
             controller,

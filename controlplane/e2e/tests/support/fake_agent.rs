@@ -1,7 +1,8 @@
 //! A stand-in agent for tests that exercise the controller ↔ proxy path without Podman: it
 //! registers a node, and each RunPod starts a real TCP "pod" on 127.0.0.1:0 that answers every
-//! connection with its own pod id, then reports it Running and ready. The Podman path is covered
-//! by the real agent's tests (`agent_podman.rs`, `cluster_podman.rs`).
+//! connection with its own pod id, then reports it Running and ready. A pod whose first image
+//! starts with [`FAILING_IMAGE_PREFIX`] fails instead, as a missing image would. The Podman path
+//! is covered by the real agent's tests (`agent_podman.rs`, `cluster_podman.rs`).
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -17,10 +18,15 @@ use tonic::{Request, Response, Status};
 
 use super::TOKEN;
 
+/// Pods whose first container's image starts with this fail at once (`ImageNotFound`).
+pub const FAILING_IMAGE_PREFIX: &str = "fail.local/";
+
 #[derive(Clone, Default)]
 pub struct FakeAgent {
     /// pod id → (address, stop signal)
     pods: Arc<Mutex<HashMap<String, (SocketAddr, CancellationToken)>>>,
+    /// Pods that failed to start (their image "does not exist").
+    failed: Arc<Mutex<std::collections::HashSet<String>>>,
 }
 
 impl FakeAgent {
@@ -31,17 +37,32 @@ impl FakeAgent {
         controller: SocketAddr,
         shutdown: CancellationToken,
     ) -> FakeAgent {
-        Self::start_advertising(node, controller, shutdown, |a| a).await
+        Self::start_with_labels(node, &[], controller, shutdown).await
     }
 
-    /// Like [`FakeAgent::start`], registering `advertise(listen address)` as the agent's
-    /// address (e.g. a recording relay in front of it).
+    /// [`FakeAgent::start`] for a node with `labels`.
+    pub async fn start_with_labels(
+        node: &str,
+        labels: &[(&str, &str)],
+        controller: SocketAddr,
+        shutdown: CancellationToken,
+    ) -> FakeAgent {
+        Self::start_advertising(node, labels, controller, shutdown, |a| a).await
+    }
+
+    /// Like [`FakeAgent::start_with_labels`], registering `advertise(listen address)` as the
+    /// agent's address (e.g. a recording relay in front of it).
     pub async fn start_advertising(
         node: &str,
+        labels: &[(&str, &str)],
         controller: SocketAddr,
         shutdown: CancellationToken,
         advertise: impl FnOnce(SocketAddr) -> SocketAddr,
     ) -> FakeAgent {
+        let labels: HashMap<String, String> = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let agent = FakeAgent::default();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = advertise(listener.local_addr().unwrap());
@@ -131,6 +152,7 @@ impl FakeAgent {
                             memory_bytes: 8 << 30,
                             agent_address: addr.to_string(),
                             pods: me.reports(),
+                            labels: labels.clone(),
                             ..Default::default()
                         };
                         if reg.register(req).await.is_err() {
@@ -178,16 +200,39 @@ impl FakeAgent {
         }
     }
 
+    fn failed_report(id: &str) -> pb::PodReport {
+        pb::PodReport {
+            phase: pb::PodPhase::Failed as i32,
+            ready: false,
+            addresses: Vec::new(),
+            reason: "ImageNotFound".into(),
+            message: "image not known (fake agent)".into(),
+            ..Self::report(id, "127.0.0.1:1".parse().unwrap())
+        }
+    }
+
     fn reports(&self) -> Vec<pb::PodReport> {
-        self.pods
+        let mut out: Vec<_> = self
+            .pods
             .lock()
             .unwrap()
             .iter()
             .map(|(id, (addr, _))| Self::report(id, *addr))
-            .collect()
+            .collect();
+        out.extend(
+            self.failed
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|id| Self::failed_report(id)),
+        );
+        out
     }
 
     fn stop(&self, id: &str) -> bool {
+        if self.failed.lock().unwrap().remove(id) {
+            return true;
+        }
         match self.pods.lock().unwrap().remove(id) {
             Some((_, stop)) => {
                 stop.cancel();
@@ -210,6 +255,18 @@ impl pb::agent_server::Agent for FakeAgent {
         request: Request<pb::RunPodRequest>,
     ) -> Result<Response<pb::RunPodResponse>, Status> {
         let req = request.into_inner();
+        let image = req
+            .spec
+            .as_ref()
+            .and_then(|s| s.containers.first())
+            .map(|c| c.image.clone())
+            .unwrap_or_default();
+        if image.starts_with(FAILING_IMAGE_PREFIX) {
+            self.failed.lock().unwrap().insert(req.id.clone());
+            return Ok(Response::new(pb::RunPodResponse {
+                pod: Some(Self::failed_report(&req.id)),
+            }));
+        }
         if let Some((addr, _)) = self.pods.lock().unwrap().get(&req.id) {
             return Ok(Response::new(pb::RunPodResponse {
                 pod: Some(Self::report(&req.id, *addr)),

@@ -7,6 +7,7 @@ pub mod fake_agent;
 pub mod process;
 pub mod proxy;
 pub mod relay;
+pub mod traffic;
 
 use std::net::SocketAddr;
 use std::path::Path;

@@ -44,6 +44,19 @@ pub(super) fn get_json<T: DeserializeOwned>(row: &Row<'_>, column: &str) -> Resu
     Ok(serde_json::from_str(&text)?)
 }
 
+/// Reads a JSON text column where the empty string means the type's default (a column added
+/// by a migration to existing rows).
+pub(super) fn get_json_or_default<T: DeserializeOwned + Default>(
+    row: &Row<'_>,
+    column: &str,
+) -> Result<T> {
+    let text: String = row.get(column)?;
+    if text.is_empty() {
+        return Ok(T::default());
+    }
+    Ok(serde_json::from_str(&text)?)
+}
+
 /// Reads an enum stored by its serde name.
 pub(super) fn get_enum<T: DeserializeOwned>(row: &Row<'_>, column: &str) -> Result<T> {
     let name: String = row.get(column)?;

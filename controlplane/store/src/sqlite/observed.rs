@@ -17,7 +17,8 @@ use pss_core::node_condition::{NodeConditions, RuntimeUnresponsive};
 
 const SELECT_NODE: &str = "SELECT name, agent_address, cpu_millis, memory_bytes, status, cpu_usage,
                                   memory_used, last_heartbeat, registered_at,
-                                  runtime_unresponsive_since, runtime_reason, limits_unenforced
+                                  runtime_unresponsive_since, runtime_reason, limits_unenforced,
+                                  labels, unschedulable, draining
                            FROM nodes";
 
 fn decode_node(row: &Row<'_>) -> Result<NodeRecord> {
@@ -40,18 +41,23 @@ fn decode_node(row: &Row<'_>) -> Result<NodeRecord> {
         last_heartbeat_ms: row.get("last_heartbeat")?,
         registered_at_ms: row.get("registered_at")?,
         limits_unenforced: row.get("limits_unenforced")?,
+        labels: get_json(row, "labels")?,
+        unschedulable: row.get("unschedulable")?,
+        draining: row.get("draining")?,
     })
 }
 
-/// Inserts a node or updates every field of an existing one but `registered_at`.
+/// Inserts a node or updates every field of an existing one but `registered_at` and its
+/// cordon and drain (an operator's decision, which a re-registering agent must not undo).
 pub(super) fn upsert_node(conn: &Connection, node: &NodeRecord) -> Result<()> {
     let runtime = node.conditions.runtime_unresponsive.as_ref();
     execute(
         conn,
         "INSERT INTO nodes (name, agent_address, cpu_millis, memory_bytes, status, cpu_usage,
                             memory_used, last_heartbeat, registered_at,
-                            runtime_unresponsive_since, runtime_reason, limits_unenforced)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                            runtime_unresponsive_since, runtime_reason, limits_unenforced,
+                            labels)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
          ON CONFLICT (name) DO UPDATE SET
              agent_address = excluded.agent_address, cpu_millis = excluded.cpu_millis,
              memory_bytes = excluded.memory_bytes, status = excluded.status,
@@ -59,7 +65,8 @@ pub(super) fn upsert_node(conn: &Connection, node: &NodeRecord) -> Result<()> {
              last_heartbeat = excluded.last_heartbeat,
              runtime_unresponsive_since = excluded.runtime_unresponsive_since,
              runtime_reason = excluded.runtime_reason,
-             limits_unenforced = excluded.limits_unenforced",
+             limits_unenforced = excluded.limits_unenforced,
+             labels = excluded.labels",
         params![
             node.name,
             node.agent_address,
@@ -72,7 +79,8 @@ pub(super) fn upsert_node(conn: &Connection, node: &NodeRecord) -> Result<()> {
             node.registered_at_ms,
             runtime.map(|c| c.since_ms),
             runtime.map_or("", |c| c.reason.as_str()),
-            node.limits_unenforced
+            node.limits_unenforced,
+            to_json(&node.labels)?
         ],
     )?;
     Ok(())
@@ -136,6 +144,24 @@ pub(super) fn set_node_conditions(
         ],
     )?;
     found.then_some(()).ok_or_else(|| not_found("node", name))
+}
+
+/// Cordons/drains a node or clears both; returns it as stored. `NotFound` if unregistered.
+pub(super) fn set_node_scheduling(
+    conn: &Connection,
+    name: &str,
+    unschedulable: bool,
+    draining: bool,
+) -> Result<NodeRecord> {
+    let found = execute(
+        conn,
+        "UPDATE nodes SET unschedulable = ?2, draining = ?3 WHERE name = ?1",
+        params![name, unschedulable, draining],
+    )?;
+    if !found {
+        return Err(not_found("node", name));
+    }
+    get_node(conn, name)?.ok_or_else(|| not_found("node", name))
 }
 
 /// Sets a node's status; `NotFound` if unregistered.

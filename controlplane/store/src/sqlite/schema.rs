@@ -109,7 +109,28 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE nodes ADD COLUMN limits_unenforced TEXT NOT NULL DEFAULT '';
     "#,
-    // 4: credentials (issue 11): join tokens (only a digest of each secret) and the
+    // 4: labels, rollouts (settings, status, revision history), cordon and drain (issue 12).
+    r#"
+    ALTER TABLE workloads ADD COLUMN labels TEXT NOT NULL DEFAULT '{}';          -- JSON map
+    ALTER TABLE workloads ADD COLUMN rollout TEXT NOT NULL DEFAULT '';           -- RolloutSpec JSON; '' = defaults
+    ALTER TABLE workloads ADD COLUMN rollout_status TEXT NOT NULL DEFAULT '';    -- RolloutStatus JSON; '' = none yet
+    ALTER TABLE services ADD COLUMN labels TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE nodes ADD COLUMN labels TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE nodes ADD COLUMN unschedulable INTEGER NOT NULL DEFAULT 0;       -- cordoned
+    ALTER TABLE nodes ADD COLUMN draining INTEGER NOT NULL DEFAULT 0;
+
+    CREATE TABLE workload_revisions (
+        workload   TEXT NOT NULL,
+        revision   INTEGER NOT NULL,
+        spec       TEXT NOT NULL,              -- PodSpec as JSON
+        cause      TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (workload, revision)
+    );
+    INSERT INTO workload_revisions (workload, revision, spec, cause, created_at)
+        SELECT name, 1, spec, 'apply', updated_at FROM workloads;
+    "#,
+    // 5: credentials (issue 11): join tokens (only a digest of each secret) and the
     // certificates the CA issued, so a node's can be revoked.
     r#"
     CREATE TABLE join_tokens (

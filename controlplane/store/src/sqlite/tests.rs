@@ -15,10 +15,13 @@ fn store() -> SqliteStore {
 
 fn workload(name: &str, replicas: u32) -> Workload {
     Workload {
+        labels: Default::default(),
+        rollout: Default::default(),
         name: name.to_string(),
         replicas,
         placement: Placement::Spread,
         pod_spec: PodSpec {
+            restarted_at_ms: 0,
             containers: vec![Container {
                 name: "web".into(),
                 image: "localhost/pss-demo:latest".into(),
@@ -38,6 +41,7 @@ fn workload(name: &str, replicas: u32) -> Workload {
 
 fn service(name: &str, port: u16) -> Service {
     Service {
+        labels: Default::default(),
         name: name.into(),
         workload: "web".into(),
         port,
@@ -58,6 +62,9 @@ fn policy(name: &str, max: u32) -> AutoScalePolicy {
 
 fn node(name: &str, registered_at_ms: i64) -> NodeRecord {
     NodeRecord {
+        labels: Default::default(),
+        unschedulable: false,
+        draining: false,
         name: name.into(),
         agent_address: "127.0.0.1:50052".into(),
         cpu_millis: 4000,

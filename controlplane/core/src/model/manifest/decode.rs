@@ -9,9 +9,10 @@ use super::yaml::{Node, Value};
 use crate::model::field::{shorten, FieldError, FieldPath, FieldResult};
 use crate::model::validate::{self, port_from};
 use crate::model::{
-    parse_cpu, parse_memory, AutoScalePolicy, Container, EnvVar, Limits, Object, Placement,
-    PodSpec, PortSpec, Protocol, ReadinessProbe, Resources, Service, Workload, API_VERSION,
-    DEFAULT_MIN_REPLICAS, DEFAULT_PROBE_INTERVAL_MS, DEFAULT_PROBE_TIMEOUT_MS, DEFAULT_REPLICAS,
+    check_labels, parse_cpu, parse_memory, AutoScalePolicy, Container, EnvVar, IntOrPercent,
+    Labels, Limits, Object, Placement, PodSpec, PortSpec, Protocol, ReadinessProbe, Resources,
+    RolloutSpec, Service, Workload, API_VERSION, DEFAULT_MIN_REPLICAS, DEFAULT_PROBE_INTERVAL_MS,
+    DEFAULT_PROBE_TIMEOUT_MS, DEFAULT_REPLICAS, MAX_LABELS,
 };
 
 /// `invalid type: string "x", expected an integer`.
@@ -49,10 +50,12 @@ struct Fields<'a> {
 }
 
 impl<'a> Fields<'a> {
-    /// The mapping `node` at `at`, refusing fields not in `allowed`.
-    fn of(node: &'a Node, at: &FieldPath, allowed: &[&str]) -> FieldResult<Self> {
+    /// The mapping `node` at `at`. Fields not in `allowed` are reported to `errs`, every one of
+    /// them; `None` if `node` is not a mapping at all.
+    fn of(node: &'a Node, at: &FieldPath, allowed: &[&str], errs: &mut Errs) -> Option<Self> {
         let Value::Map(entries) = &node.value else {
-            return Err(invalid_type(node, "a mapping", at));
+            errs.push(invalid_type(node, "a mapping", at));
+            return None;
         };
         for (key, _) in entries {
             let name = key.value.as_key();
@@ -64,18 +67,30 @@ impl<'a> Fields<'a> {
                     } else {
                         name.to_string()
                     };
-                    return Err(FieldError::new(
+                    errs.push(FieldError::new(
                         at.key(&shown),
                         format!("unknown field `{shown}`, expected {}", one_of(allowed)),
                     ));
                 }
-                None => return Err(invalid_type(key, "a field name", at)),
+                None => errs.push(invalid_type(key, "a field name", at)),
+            }
+            if errs.full() {
+                break;
             }
         }
-        Ok(Fields {
+        Some(Fields {
             entries,
             at: at.clone(),
         })
+    }
+
+    /// Like [`Fields::of`] for a leaf decoder: the first unknown field is the error.
+    fn strict(node: &'a Node, at: &FieldPath, allowed: &[&str]) -> FieldResult<Self> {
+        let mut errs = Errs::default();
+        match Fields::of(node, at, allowed, &mut errs) {
+            Some(fields) if errs.is_empty() => Ok(fields),
+            _ => Err(errs.0.swap_remove(0)),
+        }
     }
 
     /// The value of field `name` (`null` counts as absent), with its path.
@@ -209,22 +224,76 @@ fn port(node: &Node, at: &FieldPath) -> FieldResult<u16> {
     port_from(int(node, at)?, at)
 }
 
-/// One non-empty document to an object, checked by the domain rules.
-pub(crate) fn document(root: &Node, limits: &Limits) -> FieldResult<Object> {
+/// The most errors reported for one document; more are counted, not listed.
+pub(crate) const MAX_ERRORS: usize = 20;
+
+/// The errors of one document, collected so that a manifest reports every wrong field at once
+/// instead of one per attempt. At most [`MAX_ERRORS`] are kept; a hostile document with
+/// thousands of unknown fields costs no more.
+#[derive(Debug, Default)]
+pub(crate) struct Errs(pub(crate) Vec<FieldError>);
+
+impl Errs {
+    fn push(&mut self, e: FieldError) {
+        if !self.full() {
+            self.0.push(e);
+        }
+    }
+
+    fn full(&self) -> bool {
+        self.0.len() >= MAX_ERRORS
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The value of `r`, or `None` with its error kept.
+    fn take<T>(&mut self, r: FieldResult<T>) -> Option<T> {
+        match r {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.push(e);
+                None
+            }
+        }
+    }
+}
+
+/// One non-empty document to an object, checked by the domain rules. Every field error found
+/// while decoding is returned (up to [`MAX_ERRORS`]); the domain rules run once the document
+/// decodes, and report their first finding.
+pub(crate) fn document(root: &Node, limits: &Limits) -> Result<Object, Vec<FieldError>> {
+    let mut errs = Errs::default();
+    let object = decode_document(root, limits, &mut errs);
+    match object {
+        Some(object) if errs.is_empty() => Ok(object),
+        _ => {
+            if errs.is_empty() {
+                // Cannot happen: every `None` above pushed its reason. Say so rather than panic.
+                errs.push(FieldError::new(FieldPath::root(), "invalid document"));
+            }
+            Err(errs.0)
+        }
+    }
+}
+
+fn decode_document(root: &Node, limits: &Limits, errs: &mut Errs) -> Option<Object> {
     let at = FieldPath::root();
     if !matches!(root.value, Value::Map(_)) {
-        return Err(FieldError::new(
+        errs.push(FieldError::new(
             at,
             format!(
                 "expected a mapping with kind, metadata and spec, got {}",
                 root.value.describe()
             ),
         ));
+        return None;
     }
-    let doc = Fields::of(root, &at, &["apiVersion", "kind", "metadata", "spec"])?;
-    if let Some(v) = doc.opt("apiVersion", string)? {
+    let doc = Fields::of(root, &at, &["apiVersion", "kind", "metadata", "spec"], errs)?;
+    if let Some(v) = errs.take(doc.opt("apiVersion", string)).flatten() {
         if v != API_VERSION {
-            return Err(FieldError::new(
+            errs.push(FieldError::new(
                 at.key("apiVersion"),
                 format!(
                     "unsupported apiVersion {}: use {API_VERSION:?} or leave it out",
@@ -234,59 +303,149 @@ pub(crate) fn document(root: &Node, limits: &Limits) -> FieldResult<Object> {
         }
     }
     let kind_path = at.key("kind");
-    let kind = doc.opt("kind", string)?.ok_or_else(|| {
-        FieldError::new(
-            kind_path.clone(),
-            "required: one of Workload, Service, AutoScalePolicy",
-        )
-    })?;
-    if !matches!(kind.as_str(), "Workload" | "Service" | "AutoScalePolicy") {
-        return Err(FieldError::new(
-            kind_path,
-            format!(
-                "unknown kind {}: expected Workload, Service or AutoScalePolicy",
-                shorten(&kind)
-            ),
-        ));
-    }
+    let kind = match errs.take(doc.opt("kind", string))? {
+        None => {
+            errs.push(FieldError::new(
+                kind_path,
+                "required: one of Workload, Service, AutoScalePolicy",
+            ));
+            None
+        }
+        Some(kind) if !matches!(kind.as_str(), "Workload" | "Service" | "AutoScalePolicy") => {
+            errs.push(FieldError::new(
+                kind_path,
+                format!(
+                    "unknown kind {}: expected Workload, Service or AutoScalePolicy",
+                    shorten(&kind)
+                ),
+            ));
+            None
+        }
+        Some(kind) => Some(kind),
+    };
     let name_path = at.key("metadata").key("name");
-    let name = doc
-        .opt("metadata", |node, at| {
-            Fields::of(node, at, &["name"])?.opt("name", string)
-        })?
-        .flatten()
-        .ok_or_else(|| FieldError::new(name_path.clone(), "required"))?;
-    let (spec, spec_path) = doc
-        .get("spec")
-        .ok_or_else(|| FieldError::new(at.key("spec"), "required"))?;
-    match kind.as_str() {
+    let (name, labels) = match doc.get("metadata") {
+        None => {
+            errs.push(FieldError::new(name_path.clone(), "required"));
+            (None, Some(Labels::new()))
+        }
+        Some((node, meta_at)) => match Fields::of(node, &meta_at, &["name", "labels"], errs) {
+            None => (None, None),
+            Some(meta) => {
+                let name = match errs.take(meta.opt("name", string)) {
+                    Some(None) => {
+                        errs.push(FieldError::new(name_path.clone(), "required"));
+                        None
+                    }
+                    other => other.flatten(),
+                };
+                let labels = errs
+                    .take(meta.opt("labels", labels))
+                    .map(Option::unwrap_or_default);
+                (name, labels)
+            }
+        },
+    };
+    let spec = match doc.get("spec") {
+        Some(spec) => Some(spec),
+        None => {
+            errs.push(FieldError::new(at.key("spec"), "required"));
+            None
+        }
+    };
+    // Decode the spec even when the header has errors, so that they are all reported at once.
+    let (spec, spec_path) = spec?;
+    let kind = kind.unwrap_or_default();
+    let object = match kind.as_str() {
         "Workload" => {
-            let w = workload(name, spec, &spec_path, limits)?;
-            validate::workload(&w, limits, &name_path, &spec_path)?;
-            Ok(Object::Workload(w))
+            let w = workload(
+                name.clone().unwrap_or_default(),
+                labels.clone().unwrap_or_default(),
+                spec,
+                &spec_path,
+                limits,
+                errs,
+            );
+            Object::Workload(w?)
         }
         "Service" => {
-            validate::object_name(&name, &name_path)?;
-            let s = service(name, spec, &spec_path)?;
-            validate::service(&s, &spec_path)?;
-            Ok(Object::Service(s))
+            let s = service(name.clone().unwrap_or_default(), spec, &spec_path, errs);
+            let mut s = s?;
+            s.labels = labels.clone().unwrap_or_default();
+            Object::Service(s)
         }
-        _ => {
-            validate::object_name(&name, &name_path)?;
-            let p = autoscaler(name, spec, &spec_path)?;
-            validate::autoscaler(&p, limits, &spec_path)?;
-            Ok(Object::AutoScalePolicy(p))
-        }
+        "AutoScalePolicy" => Object::AutoScalePolicy(autoscaler(
+            name.clone().unwrap_or_default(),
+            spec,
+            &spec_path,
+            errs,
+        )?),
+        _ => return None,
+    };
+    // The domain rules, once the shape is right.
+    let (Some(_), Some(_)) = (name, labels) else {
+        return None;
+    };
+    if !errs.is_empty() {
+        return None;
     }
+    let checked = match &object {
+        Object::Workload(w) => validate::workload(w, limits, &name_path, &spec_path),
+        Object::Service(s) => validate::object_name(&s.name, &name_path)
+            .and_then(|()| validate::service(s, &spec_path)),
+        Object::AutoScalePolicy(p) => validate::object_name(&p.name, &name_path)
+            .and_then(|()| validate::autoscaler(p, limits, &spec_path)),
+    };
+    errs.take(checked)?;
+    Some(object)
 }
 
-fn workload(name: String, spec: &Node, at: &FieldPath, limits: &Limits) -> FieldResult<Workload> {
-    let f = Fields::of(spec, at, &["replicas", "placement", "podSpec"])?;
-    let replicas = f
-        .opt("replicas", |n, at| replicas(n, at, limits))?
-        .unwrap_or(DEFAULT_REPLICAS);
-    let placement = f
-        .opt("placement", |n, at| {
+/// `metadata.labels`: a mapping of strings, checked as Kubernetes does.
+fn labels(node: &Node, at: &FieldPath) -> FieldResult<Labels> {
+    let Value::Map(entries) = &node.value else {
+        return Err(invalid_type(node, "a mapping of label keys to values", at));
+    };
+    validate::count_within(entries.len(), MAX_LABELS, "labels", at)?;
+    let mut out = Labels::new();
+    for (key, value) in entries {
+        let Some(k) = key.value.as_key() else {
+            return Err(invalid_type(key, "a label key", at));
+        };
+        let v = text(value, &at.key(&k))?;
+        out.insert(k, v);
+    }
+    check_labels(&out, at)?;
+    Ok(out)
+}
+
+fn workload(
+    name: String,
+    labels: Labels,
+    spec: &Node,
+    at: &FieldPath,
+    limits: &Limits,
+    errs: &mut Errs,
+) -> Option<Workload> {
+    let f = Fields::of(
+        spec,
+        at,
+        &[
+            "replicas",
+            "placement",
+            "podSpec",
+            "strategy",
+            "revisionHistoryLimit",
+            "progressDeadline",
+            "autoRevert",
+            "paused",
+        ],
+        errs,
+    )?;
+    let replicas = errs
+        .take(f.opt("replicas", |n, at| replicas(n, at, limits)))
+        .map(|r| r.unwrap_or(DEFAULT_REPLICAS));
+    let placement = errs
+        .take(f.opt("placement", |n, at| {
             variant(
                 n,
                 at,
@@ -295,28 +454,122 @@ fn workload(name: String, spec: &Node, at: &FieldPath, limits: &Limits) -> Field
                     ("binpack", Placement::Binpack),
                 ],
             )
-        })?
-        .unwrap_or_default();
-    let pod_spec = f.req("podSpec", |n, at| pod_spec(n, at, limits))?;
-    Ok(Workload {
+        }))
+        .map(Option::unwrap_or_default);
+    let rollout = rollout(&f, errs);
+    let pod_spec = match f.get("podSpec") {
+        Some((n, at)) => pod_spec(n, &at, limits, errs),
+        None => {
+            errs.push(FieldError::new(at.clone(), "missing field `podSpec`"));
+            None
+        }
+    };
+    Some(Workload {
         name,
-        replicas,
-        placement,
-        pod_spec,
+        replicas: replicas?,
+        placement: placement?,
+        pod_spec: pod_spec?,
+        labels,
+        rollout: rollout?,
     })
 }
 
-fn pod_spec(node: &Node, at: &FieldPath, limits: &Limits) -> FieldResult<PodSpec> {
-    let f = Fields::of(node, at, &["containers", "ports", "readinessProbe"])?;
-    let containers = f.req("containers", |n, at| {
-        seq(n, at, limits.max_containers, "containers", |n, at| {
-            container(n, at, limits)
-        })
+/// `strategy`, `revisionHistoryLimit`, `progressDeadline`, `autoRevert`, `paused` of a
+/// workload's spec.
+fn rollout(f: &Fields<'_>, errs: &mut Errs) -> Option<RolloutSpec> {
+    let defaults = RolloutSpec::default();
+    let strategy = f.get("strategy").map(|(n, at)| {
+        let s = Fields::of(n, &at, &["maxSurge", "maxUnavailable"], errs)?;
+        let amount = |field: &str, errs: &mut Errs, default: IntOrPercent| {
+            errs.take(s.opt(field, |n, at| {
+                IntOrPercent::parse(&text(n, at)?).map_err(|e| FieldError::new(at.clone(), e))
+            }))
+            .map(|v| v.unwrap_or(default))
+        };
+        let surge = amount("maxSurge", errs, defaults.max_surge);
+        let unavailable = amount("maxUnavailable", errs, defaults.max_unavailable);
+        Some((surge?, unavailable?))
+    });
+    let history = errs
+        .take(f.opt("revisionHistoryLimit", count))
+        .map(|v| v.unwrap_or(defaults.revision_history_limit));
+    let deadline = errs
+        .take(f.opt("progressDeadline", duration_ms))
+        .map(|v| v.unwrap_or(defaults.progress_deadline_ms));
+    let auto_revert = errs
+        .take(f.opt("autoRevert", boolean))
+        .map(Option::unwrap_or_default);
+    let paused = errs
+        .take(f.opt("paused", boolean))
+        .map(Option::unwrap_or_default);
+    let (max_surge, max_unavailable) = match strategy {
+        None => (defaults.max_surge, defaults.max_unavailable),
+        Some(s) => s?,
+    };
+    Some(RolloutSpec {
+        max_surge,
+        max_unavailable,
+        revision_history_limit: history?,
+        progress_deadline_ms: deadline?,
+        auto_revert: auto_revert?,
+        paused: paused?,
+    })
+}
+
+fn boolean(node: &Node, at: &FieldPath) -> FieldResult<bool> {
+    match node.value {
+        Value::Bool(b) => Ok(b),
+        _ => Err(invalid_type(node, "true or false", at)),
+    }
+}
+
+/// A duration such as `2s`, `500ms`, `1m`, in milliseconds.
+fn duration_ms(node: &Node, at: &FieldPath) -> FieldResult<u64> {
+    let t = text(node, at)?;
+    let d = humantime::parse_duration(t.trim()).map_err(|e| {
+        FieldError::new(
+            at.clone(),
+            format!(
+                "invalid duration {}: {e} (examples: 2s, 500ms, 1m)",
+                shorten(&t)
+            ),
+        )
     })?;
-    let ports = f
-        .opt("ports", |n, at| {
+    Ok(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn pod_spec(node: &Node, at: &FieldPath, limits: &Limits, errs: &mut Errs) -> Option<PodSpec> {
+    let f = Fields::of(node, at, &["containers", "ports", "readinessProbe"], errs)?;
+    let containers = match f.get("containers") {
+        None => {
+            errs.push(FieldError::new(at.clone(), "missing field `containers`"));
+            None
+        }
+        Some((n, at)) => match &n.value {
+            Value::Seq(items) => {
+                errs.take(validate::count_within(
+                    items.len(),
+                    limits.max_containers,
+                    "containers",
+                    &at,
+                ))?;
+                let decoded: Vec<Option<Container>> = items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, item)| container(item, &at.index(i), limits, errs))
+                    .collect();
+                decoded.into_iter().collect()
+            }
+            _ => {
+                errs.push(invalid_type(n, "a sequence", &at));
+                None
+            }
+        },
+    };
+    let ports = errs
+        .take(f.opt("ports", |n, at| {
             seq(n, at, limits.max_ports, "ports", |n, at| {
-                let p = Fields::of(n, at, &["containerPort", "protocol"])?;
+                let p = Fields::strict(n, at, &["containerPort", "protocol"])?;
                 Ok(PortSpec {
                     container_port: p.req("containerPort", port)?,
                     protocol: p
@@ -326,42 +579,46 @@ fn pod_spec(node: &Node, at: &FieldPath, limits: &Limits) -> FieldResult<PodSpec
                         .unwrap_or_default(),
                 })
             })
-        })?
-        .unwrap_or_default();
-    let readiness_probe = f.opt("readinessProbe", probe)?;
-    Ok(PodSpec {
-        containers,
-        ports,
-        readiness_probe,
+        }))
+        .map(Option::unwrap_or_default);
+    let readiness_probe = errs.take(f.opt("readinessProbe", probe));
+    Some(PodSpec {
+        containers: containers?,
+        ports: ports?,
+        readiness_probe: readiness_probe?,
+        restarted_at_ms: 0,
     })
 }
 
-fn container(node: &Node, at: &FieldPath, limits: &Limits) -> FieldResult<Container> {
+fn container(node: &Node, at: &FieldPath, limits: &Limits, errs: &mut Errs) -> Option<Container> {
     let f = Fields::of(
         node,
         at,
         &["name", "image", "command", "args", "env", "resources"],
+        errs,
     )?;
-    let words = |field: &str| {
-        f.opt(field, |n, at| {
+    let words = |field: &str, errs: &mut Errs| {
+        errs.take(f.opt(field, |n, at| {
             seq(n, at, limits.max_command_words, "words", text)
-        })
+        }))
         .map(Option::unwrap_or_default)
     };
-    let env = f
-        .opt("env", |n, at| {
+    let command = words("command", errs);
+    let args = words("args", errs);
+    let env = errs
+        .take(f.opt("env", |n, at| {
             seq(n, at, limits.max_env, "variables", |n, at| {
-                let e = Fields::of(n, at, &["name", "value"])?;
+                let e = Fields::strict(n, at, &["name", "value"])?;
                 Ok(EnvVar {
                     name: e.req("name", string)?,
                     value: e.opt("value", text)?.unwrap_or_default(),
                 })
             })
-        })?
-        .unwrap_or_default();
-    let resources = f
-        .opt("resources", |n, at| {
-            let r = Fields::of(n, at, &["cpu", "memory"])?;
+        }))
+        .map(Option::unwrap_or_default);
+    let resources = errs
+        .take(f.opt("resources", |n, at| {
+            let r = Fields::strict(n, at, &["cpu", "memory"])?;
             let quantity = |field: &str, parse: fn(&str) -> Result<u64, String>| {
                 r.opt(field, |n, at| {
                     parse(&text(n, at)?).map_err(|e| FieldError::new(at.clone(), e))
@@ -372,69 +629,72 @@ fn container(node: &Node, at: &FieldPath, limits: &Limits) -> FieldResult<Contai
                 cpu_millis: quantity("cpu", parse_cpu)?,
                 memory_bytes: quantity("memory", parse_memory)?,
             })
-        })?
-        .unwrap_or_default();
-    Ok(Container {
-        name: f.req("name", string)?,
-        image: f.req("image", string)?,
-        command: words("command")?,
-        args: words("args")?,
-        env,
-        resources,
+        }))
+        .map(Option::unwrap_or_default);
+    let name = errs.take(f.req("name", string));
+    let image = errs.take(f.req("image", string));
+    Some(Container {
+        name: name?,
+        image: image?,
+        command: command?,
+        args: args?,
+        env: env?,
+        resources: resources?,
     })
 }
 
 fn probe(node: &Node, at: &FieldPath) -> FieldResult<ReadinessProbe> {
-    let f = Fields::of(node, at, &["port", "interval", "timeout"])?;
-    let duration = |field: &str, default: u64| -> FieldResult<u64> {
-        let parse = |n: &Node, at: &FieldPath| {
-            let t = text(n, at)?;
-            let d = humantime::parse_duration(t.trim()).map_err(|e| {
-                FieldError::new(
-                    at.clone(),
-                    format!(
-                        "invalid duration {}: {e} (examples: 2s, 500ms, 1m)",
-                        shorten(&t)
-                    ),
-                )
-            })?;
-            Ok(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        };
-        Ok(f.opt(field, parse)?.unwrap_or(default))
-    };
+    let f = Fields::strict(node, at, &["port", "interval", "timeout"])?;
     Ok(ReadinessProbe {
         port: f.opt("port", port)?,
-        interval_ms: duration("interval", DEFAULT_PROBE_INTERVAL_MS)?,
-        timeout_ms: duration("timeout", DEFAULT_PROBE_TIMEOUT_MS)?,
+        interval_ms: f
+            .opt("interval", duration_ms)?
+            .unwrap_or(DEFAULT_PROBE_INTERVAL_MS),
+        timeout_ms: f
+            .opt("timeout", duration_ms)?
+            .unwrap_or(DEFAULT_PROBE_TIMEOUT_MS),
     })
 }
 
-fn service(name: String, spec: &Node, at: &FieldPath) -> FieldResult<Service> {
-    let f = Fields::of(spec, at, &["workload", "port", "targetPort"])?;
-    let workload = f.req("workload", string)?;
-    let port = f.req("port", port)?;
+fn service(name: String, spec: &Node, at: &FieldPath, errs: &mut Errs) -> Option<Service> {
+    let f = Fields::of(spec, at, &["workload", "port", "targetPort"], errs)?;
+    let workload = errs.take(f.req("workload", string));
+    let port = errs.take(f.req("port", self::port));
     // Defaults to `port`.
-    let target_port = f.opt("targetPort", self::port)?.unwrap_or(port);
-    Ok(Service {
+    let target_port = errs.take(f.opt("targetPort", self::port));
+    let port = port?;
+    Some(Service {
         name,
-        workload,
+        workload: workload?,
         port,
-        target_port,
+        target_port: target_port?.unwrap_or(port),
+        labels: Labels::new(),
     })
 }
 
-fn autoscaler(name: String, spec: &Node, at: &FieldPath) -> FieldResult<AutoScalePolicy> {
+fn autoscaler(
+    name: String,
+    spec: &Node,
+    at: &FieldPath,
+    errs: &mut Errs,
+) -> Option<AutoScalePolicy> {
     let f = Fields::of(
         spec,
         at,
         &["workload", "minReplicas", "maxReplicas", "cpu", "memory"],
+        errs,
     )?;
-    Ok(AutoScalePolicy {
+    let workload = errs.take(f.req("workload", string));
+    let min_replicas = errs.take(f.opt("minReplicas", count));
+    let max_replicas = errs.take(f.req("maxReplicas", count));
+    let cpu_percent = errs.take(f.opt("cpu", count));
+    let memory_percent = errs.take(f.opt("memory", count));
+    Some(AutoScalePolicy {
         name,
-        workload: f.req("workload", string)?,
-        min_replicas: f.opt("minReplicas", count)?.unwrap_or(DEFAULT_MIN_REPLICAS),
-        max_replicas: f.req("maxReplicas", count)?,
-        cpu_percent: f.opt("cpu", count)?,
-        memory_percent: f.opt("memory", count)?,
+        workload: workload?,
+        min_replicas: min_replicas?.unwrap_or(DEFAULT_MIN_REPLICAS),
+        max_replicas: max_replicas?,
+        cpu_percent: cpu_percent?,
+        memory_percent: memory_percent?,
     })
 }

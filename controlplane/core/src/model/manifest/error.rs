@@ -24,9 +24,21 @@ pub struct ManifestError {
     /// 1-based line of the offending field or syntax error, where known.
     pub line: Option<usize>,
     /// 1-based column of the offending field or syntax error, where known.
-    pub column: Option<usize>,
+    pub column: Option<u32>,
     /// Path of the offending field, e.g. `spec.podSpec.containers[1].resources.memory`.
     pub field: Option<String>,
+    /// Further errors in the same file (every wrong field is reported at once); `None` when
+    /// this is the only one. Boxed: the common single error stays small.
+    pub more: Option<Box<MoreErrors>>,
+}
+
+/// The errors of a file after its first one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MoreErrors {
+    /// In order; never nested.
+    pub errors: Vec<ManifestError>,
+    /// Errors found beyond those listed (the list is capped).
+    pub omitted: usize,
 }
 
 impl ManifestError {
@@ -39,7 +51,28 @@ impl ManifestError {
             line: None,
             column: None,
             field: None,
+            more: None,
         }
+    }
+
+    /// The errors found in one file as one error: the first, with the others in `more`.
+    pub(crate) fn combine(mut all: Vec<ManifestError>, omitted: usize) -> Option<Self> {
+        if all.is_empty() {
+            return None;
+        }
+        let mut first = all.remove(0);
+        if !all.is_empty() || omitted > 0 {
+            first.more = Some(Box::new(MoreErrors {
+                errors: all,
+                omitted,
+            }));
+        }
+        Some(first)
+    }
+
+    /// Every error, the first included.
+    pub fn all(&self) -> impl Iterator<Item = &ManifestError> {
+        std::iter::once(self).chain(self.more.iter().flat_map(|m| m.errors.iter()))
     }
 
     /// A field error of document `document`, at `mark`.
@@ -50,7 +83,8 @@ impl ManifestError {
             file: cut(file, MAX_FILE_NAME),
             document: Some(document),
             line: Some(mark.line),
-            column: Some(mark.column),
+            column: Some(u32::try_from(mark.column).unwrap_or(u32::MAX)),
+            more: None,
         }
     }
 
@@ -61,14 +95,32 @@ impl ManifestError {
             file: cut(file, MAX_FILE_NAME),
             document: Some(document),
             line: e.mark.map(|m| m.line),
-            column: e.mark.map(|m| m.column),
+            column: e.mark.map(|m| u32::try_from(m.column).unwrap_or(u32::MAX)),
             field: None,
+            more: None,
         }
     }
 }
 
 impl fmt::Display for ManifestError {
+    /// One line per error: the first, then the others of the same file.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.fmt_one(f)?;
+        if let Some(more) = &self.more {
+            for e in &more.errors {
+                f.write_str("\n")?;
+                e.fmt_one(f)?;
+            }
+            if more.omitted > 0 {
+                write!(f, "\n{}: ... and {} more errors", self.file, more.omitted)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ManifestError {
+    fn fmt_one(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.file)?;
         if let Some(doc) = self.document {
             write!(f, ": document {doc}")?;

@@ -3,7 +3,8 @@
 //! A manifest file holds one or more Kubernetes-like documents separated by `---`:
 //! `apiVersion` (optional, `pss/v1`), `kind` (`Workload`, `Service`, `AutoScalePolicy`),
 //! `metadata.name` and a `spec`. Parsing is all or nothing: one invalid document fails the file,
-//! so an apply never half-happens.
+//! so an apply never half-happens; the error lists every problem found in every document (up
+//! to [`MAX_FILE_ERRORS`]), so that one edit fixes them all.
 //!
 //! A file goes through four steps, each in its own module:
 //! 1. bounds first ([`parse_manifests_with`]): size, then a UTF-8 byte-order mark is dropped;
@@ -22,11 +23,14 @@ mod yaml;
 
 use std::collections::HashMap;
 
-pub use error::ManifestError;
+pub use error::{ManifestError, MoreErrors};
 
 use super::field::{FieldError, FieldPath};
 use super::Limits;
 use super::Object;
+
+/// The most errors listed for one file; the rest are counted.
+pub const MAX_FILE_ERRORS: usize = 50;
 
 /// The UTF-8 byte-order mark some editors put at the start of a file.
 const BOM: &str = "\u{feff}";
@@ -79,36 +83,70 @@ pub fn parse_manifests_with(
     check_size(text.len(), source, limits)?;
     let text = text.strip_prefix(BOM).unwrap_or(text);
     let mut objects = Vec::new();
+    let mut errors: Vec<ManifestError> = Vec::new();
+    let mut omitted = 0usize;
+    let mut report = |e: ManifestError, errors: &mut Vec<ManifestError>| {
+        if errors.len() < MAX_FILE_ERRORS {
+            errors.push(e);
+        } else {
+            omitted += 1;
+        }
+    };
     let mut seen: HashMap<(&'static str, String), usize> = HashMap::new();
     for (index, document) in yaml::documents(text, limits).into_iter().enumerate() {
         let number = index + 1;
         if number > limits.max_documents {
-            return Err(ManifestError::file_level(
-                source,
-                format!(
-                    "more than {} documents, above the limit of {}",
-                    limits.max_documents, limits.max_documents
+            report(
+                ManifestError::file_level(
+                    source,
+                    format!(
+                        "more than {} documents, above the limit of {}",
+                        limits.max_documents, limits.max_documents
+                    ),
                 ),
-            ));
+                &mut errors,
+            );
+            break;
         }
-        let root = document.map_err(|e| ManifestError::syntax(source, number, e))?;
+        let root = match document {
+            Ok(root) => root,
+            Err(e) => {
+                report(ManifestError::syntax(source, number, e), &mut errors);
+                continue;
+            }
+        };
         let located = |e: FieldError| {
             let mark = yaml::locate(&root, &e.path);
             ManifestError::field(source, number, e, mark)
         };
-        let object = decode::document(&root, limits).map_err(located)?;
+        let object = match decode::document(&root, limits) {
+            Ok(object) => object,
+            Err(field_errors) => {
+                for e in field_errors {
+                    report(located(e), &mut errors);
+                }
+                continue;
+            }
+        };
         let key = (object.kind(), object.name().to_string());
         if let Some(first) = seen.insert(key, number) {
-            return Err(located(FieldError::new(
-                FieldPath::root().key("metadata").key("name"),
-                format!(
-                    "duplicate {} {:?}: already defined in document {first}",
-                    object.kind(),
-                    object.name()
-                ),
-            )));
+            report(
+                located(FieldError::new(
+                    FieldPath::root().key("metadata").key("name"),
+                    format!(
+                        "duplicate {} {:?}: already defined in document {first}",
+                        object.kind(),
+                        object.name()
+                    ),
+                )),
+                &mut errors,
+            );
+            continue;
         }
         objects.push(object);
+    }
+    if let Some(e) = ManifestError::combine(errors, omitted) {
+        return Err(e);
     }
     if objects.is_empty() {
         return Err(ManifestError::file_level(

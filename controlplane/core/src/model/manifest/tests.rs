@@ -334,10 +334,13 @@ fn workload_strategy() -> impl Strategy<Value = Workload> {
                     timeout_ms,
                 });
                 Workload {
+                    labels: Default::default(),
+                    rollout: Default::default(),
                     name,
                     replicas,
                     placement,
                     pod_spec: PodSpec {
+                        restarted_at_ms: 0,
                         containers,
                         ports,
                         readiness_probe,
