@@ -3,8 +3,8 @@
 //!
 //! | service (server) | operator | agent | proxy | controller | anonymous |
 //! |---|---|---|---|---|---|
-//! | `Operator` (controller): reads (`List*`, `Version`) | yes | - | yes | - | - |
-//! | `Operator`: writes (`Apply`, `Scale`, `Autoscale`, `Delete`) and `PodLogs` | yes | - | - | - | - |
+//! | `Operator` (controller): reads (`List*`, `Watch`, `RolloutHistory`, `Version`) | yes | - | yes | - | - |
+//! | `Operator`: writes (`Apply`, `Scale`, `Autoscale`, `Delete`, `SetNodeScheduling`, `Rollout`) and `PodLogs` | yes | - | - | - | - |
 //! | `NodeRegistry` (controller) | yes | yes, its own node (checked by the handler) | - | - | - |
 //! | `EndpointWatch` (controller) | yes | - | yes | - | - |
 //! | `Credentials/Join` (controller) | yes | yes | yes | - | yes (the token in the request decides) |
@@ -31,6 +31,8 @@ const READ_ONLY: &[&str] = &[
     "ListNodes",
     "ListEvents",
     "ListAutoscalers",
+    "RolloutHistory",
+    "Watch",
     "Version",
 ];
 
@@ -101,7 +103,16 @@ mod tests {
             "/pss.v1.EndpointWatch/WatchEndpoints"
         ));
         assert!(allows(C, Some(Proxy), "/pss.v1.Operator/ListPods"));
-        for m in ["Apply", "Scale", "Delete", "Autoscale", "PodLogs"] {
+        assert!(allows(C, Some(Proxy), "/pss.v1.Operator/Watch"));
+        for m in [
+            "Apply",
+            "Scale",
+            "Delete",
+            "Autoscale",
+            "PodLogs",
+            "SetNodeScheduling",
+            "Rollout",
+        ] {
             assert!(
                 !allows(C, Some(Proxy), &format!("/pss.v1.Operator/{m}")),
                 "{m}"
