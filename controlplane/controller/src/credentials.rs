@@ -153,7 +153,7 @@ impl pb::credentials_server::Credentials for CredentialsApi {
                 "role: controller certificates are not issued",
             ));
         }
-        let identity = Identity::new(role, &req.name).map_err(|e| Status::invalid_argument(e))?;
+        let identity = Identity::new(role, &req.name).map_err(Status::invalid_argument)?;
         if req.join_token.is_empty() {
             if !by_operator {
                 return Err(Status::unauthenticated(
