@@ -127,7 +127,13 @@ async fn heartbeats_stay_fast_while_hostile_manifests_are_rejected() {
         p99,
         latencies.last().unwrap()
     );
-    assert!(p99 < Duration::from_millis(50), "heartbeat p99 {p99:?}");
+    // Issue 11: the controller serves TLS, so the attackers' hundreds of megabytes are
+    // decrypted on the runtime's threads (in a debug build, on a shared 2-core machine): that
+    // costs the slowest heartbeat up to ~80 ms where plaintext stayed under 50 ms. The median
+    // is the one that says parsing stays off the runtime.
+    assert!(p99 < Duration::from_millis(150), "heartbeat p99 {p99:?}");
+    let p50 = percentile(&latencies, 0.5);
+    assert!(p50 < Duration::from_millis(25), "heartbeat p50 {p50:?}");
     let nodes = c.ctl(&["get", "nodes", "-o", "json"]).await.unwrap();
     assert!(nodes.contains("\"Ready\""), "{nodes}");
     let mut c = c;
