@@ -162,7 +162,11 @@ impl Client {
     ) -> Result<pb::ApplyResponse, CliError> {
         let r = self
             .inner
-            .apply(pb::ApplyRequest { manifest, source })
+            .apply(pb::ApplyRequest {
+                manifest,
+                source,
+                objects: Vec::new(),
+            })
             .await;
         r.map(|r| r.into_inner()).map_err(|s| self.err(s))
     }

@@ -34,6 +34,63 @@ const DEFAULT_EVENT_LIMIT: usize = 200;
 
 type LogStream = Pin<Box<dyn Stream<Item = Result<pb::LogChunk, Status>> + Send>>;
 
+/// The objects of a typed Apply, checked by the same rules as a manifest; errors name the
+/// object (`objects[1] (Workload web): podSpec...`).
+fn typed_objects(
+    objects: Vec<pb::TypedObject>,
+    limits: &model::Limits,
+) -> Result<Vec<model::Object>, Status> {
+    if objects.len() > limits.max_documents {
+        return Err(Status::invalid_argument(format!(
+            "{} objects, above the limit of {} per apply",
+            objects.len(),
+            limits.max_documents
+        )));
+    }
+    let mut out: Vec<model::Object> = Vec::with_capacity(objects.len());
+    for (i, o) in objects.into_iter().enumerate() {
+        let at = |kind: &str, name: &str| format!("objects[{i}] ({kind} {})", cut_short(name, 64));
+        let object = match o.object {
+            Some(pb::typed_object::Object::Workload(w)) => {
+                let where_ = at("Workload", &w.name);
+                model::Workload::from_proto(w, limits)
+                    .map(model::Object::Workload)
+                    .map_err(|e| Status::invalid_argument(format!("{where_}: {e}")))?
+            }
+            Some(pb::typed_object::Object::Service(s)) => {
+                let where_ = at("Service", &s.name);
+                model::Service::try_from(s)
+                    .map(model::Object::Service)
+                    .map_err(|e| Status::invalid_argument(format!("{where_}: {e}")))?
+            }
+            Some(pb::typed_object::Object::Autoscaler(a)) => {
+                let where_ = at("AutoScalePolicy", &a.name);
+                AutoScalePolicy::from_proto(a, limits)
+                    .map(model::Object::AutoScalePolicy)
+                    .map_err(|e| Status::invalid_argument(format!("{where_}: {e}")))?
+            }
+            None => {
+                return Err(Status::invalid_argument(format!(
+                    "objects[{i}]: empty (set workload, service or autoscaler)"
+                )))
+            }
+        };
+        if out
+            .iter()
+            .any(|o| o.kind() == object.kind() && o.name() == object.name())
+        {
+            return Err(Status::invalid_argument(format!(
+                "{}: duplicate {} {:?} in this apply",
+                at(object.kind(), object.name()),
+                object.kind(),
+                object.name()
+            )));
+        }
+        out.push(object);
+    }
+    Ok(out)
+}
+
 /// The request's label selector, parsed; an invalid one is the caller's error.
 fn selector(req: &pb::ListRequest) -> Result<Selector, Status> {
     Selector::parse(&req.label_selector).map_err(|e| {
@@ -169,7 +226,15 @@ impl pb::operator_server::Operator for OperatorApi {
             cut_short(&req.source, MAX_SOURCE_BYTES).into_owned()
         };
         let source = source.as_str();
-        let objects = self.parse(req.manifest, source).await?;
+        let objects = if req.objects.is_empty() {
+            self.parse(req.manifest, source).await?
+        } else if !req.manifest.is_empty() {
+            return Err(Status::invalid_argument(
+                "give the manifest text or typed objects, not both",
+            ));
+        } else {
+            typed_objects(req.objects, &self.shared.config.limits)?
+        };
         self.check_one_autoscaler_per_workload(&objects, source)?;
         self.check_autoscaled_workloads_exist(&objects, source)?;
         let actions = self.shared.store.apply(&objects).map_err(to_status)?;

@@ -306,6 +306,7 @@ async fn invalid_manifests_are_rejected_and_change_nothing() {
         let mut op = support::operator(c.addr).await;
         let status = op
             .apply(pss_proto::v1::ApplyRequest {
+                objects: Vec::new(),
                 manifest: text,
                 source: path.clone(),
             })
@@ -386,6 +387,7 @@ async fn a_huge_source_name_is_cut_short_in_events_and_errors() {
     let huge = "s".repeat(3 << 20);
     let manifest = std::fs::read_to_string(example("my-app.yaml")).unwrap();
     op.apply(pss_proto::v1::ApplyRequest {
+        objects: Vec::new(),
         manifest: manifest.clone(),
         source: huge.clone(),
     })
@@ -393,6 +395,7 @@ async fn a_huge_source_name_is_cut_short_in_events_and_errors() {
     .unwrap();
     let err = op
         .apply(pss_proto::v1::ApplyRequest {
+            objects: Vec::new(),
             manifest: manifest.replace("kind: Workload", "kind: Nope"),
             source: huge,
         })

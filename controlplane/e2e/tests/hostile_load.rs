@@ -79,6 +79,7 @@ async fn heartbeats_stay_fast_while_hostile_manifests_are_rejected() {
                     let started = Instant::now();
                     let r = op
                         .apply(pb::ApplyRequest {
+                            objects: Vec::new(),
                             manifest: manifest.clone(),
                             source: format!("{what}.yaml"),
                         })

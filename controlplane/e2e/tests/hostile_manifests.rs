@@ -24,6 +24,7 @@ async fn refused_raw(c: &RunningController, name: &str, manifest: String) {
     let start = Instant::now();
     let status = op
         .apply(ApplyRequest {
+            objects: Vec::new(),
             manifest,
             source: name.to_string(),
         })
@@ -130,6 +131,7 @@ async fn large_hostile_manifests_are_refused_quickly_by_the_server() {
     let status = support::operator(c.addr)
         .await
         .apply(ApplyRequest {
+            objects: Vec::new(),
             manifest: "[".repeat(100),
             source: "s".repeat(1 << 20),
         })

@@ -158,6 +158,7 @@ async fn a_manifest_reports_every_error_at_once() {
     let mut raw = support::operator(c.addr).await;
     let status = raw
         .apply(pss_proto::v1::ApplyRequest {
+            objects: Vec::new(),
             manifest: text.into(),
             source: "raw.yaml".into(),
         })
@@ -423,4 +424,121 @@ async fn rollouts_undo_restart_pause_and_auto_revert() {
         failures.len()
     );
     stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typed_apply_takes_objects_as_messages() {
+    use pss_proto::v1 as pb;
+    let dir = tempfile::tempdir().unwrap();
+    let c = RunningController::start(&dir.path().join("pss.db")).await;
+    let mut raw = support::operator(c.addr).await;
+    let workload = pb::Workload {
+        name: "typed".into(),
+        replicas: 2,
+        placement: "spread".into(),
+        labels: [("app".to_string(), "typed".to_string())].into(),
+        pod_spec: Some(pb::PodSpec {
+            containers: vec![pb::Container {
+                name: "c".into(),
+                image: "img:1".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let service = pb::Service {
+        name: "typed".into(),
+        workload: "typed".into(),
+        port: 8080,
+        ..Default::default()
+    };
+    let typed = |objects: Vec<pb::typed_object::Object>| pb::ApplyRequest {
+        objects: objects
+            .into_iter()
+            .map(|o| pb::TypedObject { object: Some(o) })
+            .collect(),
+        source: "typed-client".into(),
+        ..Default::default()
+    };
+    let resp = raw
+        .apply(typed(vec![
+            pb::typed_object::Object::Workload(workload.clone()),
+            pb::typed_object::Object::Service(service.clone()),
+        ]))
+        .await
+        .unwrap()
+        .into_inner();
+    let actions: Vec<String> = resp
+        .objects
+        .iter()
+        .map(|o| format!("{}/{} {}", o.kind, o.name, o.action))
+        .collect();
+    assert_eq!(actions, ["Workload/typed created", "Service/typed created"]);
+    // The same objects as YAML would show: labels, defaults (strategy 25%/25%), target port.
+    let w = json(&c, &["get", "workload", "typed"]).await;
+    assert_eq!(w["labels"]["app"], "typed");
+    assert_eq!(w["rollout"]["maxSurge"], "25%");
+    let s = json(&c, &["get", "service", "typed"]).await;
+    assert_eq!(s["targetPort"], 8080);
+    // Applying them again changes nothing.
+    let again = raw
+        .apply(typed(vec![pb::typed_object::Object::Workload(
+            workload.clone(),
+        )]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.objects[0].action, "unchanged");
+
+    // Invalid objects are refused naming the object and the field; nothing is applied.
+    let mut bad = workload.clone();
+    bad.name = "typed-bad".into();
+    bad.pod_spec.as_mut().unwrap().containers[0].image = String::new();
+    let e = raw
+        .apply(typed(vec![
+            pb::typed_object::Object::Service(pb::Service {
+                name: "first".into(),
+                workload: "typed".into(),
+                port: 81,
+                ..Default::default()
+            }),
+            pb::typed_object::Object::Workload(bad),
+        ]))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(
+        e.message().contains("objects[1] (Workload typed-bad)") && e.message().contains("image"),
+        "{}",
+        e.message()
+    );
+    assert!(c.ctl(&["get", "service", "first"]).await.is_err());
+    let e = raw
+        .apply(pb::ApplyRequest {
+            manifest: "kind: Service".into(),
+            objects: vec![pb::TypedObject {
+                object: Some(pb::typed_object::Object::Service(service.clone())),
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(e.message().contains("not both"), "{}", e.message());
+    let e = raw
+        .apply(typed(vec![
+            pb::typed_object::Object::Service(service.clone()),
+            pb::typed_object::Object::Service(service),
+        ]))
+        .await
+        .unwrap_err();
+    assert!(e.message().contains("duplicate"), "{}", e.message());
+    let e = raw
+        .apply(pb::ApplyRequest {
+            objects: vec![pb::TypedObject { object: None }],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(e.message().contains("objects[0]: empty"), "{}", e.message());
 }

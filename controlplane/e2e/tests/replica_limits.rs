@@ -48,6 +48,7 @@ async fn huge_replica_counts_are_refused_and_a_stored_one_is_skipped() {
     assert!(text.contains("1000000000"), "the example has replicas: 3");
     let status = op
         .apply(pb::ApplyRequest {
+            objects: Vec::new(),
             manifest: text,
             source: "big.yaml".into(),
         })
