@@ -233,6 +233,7 @@ async fn roles_are_enforced_on_every_call() {
         op.apply(pb::ApplyRequest {
             manifest,
             source: "x".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err(),
