@@ -347,6 +347,24 @@ async fn serve(
     let port = listener.local_addr()?.port();
     let agent_address = format!("{}:{port}", config.advertise_address);
 
+    // The admin endpoints answer from the start (not ready while the agent still joins).
+    let tasks = shutdown.child_token();
+    let mut background = tokio::task::JoinSet::new();
+    let reachable: Arc<std::sync::atomic::AtomicBool> = Arc::default();
+    if let Some(addr) = config.admin {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| Error::Invalid(format!("--admin {addr}: {e}")))?;
+        tracing::info!(addr = %listener.local_addr()?, "admin endpoints (/metrics, /healthz, /readyz)");
+        background.spawn(pss_plumbing::admin::serve(
+            listener,
+            Arc::new(admin::AgentAdmin {
+                snapshot: runtime.snapshot(),
+                reachable: reachable.clone(),
+            }),
+            tasks.clone(),
+        ));
+    }
     let member = membership(&config, &shutdown).await?;
     let (dialer, token) = match &member {
         Some(m) => (m.dialer().map_err(|e| Error::Invalid(e.to_string()))?, ""),
@@ -369,24 +387,9 @@ async fn serve(
         config.metrics_interval,
         config.runtime_deadline,
         config.backoff,
-    );
+    )
+    .with_reachable(reachable);
 
-    let tasks = shutdown.child_token();
-    let mut background = tokio::task::JoinSet::new();
-    if let Some(addr) = config.admin {
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|e| Error::Invalid(format!("--admin {addr}: {e}")))?;
-        tracing::info!(addr = %listener.local_addr()?, "admin endpoints (/metrics, /healthz, /readyz)");
-        background.spawn(pss_plumbing::admin::serve(
-            listener,
-            Arc::new(admin::AgentAdmin {
-                snapshot: runtime.snapshot(),
-                reachable: reporter.reachable(),
-            }),
-            tasks.clone(),
-        ));
-    }
     background.spawn(reporter.run(updates_rx, tasks.clone()));
     background.spawn(snapshot::refresh(
         runtime.clone(),

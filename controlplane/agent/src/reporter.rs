@@ -114,6 +114,13 @@ impl Reporter {
     }
 
     /// True once registered while the controller answers (the agent's `/readyz`).
+    /// Reports reachability through `flag` (an admin server may be serving it already, e.g.
+    /// while the agent was still joining).
+    pub fn with_reachable(mut self, flag: Arc<std::sync::atomic::AtomicBool>) -> Self {
+        self.reachable = flag;
+        self
+    }
+
     pub fn reachable(&self) -> Arc<std::sync::atomic::AtomicBool> {
         self.reachable.clone()
     }
