@@ -27,8 +27,10 @@ const TOKEN: &str = "pss-bench-token-0123456";
 
 fn seed(store: &SqliteStore) {
     let spec = PodSpec {
+        restart_policy: Default::default(),
         restarted_at_ms: 0,
         containers: vec![Container {
+            limits: None,
             name: "web".into(),
             image: "localhost/pss-demo:latest".into(),
             command: vec![],

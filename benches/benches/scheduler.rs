@@ -102,6 +102,7 @@ fn bench_scheduler(c: &mut Criterion) {
         max_surge: 1,
         max_unavailable: 0,
         paused: false,
+        restart_policy: Default::default(),
     }];
     group.bench_function("plan/create_10k", |b| {
         b.iter(|| {

@@ -2,7 +2,7 @@
 //!
 //! - The pod's infra container publishes the spec's ports with host port 0 (Podman picks a free
 //!   one); each spec container is a Podman container `<pod id>-<container name>` joined to it,
-//!   with command/args/env and CPU/memory limits from `resources`.
+//!   with command/args/env and CPU/memory limits from `limits` (else the requests).
 //! - Pods and containers carry the labels `pss.pod`, `pss.workload`, `pss.node`,
 //!   `pss.spec-hash` and the readiness probe (`pss.probe-*`), so everything the agent needs to
 //!   report or probe a pod is in Podman: a restarted agent adopts what runs.
@@ -350,7 +350,8 @@ impl Runtime {
                 (true, false) => (None, Some(c.args.clone())),
                 (true, true) => (None, None),
             };
-            let resources = c.resources.unwrap_or_default();
+            // Limits: the container's own, else its requests (the seed's flat form).
+            let resources = c.limits.or(c.resources).unwrap_or_default();
             let limits = ResourceLimits {
                 cpu: (resources.cpu_millis > 0).then(|| CpuLimits {
                     quota: i64::try_from(resources.cpu_millis * CPU_PERIOD_US / 1000)

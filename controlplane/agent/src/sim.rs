@@ -160,6 +160,7 @@ mod tests {
             id: id.into(),
             workload: "w".into(),
             spec: Some(PodSpec {
+                restart_policy: Default::default(),
                 restarted_at_ms: 0,
                 containers: vec![Container {
                     name: "web".into(),

@@ -322,6 +322,7 @@ where
 fn web_spec() -> PodSpec {
     PodSpec {
         restarted_at_ms: 0,
+        restart_policy: String::new(),
         containers: vec![Container {
             name: "web".into(),
             image: DEMO_IMAGE.into(),
@@ -341,6 +342,7 @@ fn web_spec() -> PodSpec {
 fn shell_spec(script: &str) -> PodSpec {
     PodSpec {
         restarted_at_ms: 0,
+        restart_policy: String::new(),
         containers: vec![Container {
             name: "main".into(),
             image: DEMO_IMAGE.into(),

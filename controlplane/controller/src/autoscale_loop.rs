@@ -20,7 +20,9 @@ use pss_store::StoredAutoscaler;
 /// What the autoscaler remembers between evaluations, per policy name.
 #[derive(Default)]
 pub(crate) struct AutoscaleMemory {
-    policies: Mutex<HashMap<String, Remembered>>,
+    /// Keyed by policy name and creation time: a policy deleted and created again under the
+    /// same name starts with a clean history (no inherited cooldown or stabilization window).
+    policies: Mutex<HashMap<(String, i64), Remembered>>,
 }
 
 #[derive(Default, Clone)]
@@ -61,6 +63,19 @@ fn node_capacity(pod: &PodRecord, nodes: &[NodeRecord]) -> Resources {
 pub(crate) fn evaluate_all(shared: &Shared, now: i64) -> Result<()> {
     let store = &shared.store;
     let policies = store.list_autoscalers()?;
+    {
+        // Forget deleted (or re-created) policies.
+        let live: std::collections::HashSet<(String, i64)> = policies
+            .iter()
+            .map(|p| (p.policy.name.clone(), p.created_at_ms))
+            .collect();
+        shared
+            .autoscale
+            .policies
+            .lock()
+            .expect("autoscaler memory poisoned")
+            .retain(|key, _| live.contains(key));
+    }
     if policies.is_empty() {
         return Ok(());
     }
@@ -108,7 +123,10 @@ fn evaluate(
             .policies
             .lock()
             .expect("autoscaler memory poisoned");
-        memory.get(&policy.name).cloned().unwrap_or_default()
+        memory
+            .get(&(policy.name.clone(), stored.created_at_ms))
+            .cloned()
+            .unwrap_or_default()
     };
     if remembered.state.last_scale_at_ms == 0 {
         // After a controller restart the cooldown still holds.
@@ -161,6 +179,6 @@ fn evaluate(
         .policies
         .lock()
         .expect("autoscaler memory poisoned")
-        .insert(policy.name.clone(), remembered);
+        .insert((policy.name.clone(), stored.created_at_ms), remembered);
     Ok(())
 }

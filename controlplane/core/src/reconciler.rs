@@ -33,7 +33,9 @@
 use std::cmp::Reverse;
 use std::collections::{HashMap, HashSet};
 
-use crate::model::{NodeRecord, NodeStatus, Placement, PodPhase, PodRecord, Resources, Workload};
+use crate::model::{
+    NodeRecord, NodeStatus, Placement, PodPhase, PodRecord, Resources, RestartPolicy, Workload,
+};
 use crate::scheduler::{self, NodeState};
 
 /// One workload's desired state.
@@ -52,6 +54,8 @@ pub struct DesiredWorkload {
     pub max_unavailable: u32,
     /// A paused rollout neither retires old pods nor creates pods beyond `replicas`.
     pub paused: bool,
+    /// Which exited pods are restarted in place.
+    pub restart_policy: RestartPolicy,
 }
 
 impl DesiredWorkload {
@@ -67,6 +71,7 @@ impl DesiredWorkload {
             max_surge,
             max_unavailable,
             paused: w.rollout.paused,
+            restart_policy: w.pod_spec.restart_policy,
         }
     }
 }
@@ -392,10 +397,14 @@ impl<'a> WorkloadPlan<'a> {
         cluster: &[NodeState],
         actions: &mut Vec<Action>,
     ) {
-        for c in kept
-            .iter()
-            .filter(|c| c.state == State::Crashed && self.backoff_elapsed(c.pod))
-        {
+        let restarts = |phase: PodPhase| match self.workload.restart_policy {
+            RestartPolicy::Always => true,
+            RestartPolicy::OnFailure => phase == PodPhase::Failed,
+            RestartPolicy::Never => false,
+        };
+        for c in kept.iter().filter(|c| {
+            c.state == State::Crashed && restarts(c.pod.phase) && self.backoff_elapsed(c.pod)
+        }) {
             let node = &cluster[c.node.expect("crashed pods have a node")];
             if node.ready {
                 actions.push(Action::Restart {
@@ -664,6 +673,7 @@ mod tests {
             max_surge: u32::MAX,
             max_unavailable: 0,
             paused: false,
+            restart_policy: RestartPolicy::Always,
         }
     }
 
@@ -1041,6 +1051,34 @@ mod tests {
         assert_eq!(stopped(&actions).len(), 1);
         assert!(matches!(stopped(&actions)[0], (_, StopReason::Evicted)));
         assert_eq!(creates(&actions), 0);
+    }
+
+    #[test]
+    fn restart_policy_decides_which_exited_pods_restart() {
+        let nodes = [node("a", 100_000)];
+        let observed = [
+            pod("w-f", "w", Some("a"), PodPhase::Failed),
+            pod("w-s", "w", Some("a"), PodPhase::Succeeded),
+        ];
+        let restarted = |policy| {
+            let w = DesiredWorkload {
+                restart_policy: policy,
+                ..workload("w", 2)
+            };
+            let mut ids: Vec<String> = plan(&[w], &observed, &nodes, 0)
+                .into_iter()
+                .map(|a| match a {
+                    Action::Restart { pod, .. } => pod,
+                    other => panic!("only restarts expected, got {other:?}"),
+                })
+                .collect();
+            ids.sort();
+            ids
+        };
+        assert_eq!(restarted(RestartPolicy::Always), ["w-f", "w-s"]);
+        assert_eq!(restarted(RestartPolicy::OnFailure), ["w-f"]);
+        // Never: both stay as they are, and still count (no replacement is created).
+        assert!(restarted(RestartPolicy::Never).is_empty());
     }
 
     #[test]

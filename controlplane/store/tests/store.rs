@@ -39,8 +39,10 @@ fn workload(name: &str, replicas: u32) -> Workload {
         replicas,
         placement: Placement::Binpack,
         pod_spec: PodSpec {
+            restart_policy: Default::default(),
             restarted_at_ms: 0,
             containers: vec![Container {
+                limits: None,
                 name: "web".into(),
                 image: "localhost/pss-demo:latest".into(),
                 command: vec!["/bin/httpd".into()],

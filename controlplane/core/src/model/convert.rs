@@ -15,7 +15,8 @@ use super::validate::{self, port_from};
 use super::{
     AutoScalePolicy, AutoscalerStatus, Container, ContainerState, EnvVar, EventRecord, EventType,
     IntOrPercent, Limits, NodeRecord, NodeStatus, Placement, PodPhase, PodRecord, PodSpec,
-    PortAddress, PortSpec, Protocol, ReadinessProbe, Resources, RolloutSpec, Service, Workload,
+    PortAddress, PortSpec, Protocol, ReadinessProbe, Resources, RestartPolicy, RolloutSpec,
+    Service, Workload,
 };
 use crate::Error;
 
@@ -143,6 +144,7 @@ impl From<&Container> for pb::Container {
             args: c.args.clone(),
             env: c.env.iter().map(Into::into).collect(),
             resources: Some(c.resources.into()),
+            limits: c.limits.map(Into::into),
         }
     }
 }
@@ -157,6 +159,7 @@ impl From<pb::Container> for Container {
             args: c.args,
             env: c.env.into_iter().map(Into::into).collect(),
             resources: c.resources.map(Into::into).unwrap_or_default(),
+            limits: c.limits.map(Into::into),
         }
     }
 }
@@ -187,6 +190,7 @@ impl From<&PodSpec> for pb::PodSpec {
             ports: s.ports.iter().map(Into::into).collect(),
             readiness_probe: s.readiness_probe.as_ref().map(Into::into),
             restarted_at_ms: s.restarted_at_ms,
+            restart_policy: s.restart_policy.as_str().to_string(),
         }
     }
 }
@@ -243,11 +247,21 @@ fn pod_spec_from_proto(s: pb::PodSpec, at: &FieldPath) -> Result<PodSpec, FieldE
             })
         })
         .transpose()?;
+    let restart_policy = RestartPolicy::parse(&s.restart_policy).ok_or_else(|| {
+        FieldError::new(
+            at.key("restartPolicy"),
+            format!(
+                "unknown restart policy {}: expected Always, OnFailure or Never",
+                super::shorten(&s.restart_policy)
+            ),
+        )
+    })?;
     Ok(PodSpec {
         containers: s.containers.into_iter().map(Into::into).collect(),
         ports,
         readiness_probe,
         restarted_at_ms: s.restarted_at_ms,
+        restart_policy,
     })
 }
 

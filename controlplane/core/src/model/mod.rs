@@ -90,7 +90,8 @@ pub struct EnvVar {
     pub value: String,
 }
 
-/// Resource requests (also applied as limits by the agent). Zero means "none".
+/// CPU and memory amounts: a container's requests (what the scheduler reserves) or limits (what
+/// Podman enforces). Zero means "none".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub struct Resources {
     pub cpu_millis: u64,
@@ -117,7 +118,54 @@ pub struct Container {
     pub command: Vec<String>,
     pub args: Vec<String>,
     pub env: Vec<EnvVar>,
+    /// Requests: what the scheduler reserves for the container.
     pub resources: Resources,
+    /// What Podman enforces. `None`: the requests (the seed's flat `resources: {cpu, memory}`
+    /// means both); `Some` with zeros: no limit (Kubernetes' `requests` without `limits`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<Resources>,
+}
+
+impl Container {
+    /// The limits Podman enforces (see [`Container::limits`]).
+    pub fn effective_limits(&self) -> Resources {
+        self.limits.unwrap_or(self.resources)
+    }
+}
+
+/// Whether a pod whose containers exited is restarted in place (Kubernetes' `restartPolicy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub enum RestartPolicy {
+    /// Always restarted, whatever the exit code.
+    #[default]
+    Always,
+    /// Restarted when it failed; a pod that succeeded stays Succeeded.
+    OnFailure,
+    /// Never restarted: it stays Failed or Succeeded (and still counts toward the replicas).
+    Never,
+}
+
+impl RestartPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestartPolicy::Always => "Always",
+            RestartPolicy::OnFailure => "OnFailure",
+            RestartPolicy::Never => "Never",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<RestartPolicy> {
+        match s {
+            "" | "Always" => Some(RestartPolicy::Always),
+            "OnFailure" => Some(RestartPolicy::OnFailure),
+            "Never" => Some(RestartPolicy::Never),
+            _ => None,
+        }
+    }
+
+    fn is_always(&self) -> bool {
+        *self == RestartPolicy::Always
+    }
 }
 
 /// Transport protocol of a port.
@@ -164,6 +212,9 @@ pub struct PodSpec {
     /// every pod is replaced; 0 (and left out of the hash's JSON) otherwise.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub restarted_at_ms: i64,
+    /// Whether exited pods are restarted in place (left out of the hash's JSON when Always).
+    #[serde(default, skip_serializing_if = "RestartPolicy::is_always")]
+    pub restart_policy: RestartPolicy,
 }
 
 fn is_zero(v: &i64) -> bool {

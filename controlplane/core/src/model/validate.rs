@@ -291,6 +291,19 @@ fn text_within(
 
 fn container(c: &Container, limits: &Limits, at: &FieldPath) -> FieldResult<()> {
     validate_dns1123(&c.name).map_err(|e| FieldError::new(at.key("name"), e))?;
+    if let Some(lim) = c.limits {
+        for (what, request, limit) in [
+            ("cpu", c.resources.cpu_millis, lim.cpu_millis),
+            ("memory", c.resources.memory_bytes, lim.memory_bytes),
+        ] {
+            if limit > 0 && request > limit {
+                return Err(FieldError::new(
+                    at.key("resources").key("requests").key(what),
+                    format!("the request ({request}) is above the limit ({limit})"),
+                ));
+            }
+        }
+    }
     let image_path = at.key("image");
     if c.image.trim().is_empty() {
         return Err(FieldError::new(

@@ -11,8 +11,8 @@ use crate::model::validate::{self, port_from};
 use crate::model::{
     check_labels, parse_cpu, parse_memory, AutoScalePolicy, Container, EnvVar, IntOrPercent,
     Labels, Limits, Object, Placement, PodSpec, PortSpec, Protocol, ReadinessProbe, Resources,
-    RolloutSpec, Service, Workload, API_VERSION, DEFAULT_MIN_REPLICAS, DEFAULT_PROBE_INTERVAL_MS,
-    DEFAULT_PROBE_TIMEOUT_MS, DEFAULT_REPLICAS, MAX_LABELS,
+    RestartPolicy, RolloutSpec, Service, Workload, API_VERSION, DEFAULT_MIN_REPLICAS,
+    DEFAULT_PROBE_INTERVAL_MS, DEFAULT_PROBE_TIMEOUT_MS, DEFAULT_REPLICAS, MAX_LABELS,
 };
 
 /// `invalid type: string "x", expected an integer`.
@@ -539,7 +539,12 @@ fn duration_ms(node: &Node, at: &FieldPath) -> FieldResult<u64> {
 }
 
 fn pod_spec(node: &Node, at: &FieldPath, limits: &Limits, errs: &mut Errs) -> Option<PodSpec> {
-    let f = Fields::of(node, at, &["containers", "ports", "readinessProbe"], errs)?;
+    let f = Fields::of(
+        node,
+        at,
+        &["containers", "ports", "readinessProbe", "restartPolicy"],
+        errs,
+    )?;
     let containers = match f.get("containers") {
         None => {
             errs.push(FieldError::new(at.clone(), "missing field `containers`"));
@@ -582,11 +587,25 @@ fn pod_spec(node: &Node, at: &FieldPath, limits: &Limits, errs: &mut Errs) -> Op
         }))
         .map(Option::unwrap_or_default);
     let readiness_probe = errs.take(f.opt("readinessProbe", probe));
+    let restart_policy = errs
+        .take(f.opt("restartPolicy", |n, at| {
+            variant(
+                n,
+                at,
+                &[
+                    ("Always", RestartPolicy::Always),
+                    ("OnFailure", RestartPolicy::OnFailure),
+                    ("Never", RestartPolicy::Never),
+                ],
+            )
+        }))
+        .map(Option::unwrap_or_default);
     Some(PodSpec {
         containers: containers?,
         ports: ports?,
         readiness_probe: readiness_probe?,
         restarted_at_ms: 0,
+        restart_policy: restart_policy?,
     })
 }
 
@@ -617,20 +636,8 @@ fn container(node: &Node, at: &FieldPath, limits: &Limits, errs: &mut Errs) -> O
         }))
         .map(Option::unwrap_or_default);
     let resources = errs
-        .take(f.opt("resources", |n, at| {
-            let r = Fields::strict(n, at, &["cpu", "memory"])?;
-            let quantity = |field: &str, parse: fn(&str) -> Result<u64, String>| {
-                r.opt(field, |n, at| {
-                    parse(&text(n, at)?).map_err(|e| FieldError::new(at.clone(), e))
-                })
-                .map(Option::unwrap_or_default)
-            };
-            Ok(Resources {
-                cpu_millis: quantity("cpu", parse_cpu)?,
-                memory_bytes: quantity("memory", parse_memory)?,
-            })
-        }))
-        .map(Option::unwrap_or_default);
+        .take(f.opt("resources", resources))
+        .map(|r| r.unwrap_or((Resources::default(), None)));
     let name = errs.take(f.req("name", string));
     let image = errs.take(f.req("image", string));
     Some(Container {
@@ -639,8 +646,51 @@ fn container(node: &Node, at: &FieldPath, limits: &Limits, errs: &mut Errs) -> O
         command: command?,
         args: args?,
         env: env?,
-        resources: resources?,
+        resources: resources?.0,
+        limits: resources?.1,
     })
+}
+
+/// A container's `resources`: the seed's flat `{cpu, memory}` (requests, enforced as limits
+/// too: `None` limits), or Kubernetes' `{requests: {...}, limits: {...}}` (requests default to
+/// the limits; no `limits` means none).
+fn resources(node: &Node, at: &FieldPath) -> FieldResult<(Resources, Option<Resources>)> {
+    let r = Fields::strict(node, at, &["cpu", "memory", "requests", "limits"])?;
+    let amounts = |fields: &Fields<'_>| -> FieldResult<Resources> {
+        let quantity = |field: &str, parse: fn(&str) -> Result<u64, String>| {
+            fields
+                .opt(field, |n, at| {
+                    parse(&text(n, at)?).map_err(|e| FieldError::new(at.clone(), e))
+                })
+                .map(Option::unwrap_or_default)
+        };
+        Ok(Resources {
+            cpu_millis: quantity("cpu", parse_cpu)?,
+            memory_bytes: quantity("memory", parse_memory)?,
+        })
+    };
+    let flat = r.get("cpu").or(r.get("memory"));
+    let split = r.get("requests").or(r.get("limits"));
+    match (flat, split) {
+        (Some((_, flat_at)), Some(_)) => Err(FieldError::new(
+            flat_at,
+            "use either cpu/memory (requests, also enforced as limits) or requests/limits, not both",
+        )),
+        (_, None) => Ok((amounts(&r)?, None)),
+        (None, Some(_)) => {
+            let part = |name: &str| {
+                r.opt(name, |n, at| amounts(&Fields::strict(n, at, &["cpu", "memory"])?))
+            };
+            let limits = part("limits")?;
+            let requests = part("requests")?;
+            Ok(match (requests, limits) {
+                (Some(req), Some(lim)) => (req, Some(lim)),
+                (Some(req), None) => (req, Some(Resources::default())),
+                (None, Some(lim)) => (lim, Some(lim)),
+                (None, None) => (Resources::default(), Some(Resources::default())),
+            })
+        }
+    }
 }
 
 fn probe(node: &Node, at: &FieldPath) -> FieldResult<ReadinessProbe> {

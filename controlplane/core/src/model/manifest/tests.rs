@@ -282,6 +282,7 @@ fn container_strategy(index: usize) -> impl Strategy<Value = Container> {
     )
         .prop_map(
             move |(name, image, command, args, env, cpu_millis, memory_bytes)| Container {
+                limits: None,
                 name: format!("{name}{index}"),
                 image,
                 command,
@@ -340,6 +341,7 @@ fn workload_strategy() -> impl Strategy<Value = Workload> {
                     replicas,
                     placement,
                     pod_spec: PodSpec {
+                        restart_policy: Default::default(),
                         restarted_at_ms: 0,
                         containers,
                         ports,
@@ -418,4 +420,95 @@ fn yaml_1_1_booleans_and_leading_zeros_stay_text() {
         .map(|e| e.value.as_str())
         .collect();
     assert_eq!(values, ["yes", "0755", "1_000"]);
+}
+
+/// A workload whose first container has `resources` as given (indented for a container).
+fn with_resources(resources: &str) -> String {
+    format!(
+        "kind: Workload\nmetadata: {{name: r}}\nspec:\n  podSpec:\n    containers:\n      - name: c\n        image: i\n        resources: {resources}\n"
+    )
+}
+
+fn container_of(text: &str) -> crate::model::Container {
+    let Object::Workload(w) = one(text) else {
+        panic!("not a workload")
+    };
+    w.pod_spec.containers[0].clone()
+}
+
+#[test]
+fn resources_take_the_seed_form_and_kubernetes_requests_and_limits() {
+    let mi = |n: u64| n * 1024 * 1024;
+    // The seed's flat form: requests, enforced as limits too.
+    let c = container_of(&with_resources("{cpu: 100m, memory: 64Mi}"));
+    assert_eq!(c.resources.cpu_millis, 100);
+    assert_eq!(c.limits, None);
+    assert_eq!(c.effective_limits(), c.resources);
+    // Kubernetes' form.
+    let c = container_of(&with_resources(
+        "{requests: {cpu: 100m, memory: 64Mi}, limits: {cpu: 500m, memory: 128Mi}}",
+    ));
+    assert_eq!(
+        (c.resources.cpu_millis, c.resources.memory_bytes),
+        (100, mi(64))
+    );
+    assert_eq!(
+        c.effective_limits(),
+        Resources {
+            cpu_millis: 500,
+            memory_bytes: mi(128)
+        }
+    );
+    // Requests only: no limit. Limits only: requests equal them.
+    let c = container_of(&with_resources("{requests: {cpu: 100m}}"));
+    assert_eq!(c.effective_limits(), Resources::default());
+    let c = container_of(&with_resources("{limits: {memory: 32Mi}}"));
+    assert_eq!(c.resources.memory_bytes, mi(32));
+    assert_eq!(c.effective_limits().memory_bytes, mi(32));
+    // Mixed forms, and a request above its limit, are refused with their field.
+    let e = err(&with_resources("{cpu: 1, limits: {cpu: 2}}"));
+    assert!(e.to_string().contains("not both"), "{e}");
+    let e = err(&with_resources("{requests: {cpu: 2}, limits: {cpu: 1}}"));
+    assert!(
+        e.to_string()
+            .contains("resources.requests.cpu: the request (2000) is above the limit (1000)"),
+        "{e}"
+    );
+}
+
+#[test]
+fn restart_policy_and_its_hash() {
+    let base = "kind: Workload\nmetadata: {name: r}\nspec:\n  podSpec:\n    containers: [{name: c, image: i}]\n";
+    let Object::Workload(always) = one(base) else {
+        panic!()
+    };
+    let never = base.replace(
+        "    containers:",
+        "    restartPolicy: Never\n    containers:",
+    );
+    let Object::Workload(never) = one(&never) else {
+        panic!()
+    };
+    assert_eq!(
+        never.pod_spec.restart_policy,
+        crate::model::RestartPolicy::Never
+    );
+    // Always (the default) keeps the hash a spec had before the field existed.
+    assert_eq!(
+        always.pod_spec.spec_hash(),
+        PodSpec {
+            restart_policy: Default::default(),
+            ..always.pod_spec.clone()
+        }
+        .spec_hash()
+    );
+    assert!(!serde_json::to_string(&always.pod_spec)
+        .unwrap()
+        .contains("restart_policy"));
+    assert_ne!(always.pod_spec.spec_hash(), never.pod_spec.spec_hash());
+    let e = err(&base.replace(
+        "    containers:",
+        "    restartPolicy: Sometimes\n    containers:",
+    ));
+    assert!(e.to_string().contains("spec.podSpec.restartPolicy"), "{e}");
 }
