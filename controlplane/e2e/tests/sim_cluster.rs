@@ -38,6 +38,8 @@ struct SimAgent {
 async fn start_agent(controller: &str, name: String) -> SimAgent {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let mut config = AgentConfig::new(controller, TOKEN, name.clone());
+    let state = std::env::temp_dir().join(format!("pss-e2e-sim-{}", rand::random::<u64>()));
+    config.tls = support::agent_tls(controller.parse().unwrap(), &state);
     config.runtime = RuntimeKind::Sim;
     config.metrics_interval = Duration::from_secs(1);
     config.cpu_millis = 64_000;

@@ -187,6 +187,7 @@ async fn pssctl_get_watch_prints_the_list_then_each_change() {
     let printed = SharedBuf::default();
     let task = {
         let (addr, out) = (c.addr.to_string(), printed.clone());
+        let ca = support::ca_file(c.addr).unwrap().display().to_string();
         tokio::spawn(async move {
             let argv = [
                 "pssctl",
@@ -194,6 +195,8 @@ async fn pssctl_get_watch_prints_the_list_then_each_change() {
                 addr.as_str(),
                 "--token",
                 TOKEN,
+                "--ca",
+                ca.as_str(),
                 "get",
                 "workloads",
                 "-w",

@@ -5,9 +5,12 @@
 //! rejected input never leaves half a change behind. Methods are synchronous: SQLite in WAL mode
 //! answers in microseconds, and the controller calls them from its async tasks directly.
 
+pub mod credentials;
 mod error;
 pub mod metrics;
 mod sqlite;
+
+pub use credentials::{CertificateRecord, CredentialStore, JoinTokenRecord};
 
 pub use error::{Error, Result};
 pub use sqlite::SqliteStore;
@@ -66,6 +69,12 @@ impl ApplyAction {
 
 /// The controller's persistent state.
 pub trait StateStore: Send + Sync + 'static {
+    /// Where join tokens and issued certificates are kept; `None` for a store that keeps no
+    /// credentials (the controller then refuses to run its CA).
+    fn credentials(&self) -> Option<&dyn CredentialStore> {
+        None
+    }
+
     // ----- desired state
 
     /// Creates or updates every object in one transaction: all or nothing.
