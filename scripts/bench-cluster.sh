@@ -39,7 +39,10 @@ start_agent() { # node port
     echo $!
 }
 "$BIN/pss-controller" --listen "$PSS_CONTROLLER" --db "$W/pss.db" --node-timeout 6s --drain-period 1s \
-    >"$W/controller.log" 2>&1 & PIDS+=($!)
+    --operator-config none >"$W/controller.log" 2>&1 & PIDS+=($!)
+# TLS (the default): agents and pssctl use the token as an operator credential with the CA.
+for _ in $(seq 100); do [ -f "$W/pki/ca.crt" ] && break; sleep 0.1; done
+export PSS_CA=$W/pki/ca.crt PSS_STATE_DIR=$W/agent-state
 sleep 0.5
 A=$(start_agent bench-a 50161); PIDS+=($A)
 B=$(start_agent bench-b 50162); PIDS+=($B)

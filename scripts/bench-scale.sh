@@ -34,10 +34,13 @@ trap cleanup EXIT
 now_ms() { date +%s%3N; }
 hb_s=${HEARTBEAT%s}
 
-RUST_LOG=warn "$BIN/pss-controller" --listen "$PSS_CONTROLLER" --db "$W/pss.db" \
+RUST_LOG=warn "$BIN/pss-controller" --listen "$PSS_CONTROLLER" --db "$W/pss.db" --operator-config none \
     --metrics-interval "$HEARTBEAT" --node-timeout "$((hb_s * 3))s" >"$W/controller.log" 2>&1 &
 CONTROLLER=$!
 PIDS+=($CONTROLLER)
+# TLS (the default): the agents and pssctl use the token as an operator credential with the CA.
+for _ in $(seq 100); do [ -f "$W/pki/ca.crt" ] && break; sleep 0.1; done
+export PSS_CA=$W/pki/ca.crt PSS_STATE_DIR=$W/agent-state
 for _ in $(seq 100); do "$BIN/pssctl" get nodes >/dev/null 2>&1 && break; sleep 0.1; done
 LOSE=${LOSE:-0}
 LOST_NODES=$((NODES * LOSE / 100))

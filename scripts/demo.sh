@@ -12,7 +12,10 @@
 #   scripts/demo.sh down         stop every demo process and remove the demo's Podman pods; the
 #                                Podman API service is stopped too when the demo started it
 #
-# State, logs and the token live in .demo/ (PSS_TOKEN there is what pssctl needs).
+# Secure by default (issue 11): the controller makes its CA in .demo/pki/ and writes pssctl's
+# configuration to .demo/pssctl.yaml (PSS_CONFIG); agents and the proxy join with join tokens
+# (`pssctl token create`) and keep their certificates in .demo/*-state/. State and logs live in
+# .demo/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -99,28 +102,34 @@ fi
 if [ "$already" != OK ] && [ -f "$(dirname "$PSS_PODMAN_SOCK")/podman-service.pid" ]; then
     cp "$(dirname "$PSS_PODMAN_SOCK")/podman-service.pid" "$STATE/podman-service.pid"
 fi
-[ -f "$STATE/token" ] || head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$STATE/token"
-export PSS_TOKEN=$(cat "$STATE/token") PSS_CONTROLLER=$CTRL_ADDR
+unset PSS_TOKEN PSS_TOKEN_FILE
+export PSS_CONFIG=$STATE/pssctl.yaml PSS_CONTROLLER=$CTRL_ADDR
 pssctl() { "$BIN/pssctl" "$@"; }
 
-echo "== starting controller on $CTRL_ADDR"
-rm -f "$STATE/pss.db" "$STATE/pss.db-wal" "$STATE/pss.db-shm"
+echo "== starting controller on $CTRL_ADDR (TLS, its own CA in $STATE/pki)"
+rm -rf "$STATE/pss.db" "$STATE/pss.db-wal" "$STATE/pss.db-shm" "$STATE/pki" "$PSS_CONFIG" \
+    "$STATE/agent-state" "$STATE/proxy-state"
 "$BIN/pss-controller" --listen "$CTRL_ADDR" --db "$STATE/pss.db" --metrics-interval 2s --node-timeout 6s \
-    >"$STATE/controller.log" 2>&1 & echo $! > "$STATE/controller.pid"
+    --operator-config "$PSS_CONFIG" >"$STATE/controller.log" 2>&1 & echo $! > "$STATE/controller.pid"
 for i in $(seq 50); do pssctl get nodes >/dev/null 2>&1 && break; sleep 0.2; done
+AGENT_JOIN=$(pssctl token create --role agent --ttl 1h)
+PROXY_JOIN=$(pssctl token create --role proxy --ttl 1h)
+pssctl token list
 port=50061
 for node in node-a node-b; do
     if [ -n "$ROOTLESS_USER" ]; then
         echo "== starting agent $node as $ROOTLESS_USER (uid $rootless_uid), no --socket"
         # runuser passes SIGTERM on to the agent, so `down` stops it through this pid.
         (cd / && exec runuser -u "$ROOTLESS_USER" -- env -u CONTAINERS_CONF -u PSS_PODMAN_SOCK \
-            PSS_TOKEN="$PSS_TOKEN" XDG_RUNTIME_DIR="$rootless_run" "$rootless_run/pss-agent" \
+            PSS_JOIN_TOKEN="$AGENT_JOIN" XDG_RUNTIME_DIR="$rootless_run" "$rootless_run/pss-agent" \
+            --state-dir "$rootless_run/pss-agent-state" \
             --controller "$CTRL_ADDR" --node-name "$node" --listen "127.0.0.1:$port" \
             --advertise-address 127.0.0.1 --metrics-interval 2s --cpu 2000 --mem 2048) \
             >"$STATE/agent-$node.log" 2>&1 & echo $! > "$STATE/agent-$node.pid"
     else
         echo "== starting agent $node"
-        "$BIN/pss-agent" --node-name "$node" --listen "127.0.0.1:$port" --advertise-address 127.0.0.1 \
+        PSS_JOIN_TOKEN="$AGENT_JOIN" "$BIN/pss-agent" --state-dir "$STATE/agent-state" \
+            --node-name "$node" --listen "127.0.0.1:$port" --advertise-address 127.0.0.1 \
             --socket "$PSS_PODMAN_SOCK" --metrics-interval 2s --cpu 2000 --mem 2048 \
             >"$STATE/agent-$node.log" 2>&1 & echo $! > "$STATE/agent-$node.pid"
     fi
@@ -132,7 +141,8 @@ pssctl get nodes
 echo "== applying examples"
 for f in examples/my-app.yaml examples/my-service.yaml examples/my-autoscaler.yaml; do pssctl apply -f "$f"; done
 echo "== starting pss-proxy for my-service on $PROXY_ADDR"
-"$BIN/pss-proxy" --controller "$CTRL_ADDR" --service my-service --listen "$PROXY_ADDR" --admin 127.0.0.1:9090 \
+PSS_JOIN_TOKEN="$PROXY_JOIN" "$BIN/pss-proxy" --controller "$CTRL_ADDR" --service my-service \
+    --listen "$PROXY_ADDR" --admin 127.0.0.1:9090 --state-dir "$STATE/proxy-state" --proxy-name demo-proxy \
     >"$STATE/proxy.log" 2>&1 & echo $! > "$STATE/proxy.pid"
 
 echo "== waiting for the pods to be ready and in the service's endpoints"
@@ -152,7 +162,8 @@ done
 echo
 cat <<MSG
 The cluster is running. Try:
-  export PSS_TOKEN_FILE=$STATE/token PSS_CONTROLLER=$CTRL_ADDR
+  export PSS_CONFIG=$STATE/pssctl.yaml      # the CA, an operator certificate, the address
+  $BIN/pssctl config view
   $BIN/pssctl get pods -o wide
   $BIN/pssctl scale workload/my-app --replicas 5
   curl http://$PROXY_ADDR/

@@ -2,6 +2,11 @@
 //! `ReportPodStatus` saying a pod's readiness flipped) to a subscribed proxy's `WatchEndpoints`
 //! stream holding the new snapshot. Real controller, real SQLite file, real gRPC on loopback.
 //!
+//! Issue 11: each is measured with TLS (the default: the controller's own CA, the agent and
+//! the proxy authenticated by certificates they joined for) and with `--insecure` (plaintext,
+//! the shared token), beside `pssctl get pods` end to end (connect, TLS handshake, ListPods,
+//! render) through the same code path as the binary.
+//!
 //! cargo bench -p pss-benches --bench endpoint_push
 
 use std::sync::Arc;
@@ -25,6 +30,7 @@ fn seed(store: &SqliteStore) {
         restart_policy: Default::default(),
         restarted_at_ms: 0,
         containers: vec![Container {
+            liveness_probe: None,
             limits: None,
             name: "web".into(),
             image: "localhost/pss-demo:latest".into(),
@@ -95,7 +101,36 @@ fn seed(store: &SqliteStore) {
     }
 }
 
+/// Joins the controller at `addr` as `role`/`name` with the operator token and its CA.
+async fn member(
+    addr: std::net::SocketAddr,
+    ca_pem: &str,
+    role: pss_security::Role,
+    name: &str,
+    dir: &std::path::Path,
+) -> std::sync::Arc<pss_security::member::Membership> {
+    let options = pss_security::member::JoinOptions {
+        controller: addr.to_string(),
+        identity: pss_security::Identity::new(role, name).unwrap(),
+        state_dir: dir.join(name),
+        join_token: None,
+        operator_token: Some(TOKEN.into()),
+        ca_pem: Some(ca_pem.into()),
+        ttl: Duration::ZERO,
+    };
+    pss_security::member::Membership::obtain(options, &tokio_util::sync::CancellationToken::new())
+        .await
+        .unwrap()
+}
+
 fn bench(c: &mut Criterion) {
+    for tls in [false, true] {
+        bench_mode(c, tls);
+    }
+}
+
+fn bench_mode(c: &mut Criterion, tls: bool) {
+    let mode = if tls { "tls" } else { "plaintext" };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -104,31 +139,49 @@ fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path().join("pss.db")).unwrap();
     seed(&store);
-    let (mut registry, mut stream) = rt.block_on(async {
+    let pki = dir.path().join("pki");
+    let (mut registry, mut stream, addr) = rt.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let mut config = ControllerConfig::new(TOKEN);
         config.node_timeout = Duration::from_secs(3600);
         config.reconcile_interval = Duration::from_secs(3600);
+        if tls {
+            config.tls = pss_controller::TlsSetup::Auto { dir: pki.clone() };
+        }
         tokio::spawn(serve(
             listener,
             Arc::new(store),
             config,
             tokio_util::sync::CancellationToken::new(),
         ));
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        let token = BearerToken::new(TOKEN).unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (agent_channel, proxy_channel, token) = if tls {
+            let ca = std::fs::read_to_string(pki.join("ca.crt")).unwrap();
+            let agent = member(addr, &ca, pss_security::Role::Agent, "n", dir.path()).await;
+            let proxy = member(addr, &ca, pss_security::Role::Proxy, "p", dir.path()).await;
+            let connect = |m: Arc<pss_security::member::Membership>| async move {
+                let d = m.dialer().unwrap();
+                d.connect(d.endpoint(&addr.to_string()).unwrap())
+                    .await
+                    .unwrap()
+            };
+            (connect(agent).await, connect(proxy).await, "")
+        } else {
+            let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                .unwrap()
+                .connect()
+                .await
+                .unwrap();
+            (channel.clone(), channel, TOKEN)
+        };
+        let token = BearerToken::new(token).unwrap();
         let registry = pb::node_registry_client::NodeRegistryClient::with_interceptor(
-            channel.clone(),
+            agent_channel,
             token.clone(),
         );
         let mut watch =
-            pb::endpoint_watch_client::EndpointWatchClient::with_interceptor(channel, token);
+            pb::endpoint_watch_client::EndpointWatchClient::with_interceptor(proxy_channel, token);
         let mut stream = watch
             .watch_endpoints(pb::WatchEndpointsRequest {
                 service: "s".into(),
@@ -139,12 +192,12 @@ fn bench(c: &mut Criterion) {
             .into_inner();
         let first = stream.message().await.unwrap().unwrap();
         assert_eq!(first.endpoints.len(), 2);
-        (registry, stream)
+        (registry, stream, addr)
     });
     let mut ready = true;
     let mut group = c.benchmark_group("endpoint_push");
     group.sample_size(50);
-    group.bench_function("status_report_to_proxy_snapshot", |b| {
+    group.bench_function(format!("status_report_to_proxy_snapshot/{mode}"), |b| {
         b.iter_custom(|iters| {
             rt.block_on(async {
                 let mut total = Duration::ZERO;
@@ -175,6 +228,30 @@ fn bench(c: &mut Criterion) {
                     assert_eq!(snap.endpoints.len(), if ready { 2 } else { 1 });
                 }
                 total
+            })
+        })
+    });
+    group.finish();
+
+    // `pssctl get pods`: a new connection each time, as the binary makes.
+    let addr = addr.to_string();
+    let ca = pki.join("ca.crt").display().to_string();
+    let mut argv = vec!["pssctl", "--controller", addr.as_str(), "--token", TOKEN];
+    if tls {
+        argv.extend(["--ca", ca.as_str()]);
+    } else {
+        argv.push("--insecure");
+    }
+    argv.extend(["get", "pods"]);
+    let mut group = c.benchmark_group("pssctl_get_pods");
+    group.sample_size(50);
+    group.bench_function(mode, |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let cli = <pssctl::Cli as clap::Parser>::try_parse_from(&argv).unwrap();
+                let mut out = Vec::new();
+                pssctl::execute(cli, &mut out).await.unwrap();
+                assert!(out.starts_with(b"NAME"));
             })
         })
     });

@@ -6,7 +6,9 @@
 //! buffer_size: 65536               # bytes a direction copies at once
 //! admin: 127.0.0.1:9100            # Prometheus /metrics (optional)
 //! drain_timeout: 10s
-//! controller: {address: localhost:50051, token: secret}
+//! controller: {address: localhost:50051, join_token: PSS1-proxy-..., state_dir: /var/lib/pss/proxy}
+//!                                  # TLS by default: a join token (or `token` + `ca`), or
+//!                                  # `insecure: true` with the seed's `token`
 //! services:
 //!   - name: web
 //!     listen: ":8080"              # ":PORT" means 0.0.0.0:PORT
@@ -209,6 +211,21 @@ pub struct ControllerConfig {
     /// Largest reconnect delay.
     #[serde(default = "default_backoff_max", deserialize_with = "de_duration")]
     pub backoff_max: Duration,
+    /// Plaintext with the token (the seed's mode); TLS otherwise.
+    #[serde(default)]
+    pub insecure: bool,
+    /// Join token (`pssctl token create --role proxy`): buys this proxy's certificate.
+    #[serde(default)]
+    pub join_token: Option<String>,
+    /// The cluster CA file (PEM), to join with the operator `token` instead.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// Where the proxy's key and certificate live.
+    #[serde(default)]
+    pub state_dir: Option<PathBuf>,
+    /// The name the proxy's certificate carries (default: the host name).
+    #[serde(default)]
+    pub name: Option<String>,
 }
 
 fn default_backoff_initial() -> Duration {
@@ -226,6 +243,11 @@ impl ControllerConfig {
             token: token.into(),
             backoff_initial: default_backoff_initial(),
             backoff_max: default_backoff_max(),
+            insecure: false,
+            join_token: None,
+            ca: None,
+            state_dir: None,
+            name: None,
         }
     }
 }
@@ -751,6 +773,12 @@ pub struct Overrides {
     pub service: Option<String>,
     pub controller: Option<String>,
     pub token: Option<String>,
+    /// `--insecure`, `--join-token`, `--ca`, `--state-dir`, `--proxy-name`.
+    pub insecure: bool,
+    pub join_token: Option<String>,
+    pub ca: Option<PathBuf>,
+    pub state_dir: Option<PathBuf>,
+    pub proxy_name: Option<String>,
     pub workers: Option<usize>,
     pub engine: Option<Engine>,
     pub admin: Option<SocketAddr>,
@@ -843,6 +871,19 @@ pub fn load(o: &Overrides) -> Result<ProxyConfig> {
         }
         if let Some(t) = &o.token {
             c.token = t.clone();
+        }
+        c.insecure |= o.insecure;
+        if o.join_token.is_some() {
+            c.join_token = o.join_token.clone();
+        }
+        if o.ca.is_some() {
+            c.ca = o.ca.clone();
+        }
+        if o.state_dir.is_some() {
+            c.state_dir = o.state_dir.clone();
+        }
+        if o.proxy_name.is_some() {
+            c.name = o.proxy_name.clone();
         }
     }
     if let Some(w) = o.workers {

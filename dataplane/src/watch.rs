@@ -5,6 +5,11 @@
 //! it holds and reconnects with exponential backoff and jitter; the backoff resets once a
 //! subscription delivers a snapshot. Snapshots whose version is not newer than the one held
 //! are ignored (the controller always resends its current one on subscribe).
+//!
+//! With TLS (the default) the proxy joins once per process and controller (a join token, or
+//! the operator token and the CA; see [`pss_security::member`]), keeps its certificate in its
+//! state directory, renews it, and subscribes with it; with `insecure` it sends the token in
+//! plaintext, as in the seed.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,6 +20,8 @@ use pss_plumbing::backoff::{Backoff, Retry};
 use pss_proto::auth::BearerToken;
 use pss_proto::endpoint_watch_client::EndpointWatchClient;
 use pss_proto::{EndpointSnapshot, WatchEndpointsRequest};
+use pss_security::member::{JoinOptions, Membership};
+use pss_security::tls::Dialer;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Endpoint;
 
@@ -65,7 +72,11 @@ impl Watch {
     /// One subscription: connect, subscribe, apply snapshots until the stream ends or fails.
     /// Returns why it stopped; `delivered` tells whether anything arrived.
     async fn subscribe(&mut self, ctl: &ControllerConfig, delivered: &mut bool) -> String {
-        let endpoint = match Endpoint::from_shared(dial_uri(&ctl.address)) {
+        let (dialer, token) = match dialer(ctl).await {
+            Ok(d) => d,
+            Err(e) => return e,
+        };
+        let endpoint = match dialer.endpoint(&ctl.address) {
             Ok(e) => e
                 .connect_timeout(Duration::from_secs(5))
                 .tcp_nodelay(true)
@@ -73,11 +84,17 @@ impl Watch {
                 .keep_alive_timeout(Duration::from_secs(10)),
             Err(e) => return format!("bad controller address: {e}"),
         };
-        let channel = match endpoint.connect().await {
+        let channel = match dialer.connect(endpoint).await {
             Ok(c) => c,
-            Err(e) => return format!("connect to {}: {e}", ctl.address),
+            Err(e) => {
+                return format!(
+                    "connect to {}: {}",
+                    ctl.address,
+                    pss_security::member::chain(&e)
+                )
+            }
         };
-        let token = match BearerToken::new(&ctl.token) {
+        let token = match BearerToken::new(&token) {
             Ok(t) => t,
             Err(s) => return s.message().to_owned(),
         };
@@ -102,6 +119,55 @@ impl Watch {
             }
         }
     }
+}
+
+/// Memberships of this process, one per controller, name and state directory.
+static MEMBERS: std::sync::LazyLock<
+    tokio::sync::Mutex<std::collections::HashMap<String, Arc<Membership>>>,
+> = std::sync::LazyLock::new(Default::default);
+
+/// How to dial the controller, and the token to send (none with a certificate).
+async fn dialer(ctl: &ControllerConfig) -> std::result::Result<(Dialer, String), String> {
+    if ctl.insecure {
+        return Ok((Dialer::plaintext(), ctl.token.clone()));
+    }
+    let name = ctl
+        .name
+        .clone()
+        .unwrap_or_else(pss_security::files::host_name);
+    let state_dir = ctl
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| pss_security::files::default_state_dir("proxy"));
+    let key = format!("{}|{name}|{}", ctl.address, state_dir.display());
+    let mut members = MEMBERS.lock().await;
+    if let Some(m) = members.get(&key) {
+        return Ok((m.dialer().map_err(|e| e.to_string())?, String::new()));
+    }
+    let identity = pss_security::Identity::new(pss_security::Role::Proxy, &name)
+        .map_err(|e| format!("proxy name: {e}"))?;
+    let ca_pem = match &ctl.ca {
+        Some(p) => Some(pss_security::files::read_text(p).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let options = JoinOptions {
+        controller: ctl.address.clone(),
+        identity,
+        state_dir: state_dir.join(&name),
+        join_token: ctl.join_token.clone(),
+        operator_token: Some(ctl.token.clone()).filter(|t| !t.is_empty()),
+        ca_pem,
+        ttl: Duration::ZERO,
+    };
+    // One attempt: the watch loop's back-off paces the retries.
+    let once = CancellationToken::new();
+    once.cancel();
+    let m = Membership::obtain(options, &once)
+        .await
+        .map_err(|e| format!("credential: {e}"))?;
+    tokio::spawn(m.clone().keep_renewed(CancellationToken::new()));
+    members.insert(key, m.clone());
+    Ok((m.dialer().map_err(|e| e.to_string())?, String::new()))
 }
 
 async fn resolve(address: &str) -> Option<SocketAddr> {

@@ -133,6 +133,8 @@ fn proxy_config(ctl_addr: SocketAddr, token: &str) -> pss_dataplane::ProxyConfig
     svc.health.interval = Duration::from_millis(200);
     let mut cfg = config(vec![svc]);
     let mut ctl = ControllerConfig::new(ctl_addr.to_string(), token);
+    // A stand-in controller without TLS: this test is about the watch, not the transport.
+    ctl.insecure = true;
     ctl.backoff_initial = Duration::from_millis(50);
     ctl.backoff_max = Duration::from_millis(400);
     cfg.controller = Some(ctl);

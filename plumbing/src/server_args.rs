@@ -7,7 +7,8 @@ use std::path::PathBuf;
 /// each server's clap `Args`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ServerArgs {
-    /// Shared auth token (required; at least 16 bytes). Prefer --token-file or the PSS_TOKEN
+    /// Shared auth token (at least 16 bytes): the seed's credential, an operator's with TLS;
+    /// required with --insecure. Prefer --token-file or the PSS_TOKEN
     /// environment variable: a value given here is visible to every user in `ps`.
     #[arg(long, env = "PSS_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -24,6 +25,16 @@ impl ServerArgs {
     pub fn start(&self) -> Result<String, String> {
         crate::logging::init(&self.log_format);
         crate::token::load(self.token.clone(), self.token_file.as_deref())
+    }
+
+    /// Like [`ServerArgs::start`] where the token is optional (TLS: certificates are the
+    /// credential); a token that is given must still be a good one.
+    pub fn start_optional(&self) -> Result<Option<String>, String> {
+        crate::logging::init(&self.log_format);
+        if self.token.as_deref().is_none_or(str::is_empty) && self.token_file.is_none() {
+            return Ok(None);
+        }
+        crate::token::load(self.token.clone(), self.token_file.as_deref()).map(Some)
     }
 }
 

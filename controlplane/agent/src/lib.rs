@@ -6,7 +6,9 @@
 //!   (rootless Podman may enforce none).
 //! - [`runtime`]: PSS pods as labelled Podman pods (create, stop, read back as `PodReport`).
 //! - [`server`]: the `pss.v1.Agent` gRPC service the controller dials back (RunPod, StopPod,
-//!   PodLogs), behind the shared-token check.
+//!   PodLogs): with TLS only the controller's certificate may call it (the node's own
+//!   certificate is served, see [`pss_security::member`]: joined with a join token, kept in
+//!   the state directory, renewed before expiry); with `--insecure`, the shared token.
 //! - [`reporter`]: Register (with the pods already running: adoption), heartbeats with
 //!   [`metrics`], and status pushes; [`events`] (Podman's event stream) and [`readiness`]
 //!   (TCP probes) feed those pushes.
@@ -37,6 +39,7 @@ mod admin;
 pub mod cgroups;
 mod error;
 pub mod events;
+pub mod liveness;
 pub mod logs;
 pub mod metrics;
 pub mod podman;
@@ -60,7 +63,10 @@ use tokio_util::sync::CancellationToken;
 
 pub use error::{Error, Result};
 use pss_plumbing::Backoff;
-use pss_proto::auth::TokenCheck;
+use pss_security::guard::{Guard, NoRevocations};
+use pss_security::member::{JoinOptions, Membership};
+use pss_security::policy::Server;
+use pss_security::tls::{ClientAuth, Dialer};
 pub use runtime::Runtime;
 pub use server::AgentService;
 
@@ -102,6 +108,26 @@ impl std::str::FromStr for RuntimeKind {
     }
 }
 
+/// How an agent authenticates.
+#[derive(Clone, Default)]
+pub enum AgentTls {
+    /// Plaintext and the shared token (the seed; `--insecure`). The library's default, for
+    /// tests with a stand-in controller; the binary's default is TLS.
+    #[default]
+    Insecure,
+    /// Mutual TLS with a certificate naming the node, from the cluster CA.
+    Tls {
+        /// Credentials live in `<state_dir>/<node name>/` (`0700`).
+        state_dir: PathBuf,
+        /// `--join-token`: joins with it when no valid certificate is stored.
+        join_token: Option<String>,
+        /// The CA (PEM) to verify the controller by when joining with the operator token.
+        ca_pem: Option<String>,
+        /// Certificate lifetime to ask for (zero: the controller's default).
+        cert_ttl: Duration,
+    },
+}
+
 /// Everything an agent needs to know; the flags of `pss-agent`.
 #[derive(Clone)]
 pub struct AgentConfig {
@@ -130,6 +156,8 @@ pub struct AgentConfig {
     pub runtime_deadline: Duration,
     /// Retry policy of registration and the event stream.
     pub backoff: Backoff,
+    /// TLS or plaintext.
+    pub tls: AgentTls,
     /// The node's labels, sent at registration (`pss-agent --label k=v`).
     pub labels: std::collections::BTreeMap<String, String>,
     /// Where `/metrics`, `/healthz` and `/readyz` are served (`--admin`); `None`: nowhere.
@@ -157,6 +185,7 @@ impl AgentConfig {
             metrics_interval: defaults::METRICS_INTERVAL,
             runtime_deadline: defaults::RUNTIME_DEADLINE,
             backoff: Backoff::default(),
+            tls: AgentTls::Insecure,
             labels: Default::default(),
             admin: None,
         }
@@ -179,6 +208,7 @@ impl std::fmt::Debug for AgentConfig {
             .field("metrics_interval", &self.metrics_interval)
             .field("runtime_deadline", &self.runtime_deadline)
             .field("backoff", &self.backoff)
+            .field("tls", &matches!(self.tls, AgentTls::Tls { .. }))
             .finish()
     }
 }
@@ -211,9 +241,7 @@ pub async fn run(
     config: AgentConfig,
     shutdown: CancellationToken,
 ) -> Result<()> {
-    if config.token.is_empty() {
-        return Err(Error::Invalid("the agent needs the shared token".into()));
-    }
+    check_credentials(&config)?;
     let publish = config.publish_address.clone().or_else(|| {
         config
             .advertise_address
@@ -265,10 +293,48 @@ pub async fn run_with_runtime(
     runtime: Arc<Runtime>,
     shutdown: CancellationToken,
 ) -> Result<()> {
-    if config.token.is_empty() {
-        return Err(Error::Invalid("the agent needs the shared token".into()));
-    }
+    check_credentials(&config)?;
     serve(listener, config, runtime, String::new(), shutdown).await
+}
+
+fn check_credentials(config: &AgentConfig) -> Result<()> {
+    if matches!(config.tls, AgentTls::Insecure) && config.token.is_empty() {
+        return Err(Error::Invalid(
+            "the agent needs the shared token with --insecure".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The agent's credential with TLS (joined or stored), else `None`.
+async fn membership(
+    config: &AgentConfig,
+    shutdown: &CancellationToken,
+) -> Result<Option<Arc<Membership>>> {
+    let AgentTls::Tls {
+        state_dir,
+        join_token,
+        ca_pem,
+        cert_ttl,
+    } = &config.tls
+    else {
+        return Ok(None);
+    };
+    let identity = pss_security::Identity::new(pss_security::Role::Agent, &config.node_name)
+        .map_err(|e| Error::Invalid(format!("node name: {e}")))?;
+    let options = JoinOptions {
+        controller: config.controller.clone(),
+        identity,
+        state_dir: state_dir.join(&config.node_name),
+        join_token: join_token.clone(),
+        operator_token: Some(config.token.clone()).filter(|t| !t.is_empty()),
+        ca_pem: ca_pem.clone(),
+        ttl: *cert_ttl,
+    };
+    let m = Membership::obtain(options, shutdown)
+        .await
+        .map_err(|e| Error::Invalid(e.to_string()))?;
+    Ok(Some(m))
 }
 
 /// The agent proper over `runtime`: the gRPC service, the reporter and the background loops.
@@ -282,7 +348,30 @@ async fn serve(
     let port = listener.local_addr()?.port();
     let agent_address = format!("{}:{port}", config.advertise_address);
 
-    let client = reporter::connect(&config.controller, &config.token)?;
+    // The admin endpoints answer from the start (not ready while the agent still joins).
+    let tasks = shutdown.child_token();
+    let mut background = tokio::task::JoinSet::new();
+    let reachable: Arc<std::sync::atomic::AtomicBool> = Arc::default();
+    if let Some(addr) = config.admin {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| Error::Invalid(format!("--admin {addr}: {e}")))?;
+        tracing::info!(addr = %listener.local_addr()?, "admin endpoints (/metrics, /healthz, /readyz)");
+        background.spawn(pss_plumbing::admin::serve(
+            listener,
+            Arc::new(admin::AgentAdmin {
+                snapshot: runtime.snapshot(),
+                reachable: reachable.clone(),
+            }),
+            tasks.clone(),
+        ));
+    }
+    let member = membership(&config, &shutdown).await?;
+    let (dialer, token) = match &member {
+        Some(m) => (m.dialer().map_err(|e| Error::Invalid(e.to_string()))?, ""),
+        None => (Dialer::plaintext(), config.token.as_str()),
+    };
+    let client = reporter::connect(&config.controller, token, &dialer)?;
     let identity = reporter::NodeIdentity {
         name: config.node_name.clone(),
         agent_address: agent_address.clone(),
@@ -299,24 +388,9 @@ async fn serve(
         config.metrics_interval,
         config.runtime_deadline,
         config.backoff,
-    );
+    )
+    .with_reachable(reachable);
 
-    let tasks = shutdown.child_token();
-    let mut background = tokio::task::JoinSet::new();
-    if let Some(addr) = config.admin {
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|e| Error::Invalid(format!("--admin {addr}: {e}")))?;
-        tracing::info!(addr = %listener.local_addr()?, "admin endpoints (/metrics, /healthz, /readyz)");
-        background.spawn(pss_plumbing::admin::serve(
-            listener,
-            Arc::new(admin::AgentAdmin {
-                snapshot: runtime.snapshot(),
-                reachable: reporter.reachable(),
-            }),
-            tasks.clone(),
-        ));
-    }
     background.spawn(reporter.run(updates_rx, tasks.clone()));
     background.spawn(snapshot::refresh(
         runtime.clone(),
@@ -329,18 +403,46 @@ async fn serve(
         updates_tx.clone(),
         tasks.clone(),
     ));
+    background.spawn(liveness::run(
+        runtime.clone(),
+        updates_tx.clone(),
+        tasks.clone(),
+    ));
     background.spawn(readiness::run(runtime.clone(), updates_tx, tasks.clone()));
+    if let Some(m) = &member {
+        background.spawn(m.clone().keep_renewed(tasks.clone()));
+    }
 
-    tracing::info!(listen = %listener.local_addr()?, advertise = %agent_address, "agent serving");
-    let service =
-        AgentServer::with_interceptor(AgentService::new(runtime), TokenCheck::new(&config.token));
-    let served = tonic::transport::Server::builder()
-        .add_service(service)
-        .serve_with_incoming_shutdown(
-            pss_plumbing::addr::nodelay_incoming(listener),
-            shutdown.cancelled(),
-        )
-        .await;
+    tracing::info!(listen = %listener.local_addr()?, advertise = %agent_address, tls = member.is_some(), "agent serving");
+    let guard = Guard::new(Server::Agent, Arc::new(NoRevocations));
+    let router = match &member {
+        Some(_) => tonic::transport::Server::builder().layer(guard),
+        // The controller is the only one that holds the token and calls an agent.
+        None => tonic::transport::Server::builder()
+            .layer(guard.with_token(&config.token, pss_security::Role::Controller)),
+    }
+    .add_service(AgentServer::new(AgentService::new(runtime)));
+    let served = match &member {
+        Some(m) => {
+            let tls =
+                pss_security::tls::server_config(m.cert.clone(), &m.ca_pem, ClientAuth::Required)
+                    .map_err(|e| Error::Invalid(e.to_string()))?;
+            router
+                .serve_with_incoming_shutdown(
+                    pss_security::tls::incoming(listener, tls),
+                    shutdown.cancelled(),
+                )
+                .await
+        }
+        None => {
+            router
+                .serve_with_incoming_shutdown(
+                    pss_plumbing::addr::nodelay_incoming(listener),
+                    shutdown.cancelled(),
+                )
+                .await
+        }
+    };
     tasks.cancel();
     while background.join_next().await.is_some() {}
     tracing::info!("agent stopped; its pods keep running");

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Parser;
 use pss_agent::{
-    default_cpu_millis, defaults, hostname, run, run_sim_nodes, AgentConfig, RuntimeKind,
+    default_cpu_millis, defaults, hostname, run, run_sim_nodes, AgentConfig, AgentTls, RuntimeKind,
 };
 use pss_plumbing::duration::HumanDuration;
 use pss_plumbing::server_args::{bind, ServerArgs};
@@ -58,6 +58,33 @@ struct Args {
     /// runtime unresponsive (the node stays Ready but gets no new pods).
     #[arg(long, default_value_t = HumanDuration(defaults::RUNTIME_DEADLINE))]
     runtime_deadline: HumanDuration,
+    /// Plaintext with the shared token (the seed's mode; logs a warning). The controller must
+    /// run with --insecure too.
+    #[arg(long)]
+    insecure: bool,
+    /// Join token (`pssctl token create --role agent`): pins the cluster CA and buys this
+    /// node's certificate on first start. Prefer PSS_JOIN_TOKEN or --join-token-file.
+    #[arg(
+        long,
+        env = "PSS_JOIN_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "insecure"
+    )]
+    join_token: Option<String>,
+    /// File holding the join token.
+    #[arg(long, env = "PSS_JOIN_TOKEN_FILE", conflicts_with = "join_token")]
+    join_token_file: Option<PathBuf>,
+    /// The cluster CA (PEM), to join with the operator --token instead of a join token.
+    #[arg(long, env = "PSS_CA")]
+    ca: Option<PathBuf>,
+    /// Where the node's key and certificate live (`<dir>/<node-name>/`, `0700`).
+    /// Default: /var/lib/pss/agent as root, else $XDG_STATE_HOME/pss/agent or
+    /// ~/.local/state/pss/agent.
+    #[arg(long, env = "PSS_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    /// Certificate lifetime to ask for (at most the controller's --cert-ttl; 0s: that).
+    #[arg(long, default_value = "0s")]
+    cert_ttl: HumanDuration,
     /// A label of this node, `key=value` (repeat the flag for several); `pssctl get nodes -l`
     /// selects on them.
     #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
@@ -83,13 +110,52 @@ fn parse_label(text: &str) -> Result<(String, String), String> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let token = args.server.start().map_err(anyhow::Error::msg)?;
+    let token = args.server.start_optional().map_err(anyhow::Error::msg)?;
+    if args.insecure && token.is_none() {
+        anyhow::bail!("--insecure needs the shared token (--token-file or PSS_TOKEN)");
+    }
+    let join_token = match (&args.join_token, &args.join_token_file) {
+        (Some(t), _) => Some(t.trim().to_string()),
+        (None, Some(f)) => Some(
+            pss_security::files::read_text(f)
+                .map_err(anyhow::Error::msg)?
+                .trim()
+                .to_string(),
+        ),
+        (None, None) => None,
+    };
+    let node_name = args.node_name.clone().unwrap_or_else(hostname);
+    let state_dir = args
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| pss_security::files::default_state_dir("agent"));
+    if !args.insecure
+        && join_token.is_none()
+        && token.is_none()
+        && args.sim_nodes.is_none()
+        && !state_dir.join(&node_name).join("cert.pem").exists()
+    {
+        anyhow::bail!(
+            "no credential: pass --join-token (pssctl token create --role agent), or the \
+             operator token (PSS_TOKEN) with --ca, or --insecure with the token"
+        );
+    }
+    let ca_pem = match &args.ca {
+        Some(p) => Some(pss_security::files::read_text(p).map_err(anyhow::Error::msg)?),
+        None => None,
+    };
 
-    let mut config = AgentConfig::new(
-        args.controller,
-        token,
-        args.node_name.unwrap_or_else(hostname),
-    );
+    let mut config = AgentConfig::new(args.controller, token.unwrap_or_default(), node_name);
+    if args.insecure {
+        tracing::warn!("--insecure: plaintext to and from the controller; the token crosses the network in clear");
+    } else {
+        config.tls = AgentTls::Tls {
+            state_dir,
+            join_token,
+            ca_pem,
+            cert_ttl: args.cert_ttl.into(),
+        };
+    }
     config.advertise_address = args.advertise_address;
     config.publish_address = args.publish_address;
     config.runtime_deadline = args.runtime_deadline.into();

@@ -339,6 +339,65 @@ impl Podman {
         }
     }
 
+    /// Runs `command` in container `id` and returns its exit code (liveness `exec` probes).
+    /// The whole exchange (create, run to completion, inspect) has `timeout`.
+    pub async fn exec(&self, id: &str, command: &[String], timeout: Duration) -> Result<i64> {
+        #[derive(Deserialize)]
+        struct Created {
+            #[serde(rename = "Id")]
+            id: String,
+        }
+        #[derive(Deserialize)]
+        struct Inspected {
+            #[serde(rename = "ExitCode")]
+            exit_code: Option<i64>,
+            #[serde(rename = "Running")]
+            running: Option<bool>,
+        }
+        let create = format!("{API}/containers/{}/exec", encode_path(id));
+        let body = serde_json::json!({
+            "Cmd": command,
+            "AttachStdout": true,
+            "AttachStderr": true,
+        });
+        let (status, bytes) = self
+            .call_timeout(Method::POST, &create, Some(body), timeout)
+            .await?;
+        if !status.is_success() {
+            return Err(PodmanError::from_response(status, &bytes));
+        }
+        let created: Created =
+            serde_json::from_slice(&bytes).map_err(|e| PodmanError::decode(&create, e))?;
+        let start = format!("{API}/exec/{}/start", encode_path(&created.id));
+        let (status, bytes) = self
+            .call_timeout(
+                Method::POST,
+                &start,
+                Some(serde_json::json!({"Detach": false, "Tty": false})),
+                timeout,
+            )
+            .await?;
+        if !status.is_success() {
+            return Err(PodmanError::from_response(status, &bytes));
+        }
+        let inspect = format!("{API}/exec/{}/json", encode_path(&created.id));
+        let (status, bytes) = self
+            .call_timeout(Method::GET, &inspect, None, timeout)
+            .await?;
+        if !status.is_success() {
+            return Err(PodmanError::from_response(status, &bytes));
+        }
+        let inspected: Inspected =
+            serde_json::from_slice(&bytes).map_err(|e| PodmanError::decode(&inspect, e))?;
+        match (inspected.running, inspected.exit_code) {
+            (Some(true), _) | (_, None) => Err(PodmanError::Timeout {
+                what: format!("exec in {id}"),
+                after: timeout,
+            }),
+            (_, Some(code)) => Ok(code),
+        }
+    }
+
     /// One stats sample (`stream=false`) of the given containers. Containers that are not
     /// running are left out by Podman.
     pub async fn container_stats(&self, ids: &[String]) -> Result<Vec<ContainerStats>> {

@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::metrics::NodeSampler;
 use crate::runtime::Runtime;
@@ -40,15 +40,20 @@ pub type RegistryClient = NodeRegistryClient<InterceptedService<Channel, BearerT
 
 /// A lazily connected client for `controller` (`host:port` or a URI); the channel reconnects by
 /// itself after the controller comes back.
-pub fn connect(controller: &str, token: &str) -> Result<RegistryClient> {
-    let endpoint = Endpoint::from_shared(pss_plumbing::addr::dial_uri(controller))
+pub fn connect(
+    controller: &str,
+    token: &str,
+    dialer: &pss_security::tls::Dialer,
+) -> Result<RegistryClient> {
+    let endpoint = dialer
+        .endpoint(controller)
         .map_err(|e| Error::Invalid(format!("controller address {controller:?}: {e}")))?
         .connect_timeout(Duration::from_secs(3))
         .timeout(Duration::from_secs(15))
         .tcp_nodelay(true);
     let token = BearerToken::new(token)?;
     Ok(NodeRegistryClient::with_interceptor(
-        endpoint.connect_lazy(),
+        dialer.lazy(endpoint),
         token,
     ))
 }
@@ -109,6 +114,13 @@ impl Reporter {
     }
 
     /// True once registered while the controller answers (the agent's `/readyz`).
+    /// Reports reachability through `flag` (an admin server may be serving it already, e.g.
+    /// while the agent was still joining).
+    pub fn with_reachable(mut self, flag: Arc<std::sync::atomic::AtomicBool>) -> Self {
+        self.reachable = flag;
+        self
+    }
+
     pub fn reachable(&self) -> Arc<std::sync::atomic::AtomicBool> {
         self.reachable.clone()
     }

@@ -345,6 +345,12 @@ impl Runtime {
         for c in &spec.containers {
             let mut labels = labels.clone();
             labels.insert(LABEL_CONTAINER.into(), c.name.clone());
+            if let Some(probe) = &c.liveness_probe {
+                labels.insert(
+                    crate::liveness::LABEL_LIVENESS.into(),
+                    crate::liveness::LivenessSpec::from_proto(probe).to_label(),
+                );
+            }
             let (entrypoint, command) = match (c.command.is_empty(), c.args.is_empty()) {
                 (false, _) => (Some(c.command.clone()), Some(c.args.clone())),
                 (true, false) => (None, Some(c.args.clone())),
@@ -515,6 +521,49 @@ impl Runtime {
     /// The pod as Podman has it, or `None` when it does not exist.
     pub async fn report(&self, id: &str) -> Result<Option<PodReport>> {
         Ok(self.report_and_probe(id).await?.map(|(r, _)| r))
+    }
+
+    /// Every running container of this node's pods that has a liveness probe.
+    pub async fn liveness_targets(&self) -> Result<Vec<crate::liveness::Target>> {
+        let Backend::Podman(podman) = &self.backend else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for id in self.pod_ids().await? {
+            let Some(pod) = self.inspect_own(&id).await? else {
+                continue;
+            };
+            let published = pod.published_ports();
+            for c in pod.app_containers() {
+                let Some(info) = podman.inspect_container(&c.id).await? else {
+                    continue;
+                };
+                let Some(spec) = info
+                    .label(crate::liveness::LABEL_LIVENESS)
+                    .and_then(crate::liveness::LivenessSpec::from_label)
+                else {
+                    continue;
+                };
+                let address = spec.tcp_port.and_then(|port| {
+                    published
+                        .iter()
+                        .find(|(cp, _, _)| *cp == port)
+                        .map(|(_, _, hp)| format!("{}:{hp}", self.advertise))
+                });
+                out.push(crate::liveness::Target {
+                    pod: id.clone(),
+                    container_id: info.id.clone(),
+                    container: info
+                        .label(LABEL_CONTAINER)
+                        .unwrap_or(info.name.as_str())
+                        .to_string(),
+                    running: info.state.status == ContainerState::Running,
+                    spec,
+                    address,
+                });
+            }
+        }
+        Ok(out)
     }
 
     /// The pod's report and its readiness probe.

@@ -5,20 +5,24 @@ use std::time::Duration;
 
 use pss_proto::auth::BearerToken;
 use pss_proto::v1 as pb;
+use pss_proto::v1::credentials_client::CredentialsClient;
 use pss_proto::v1::operator_client::OperatorClient;
+use pss_security::tls::{client_config, Dialer, Expect, LiveCert};
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Status};
 
-use pss_plumbing::addr::dial_uri;
+use crate::connection::Connection;
 
 /// Why a pssctl command failed; the message is what the user sees after `error: `.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     #[error("cannot reach the controller at {addr}: {detail}")]
     Unreachable { addr: String, detail: String },
-    #[error("the controller refused the token ({0}); check --token or PSS_TOKEN")]
+    #[error("the controller refused the credential ({0}); check --token/PSS_TOKEN or --config")]
     Unauthenticated(String),
+    #[error("permission denied: {0}")]
+    Denied(String),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -36,6 +40,7 @@ impl CliError {
         let msg = s.message().to_string();
         match s.code() {
             Code::Unauthenticated => CliError::Unauthenticated(msg),
+            Code::PermissionDenied => CliError::Denied(msg),
             Code::NotFound => CliError::NotFound(msg),
             Code::InvalidArgument | Code::FailedPrecondition => CliError::Invalid(msg),
             Code::Unavailable => CliError::Unreachable {
@@ -47,36 +52,87 @@ impl CliError {
     }
 }
 
-/// A connected Operator client.
+/// A connected Operator client (and the Credentials service on the same channel).
 pub struct Client {
     /// The address as the user gave it, for error messages.
     addr: String,
     inner: OperatorClient<InterceptedService<Channel, BearerToken>>,
+    credentials: CredentialsClient<InterceptedService<Channel, BearerToken>>,
     /// The label selector list calls send (`get -l`); empty: everything.
     selector: String,
 }
 
 impl Client {
-    /// Dials the controller (3 s connect timeout).
-    pub async fn connect(addr: &str, token: &str) -> Result<Self, CliError> {
+    /// Dials the controller (3 s connect timeout), with TLS unless the connection says
+    /// plaintext.
+    pub async fn connect(conn: &Connection) -> Result<Self, CliError> {
+        let addr = conn.address.as_str();
         let unreachable = |detail: String| CliError::Unreachable {
             addr: addr.to_string(),
             detail,
         };
-        let endpoint = Endpoint::from_shared(dial_uri(addr))
-            .map_err(|e| CliError::Usage(format!("invalid controller address {addr:?}: {e}")))?
+        let usage = |e: pss_security::Error| CliError::Usage(e.to_string());
+        let dialer = match &conn.tls {
+            None => Dialer::plaintext(),
+            Some(tls) => {
+                let cert = match &tls.cert {
+                    Some((c, k)) => Some(LiveCert::from_pem(c, k).map_err(usage)?),
+                    None => None,
+                };
+                let expect = Expect::Controller {
+                    ca_pem: tls.ca_pem.clone(),
+                    server_name: tls.server_name.clone(),
+                };
+                Dialer::tls(client_config(expect, cert).map_err(usage)?)
+            }
+        };
+        let endpoint = dialer
+            .endpoint(addr)
+            .map_err(|e| CliError::Usage(format!("invalid controller address: {e}")))?
             .connect_timeout(Duration::from_secs(3));
-        let channel = endpoint
-            .connect()
+        let channel = dialer
+            .connect(endpoint)
             .await
             .map_err(|e| unreachable(source_chain(&e)))?;
-        let token =
-            BearerToken::new(token).map_err(|s| CliError::Usage(s.message().to_string()))?;
+        let token = BearerToken::new(conn.token.as_deref().unwrap_or(""))
+            .map_err(|s| CliError::Usage(s.message().to_string()))?;
         Ok(Client {
             addr: addr.to_string(),
-            inner: OperatorClient::with_interceptor(channel, token),
+            inner: OperatorClient::with_interceptor(channel.clone(), token.clone()),
+            credentials: CredentialsClient::with_interceptor(channel, token),
             selector: String::new(),
         })
+    }
+
+    pub async fn create_join_token(
+        &mut self,
+        role: &str,
+        ttl: Duration,
+    ) -> Result<pb::CreateJoinTokenResponse, CliError> {
+        let r = self
+            .credentials
+            .create_join_token(pb::CreateJoinTokenRequest {
+                role: role.to_string(),
+                ttl_seconds: ttl.as_secs(),
+            })
+            .await;
+        r.map(|r| r.into_inner()).map_err(|s| self.err(s))
+    }
+
+    pub async fn list_join_tokens(&mut self) -> Result<Vec<pb::JoinTokenInfo>, CliError> {
+        let r = self
+            .credentials
+            .list_join_tokens(pb::ListJoinTokensRequest {})
+            .await;
+        r.map(|r| r.into_inner().tokens).map_err(|s| self.err(s))
+    }
+
+    pub async fn revoke_join_token(&mut self, id: &str) -> Result<(), CliError> {
+        let r = self
+            .credentials
+            .revoke_join_token(pb::RevokeJoinTokenRequest { id: id.to_string() })
+            .await;
+        r.map(|_| ()).map_err(|s| self.err(s))
     }
 
     /// Lists of pods, workloads, services and nodes keep only the objects whose labels match

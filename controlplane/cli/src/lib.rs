@@ -5,6 +5,7 @@
 //! drive exactly the code path the binary uses.
 
 mod client;
+pub mod connection;
 mod render;
 mod table;
 
@@ -24,14 +25,19 @@ pub use client::{CliError, Client};
     about = "Operate a PSS cluster (Podman Service & Scheduler)"
 )]
 pub struct Cli {
-    /// Controller gRPC address.
-    #[arg(
-        long,
-        global = true,
-        env = "PSS_CONTROLLER",
-        default_value = "localhost:50051"
-    )]
-    pub controller: String,
+    /// Controller gRPC address [default: the configuration's, else localhost:50051].
+    #[arg(long, global = true, env = "PSS_CONTROLLER")]
+    pub controller: Option<String>,
+    /// Configuration file: controller address, CA, credential [default:
+    /// ~/.config/pss/config.yaml, which pss-controller writes for root on first start].
+    #[arg(long, global = true, env = "PSS_CONFIG")]
+    pub config: Option<std::path::PathBuf>,
+    /// The cluster CA (PEM) to verify the controller with, instead of the configuration's.
+    #[arg(long, global = true, env = "PSS_CA")]
+    pub ca: Option<std::path::PathBuf>,
+    /// Plaintext, with the shared token, to a controller started with --insecure.
+    #[arg(long, global = true)]
+    pub insecure: bool,
     /// Shared auth token. Prefer --token-file or the PSS_TOKEN environment variable: a value
     /// given here is visible to every user in `ps`.
     #[arg(long, global = true, env = "PSS_TOKEN", hide_env_values = true)]
@@ -193,6 +199,84 @@ pub enum Command {
         #[command(subcommand)]
         command: RolloutCommand,
     },
+    /// Join tokens: token create --role agent|proxy|operator [--ttl D], token list,
+    /// token revoke ID.
+    Token {
+        #[command(subcommand)]
+        action: TokenCommand,
+    },
+    /// pssctl's configuration: config view (secrets hidden).
+    Config {
+        #[command(subcommand)]
+        action: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Make a join token for a role; it is printed once.
+    Create {
+        /// agent, proxy or operator.
+        #[arg(long)]
+        role: String,
+        /// How long the token can be used to join (1m..365d).
+        #[arg(long, default_value = "24h", value_parser = pss_plumbing::duration::parse_duration)]
+        ttl: std::time::Duration,
+    },
+    /// List join tokens (never their secrets).
+    List,
+    /// Revoke a join token by its id (or the whole token).
+    Revoke { id: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Show the configuration in use, without its secrets.
+    View,
+}
+
+/// The configuration file in use: `--config`/`PSS_CONFIG` (must exist), else the per-user
+/// default when it exists.
+fn config_file(
+    cli: &Cli,
+) -> Result<Option<(std::path::PathBuf, pss_security::config_file::ClientConfig)>, CliError> {
+    use pss_security::config_file::{default_path, ClientConfig};
+    let load =
+        |p: &std::path::Path| ClientConfig::load(p).map_err(|e| CliError::Usage(e.to_string()));
+    match &cli.config {
+        Some(p) => Ok(Some((p.clone(), load(p)?))),
+        None => match default_path().filter(|p| p.exists()) {
+            Some(p) => Ok(Some((p.clone(), load(&p)?))),
+            None => Ok(None),
+        },
+    }
+}
+
+/// Where and how to connect, from the flags and the configuration file.
+fn connection(cli: &Cli) -> Result<connection::Connection, CliError> {
+    let token = match (&cli.token, &cli.token_file) {
+        (None, None) => None,
+        _ => Some(
+            pss_plumbing::token::load(cli.token.clone(), cli.token_file.as_deref())
+                .map_err(CliError::Usage)?,
+        ),
+    };
+    let ca_pem = match &cli.ca {
+        Some(p) => Some(
+            pss_security::files::read_text(p).map_err(|e| CliError::Usage(format!("--ca: {e}")))?,
+        ),
+        None => None,
+    };
+    let file = config_file(cli)?;
+    connection::resolve(
+        connection::Flags {
+            controller: cli.controller.clone(),
+            token,
+            ca_pem,
+            insecure: cli.insecure,
+        },
+        file.as_ref().map(|(_, f)| f),
+    )
 }
 
 /// `pssctl rollout ...`.
@@ -393,10 +477,43 @@ pub async fn execute(cli: Cli, out: &mut (dyn Write + Send)) -> Result<(), CliEr
     if let Command::Version = cli.command {
         writeln!(out, "pssctl {}", env!("CARGO_PKG_VERSION"))?;
     }
-    let token = pss_plumbing::token::load(cli.token.clone(), cli.token_file.as_deref())
-        .map_err(CliError::Usage)?;
-    let mut client = Client::connect(&cli.controller, &token).await?;
+    if let Command::Config {
+        action: ConfigCommand::View,
+    } = &cli.command
+    {
+        let Some((path, file)) = config_file(&cli)? else {
+            return Err(CliError::Usage(
+                "no configuration file: pass --config FILE or set PSS_CONFIG".into(),
+            ));
+        };
+        writeln!(out, "# {}", path.display())?;
+        let text = serde_saphyr::to_string(&file.redacted())
+            .map_err(|e| CliError::Usage(e.to_string()))?;
+        write!(out, "{text}")?;
+        return Ok(());
+    }
+    let conn = connection(&cli)?;
+    let mut client = Client::connect(&conn).await?;
     match cli.command {
+        Command::Config { .. } => unreachable!("answered above"),
+        Command::Token { action } => match action {
+            TokenCommand::Create { role, ttl } => {
+                let r = client.create_join_token(&role, ttl).await?;
+                writeln!(out, "{}", r.token)?;
+            }
+            TokenCommand::List => {
+                let tokens = client.list_join_tokens().await?;
+                write!(
+                    out,
+                    "{}",
+                    render::join_tokens(&tokens, pss_plumbing::clock::now_ms())
+                )?;
+            }
+            TokenCommand::Revoke { id } => {
+                client.revoke_join_token(&id).await?;
+                writeln!(out, "token {} revoked", id.split('-').nth(3).unwrap_or(&id))?;
+            }
+        },
         Command::Describe { target, name } => {
             let (kind, name) = get_target(&target, name)?;
             let name = name
@@ -505,7 +622,7 @@ pub async fn execute(cli: Cli, out: &mut (dyn Write + Send)) -> Result<(), CliEr
             let targets: Vec<(String, String)> = match target {
                 Some(t) => {
                     let (kind, name) =
-                        split_target(&t, &["workload", "service", "autoscaler", "pod"])?;
+                        split_target(&t, &["workload", "service", "autoscaler", "pod", "node"])?;
                     vec![(kind, name.to_string())]
                 }
                 None => manifests

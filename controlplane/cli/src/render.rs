@@ -573,6 +573,35 @@ pub async fn describe(
     Ok(text)
 }
 
+/// `pssctl token list`: id, role, age, time left, state (never a secret).
+pub fn join_tokens(tokens: &[pb::JoinTokenInfo], now_ms: i64) -> String {
+    let mut t = Table::new(&["ID", "ROLE", "AGE", "EXPIRES", "STATE"]);
+    for k in tokens {
+        let state = if k.revoked {
+            "revoked"
+        } else if k.expires_ms != 0 && k.expires_ms <= now_ms {
+            "expired"
+        } else {
+            "valid"
+        };
+        let expires = if k.expires_ms == 0 {
+            "never".to_string()
+        } else if k.expires_ms <= now_ms {
+            "-".to_string()
+        } else {
+            crate::table::human_duration(k.expires_ms - now_ms)
+        };
+        t.row(vec![
+            k.id.clone(),
+            k.role.clone(),
+            crate::table::age(k.created_ms, now_ms),
+            expires,
+            state.to_string(),
+        ]);
+    }
+    t.render("join tokens")
+}
+
 /// `pssctl rollout history`: one row per revision kept, oldest first.
 pub fn history(revisions: &[pb::Revision], now: i64) -> String {
     let mut t = Table::new(&["REVISION", "IMAGES", "CAUSE", "AGE"]);

@@ -390,7 +390,7 @@ async fn start(shared: &Arc<Shared>, pod_id: &str) -> Result<()> {
     };
     let spec = &workload.workload.pod_spec;
     let hash = spec.spec_hash();
-    let mut client = shared.agents.client(&node.agent_address)?;
+    let mut client = shared.agents.client(&node.name, &node.agent_address)?;
     // A restart is a RunPod too: the agent starts the ended containers of an existing pod in
     // place (same address), or creates the pod if it is gone.
     let call = async {
@@ -484,7 +484,7 @@ async fn stop(shared: &Arc<Shared>, pod_id: &str) -> Result<()> {
     if let Some(node_name) = &rec.node {
         if let Some(node) = store.get_node(node_name)? {
             if node.status == NodeStatus::Ready {
-                let mut client = shared.agents.client(&node.agent_address)?;
+                let mut client = shared.agents.client(&node.name, &node.agent_address)?;
                 let req = pb::StopPodRequest {
                     id: pod_id.to_string(),
                     grace_period_ms: shared.config.stop_grace.as_millis() as u64,

@@ -11,7 +11,11 @@
 //! - `liveness.rs`: the node liveness loop around [`pss_core::liveness`].
 //! - `rollouts.rs`: after each pass, where every rollout stands (events, auto-revert).
 //! - `autoscale_loop.rs`: the autoscaler loop around [`pss_core::autoscaler`].
-//! - `agent_clients.rs`: gRPC clients for dialing agents back.
+//! - `agent_clients.rs`: gRPC clients for dialing agents back (mutual TLS: the controller's
+//!   certificate, and the node's certificate checked before anything is sent).
+//! - [`security`]: TLS set-up (own CA, brought certificates, or `--insecure`), the guard every
+//!   call passes, revocations; `credentials.rs`: the `Credentials` service (join, renew, join
+//!   tokens).
 //! - `views.rs`: objects as clients see them (desired state with observed fields).
 //! - `watch_hub.rs`: the `Watch` RPC's change sequence (list at a revision, then changes).
 //! - `metrics.rs`: `--admin`'s `/metrics`, `/healthz`, `/readyz`, and the gRPC request counter.
@@ -23,6 +27,7 @@
 
 mod agent_clients;
 mod autoscale_loop;
+mod credentials;
 mod endpoint_watch;
 mod error;
 mod executor;
@@ -31,15 +36,18 @@ mod metrics;
 mod operator;
 mod registry;
 mod rollouts;
+pub mod security;
 pub mod service_manager;
 mod views;
 mod watch_hub;
 
 pub use error::{Error, Result};
+pub use security::TlsSetup;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use pss_proto::v1::credentials_server::CredentialsServer;
 use pss_proto::v1::endpoint_watch_server::EndpointWatchServer;
 use pss_proto::v1::node_registry_server::NodeRegistryServer;
 use pss_proto::v1::operator_server::OperatorServer;
@@ -51,7 +59,6 @@ use crate::service_manager::ServiceManager;
 use pss_core::model::EventRecord;
 use pss_core::text::cut_short;
 use pss_plumbing::clock::now_ms;
-use pss_proto::auth::TokenCheck;
 use pss_store::{BatchWriter, CachedStore, StateStore};
 
 /// The default of every tunable of [`ControllerConfig`], defined once: `pss-controller`'s
@@ -78,8 +85,15 @@ pub mod defaults {
 /// Tunables of the controller (flags of `pss-controller`).
 #[derive(Debug, Clone)]
 pub struct ControllerConfig {
-    /// Shared token every RPC must carry; also sent when dialing agents.
+    /// The seed's shared token: an operator credential (empty: none); with `--insecure` also
+    /// sent when dialing agents.
     pub token: String,
+    /// TLS: the controller's own CA (default), certificates brought, or plaintext.
+    pub tls: TlsSetup,
+    /// Names (DNS or IP) the controller's certificate carries beside `pss-controller`.
+    pub tls_sans: Vec<String>,
+    /// Lifetime of the certificates issued to members (and the most one may ask for).
+    pub cert_ttl: Duration,
     /// Periodic resync on top of the event-driven triggers.
     pub reconcile_interval: Duration,
     /// How often the autoscaler evaluates (and the interval agents are expected to report at).
@@ -102,10 +116,14 @@ pub struct ControllerConfig {
 }
 
 impl ControllerConfig {
-    /// Defaults of the seed README, with `token`.
+    /// Defaults of the seed README, with `token`; plaintext until [`ControllerConfig::tls`]
+    /// says otherwise (the binary's default is [`TlsSetup::Auto`]).
     pub fn new(token: impl Into<String>) -> Self {
         ControllerConfig {
             token: token.into(),
+            tls: TlsSetup::Insecure,
+            tls_sans: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
+            cert_ttl: security::DEFAULT_CERT_TTL,
             reconcile_interval: defaults::RECONCILE_INTERVAL,
             metrics_interval: defaults::METRICS_INTERVAL,
             node_timeout: defaults::METRICS_INTERVAL * defaults::NODE_TIMEOUT_INTERVALS,
@@ -148,6 +166,8 @@ pub(crate) struct Shared {
     pub trigger: Notify,
     /// Cached gRPC clients to agents.
     pub agents: agent_clients::AgentPool,
+    /// TLS, the CA, revocations.
+    pub security: security::Security,
     /// Autoscaler memory (recommendation history per policy) between evaluations.
     pub autoscale: autoscale_loop::AutoscaleMemory,
     /// Cancelled on shutdown; background tasks (drains, restarts) watch it.
@@ -209,12 +229,28 @@ pub async fn serve(
     config: ControllerConfig,
     shutdown: CancellationToken,
 ) -> Result<()> {
-    let check = TokenCheck::new(&config.token);
+    let security = security::Security::setup(
+        &config.tls,
+        config.tls_sans.clone(),
+        &store,
+        config.cert_ttl,
+    )
+    .await?;
+    if security.server.is_none() {
+        tracing::warn!(
+            "--insecure: serving plaintext; tokens and manifests cross the network in clear"
+        );
+    }
+    if config.token.is_empty() && security.server.is_none() {
+        return Err(Error::Config("--insecure needs the shared token".into()));
+    }
+    let guard = security.guard(&config.token);
     // Everything the controller reads comes from memory from here on; SQLite is written through.
     let cache = Arc::new(CachedStore::load(store)?);
     let store: Arc<dyn StateStore> = cache.clone();
     let shared = Arc::new(Shared {
-        agents: agent_clients::AgentPool::new(&config.token)?,
+        agents: agent_clients::AgentPool::new(&config.token, security.agent_tls.clone())?,
+        security,
         writer: BatchWriter::spawn(store.clone()),
         start_slots: Arc::new(tokio::sync::Semaphore::new(START_SLOTS)),
         cache,
@@ -259,24 +295,35 @@ pub async fn serve(
     ];
 
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, "controller listening");
-    let incoming = pss_plumbing::addr::nodelay_incoming(listener);
-    let result = tonic::transport::Server::builder()
+    tracing::info!(%addr, tls = shared.security.server.is_some(), "controller listening");
+    let router = tonic::transport::Server::builder()
         .layer(metrics::GrpcMetricsLayer)
-        .add_service(OperatorServer::with_interceptor(
-            operator::OperatorApi::new(shared.clone()),
-            check.clone(),
-        ))
-        .add_service(NodeRegistryServer::with_interceptor(
-            registry::RegistryApi::new(shared.clone()),
-            check.clone(),
-        ))
-        .add_service(EndpointWatchServer::with_interceptor(
-            endpoint_watch::EndpointApi::new(shared.clone()),
-            check,
-        ))
-        .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned())
-        .await;
+        .layer(guard)
+        .add_service(OperatorServer::new(operator::OperatorApi::new(
+            shared.clone(),
+        )))
+        .add_service(NodeRegistryServer::new(registry::RegistryApi::new(
+            shared.clone(),
+        )))
+        .add_service(EndpointWatchServer::new(endpoint_watch::EndpointApi::new(
+            shared.clone(),
+        )))
+        .add_service(CredentialsServer::new(credentials::CredentialsApi::new(
+            shared.clone(),
+        )));
+    let stop = shutdown.clone().cancelled_owned();
+    let result = match shared.security.server.clone() {
+        Some(tls) => {
+            router
+                .serve_with_incoming_shutdown(pss_security::tls::incoming(listener, tls), stop)
+                .await
+        }
+        None => {
+            router
+                .serve_with_incoming_shutdown(pss_plumbing::addr::nodelay_incoming(listener), stop)
+                .await
+        }
+    };
     shutdown.cancel();
     for l in loops {
         let _ = l.await;

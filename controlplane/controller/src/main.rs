@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use pss_controller::{defaults, serve, ControllerConfig};
+use pss_controller::{defaults, serve, ControllerConfig, TlsSetup};
 use pss_plumbing::duration::{parse_duration, HumanDuration};
 use pss_plumbing::server_args::{bind, ServerArgs};
 use pss_store::SqliteStore;
@@ -57,6 +57,37 @@ struct Args {
         value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_MAX_REPLICAS))
     )]
     max_replicas: u32,
+    /// Directory of the cluster CA and the controller's certificate (`<dir>/pki`, `0700`;
+    /// created on first start). Default: the database's directory.
+    #[arg(long, env = "PSS_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Serve plaintext, with the shared token only (logs a warning). Never across a network
+    /// you do not trust.
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key", "client_ca"])]
+    insecure: bool,
+    /// Bring your own PKI: the controller's certificate chain (PEM); needs --tls-key and
+    /// --client-ca. The controller then issues nothing (no join tokens).
+    #[arg(long, requires_all = ["tls_key", "client_ca"])]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// The CA client certificates (agents, proxies, operators) are checked against (PEM).
+    #[arg(long, requires = "tls_cert")]
+    client_ca: Option<PathBuf>,
+    /// Extra DNS name or IP address of the controller's certificate (repeatable; it always
+    /// carries pss-controller, localhost and the loopback addresses).
+    #[arg(long = "tls-san")]
+    tls_sans: Vec<String>,
+    /// Lifetime of the certificates issued to agents, proxies and operators that join (they
+    /// renew them two thirds through).
+    #[arg(long, default_value_t = HumanDuration(pss_controller::security::DEFAULT_CERT_TTL))]
+    cert_ttl: HumanDuration,
+    /// Where to write the local operator's pssctl configuration on first start (the CA, a
+    /// certificate, the address); `none` to skip. Default: root's per-user pssctl config
+    /// when run as root, else `<data-dir>/pki/operator.yaml`.
+    #[arg(long, env = "PSS_OPERATOR_CONFIG")]
+    operator_config: Option<PathBuf>,
     /// Serve Prometheus /metrics, /healthz and /readyz over HTTP here (e.g. 127.0.0.1:9090);
     /// off when not given.
     #[arg(long, env = "PSS_ADMIN")]
@@ -68,11 +99,35 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let token = args.server.start().map_err(anyhow::Error::msg)?;
+    let token = args.server.start_optional().map_err(anyhow::Error::msg)?;
+    if args.insecure && token.is_none() {
+        anyhow::bail!("--insecure needs the shared token (--token-file or PSS_TOKEN)");
+    }
     let store = SqliteStore::open(&args.db)
         .with_context(|| format!("opening database {}", args.db.display()))?;
     let listener = bind(&args.listen).await.map_err(anyhow::Error::msg)?;
-    let mut config = ControllerConfig::new(token);
+    let mut config = ControllerConfig::new(token.unwrap_or_default());
+    let data_dir = args.data_dir.clone().unwrap_or_else(|| {
+        args.db
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map_or_else(|| PathBuf::from("."), PathBuf::from)
+    });
+    let pki_dir = data_dir.join("pki");
+    config.tls = match (args.insecure, &args.tls_cert) {
+        (true, _) => TlsSetup::Insecure,
+        (false, Some(cert)) => TlsSetup::Files {
+            cert: cert.clone(),
+            key: args.tls_key.clone().expect("clap requires it"),
+            client_ca: args.client_ca.clone().expect("clap requires it"),
+        },
+        (false, None) => TlsSetup::Auto {
+            dir: pki_dir.clone(),
+        },
+    };
+    config.tls_sans.extend(args.tls_sans.iter().cloned());
+    config.tls_sans.push(host_name());
+    config.cert_ttl = args.cert_ttl.into();
     config.reconcile_interval = args.reconcile_interval.into();
     config.metrics_interval = args.metrics_interval.into();
     config.node_timeout = args
@@ -92,8 +147,56 @@ async fn main() -> anyhow::Result<()> {
     };
     tracing::info!(db = %args.db.display(), "state store opened");
 
+    let store: Arc<dyn pss_store::StateStore> = Arc::new(store);
+    if matches!(config.tls, TlsSetup::Auto { .. }) {
+        let path = match &args.operator_config {
+            Some(p) if p.as_os_str() == "none" => None,
+            Some(p) => Some(p.clone()),
+            None if is_root() => pss_security::config_file::default_path(),
+            None => Some(pki_dir.join("operator.yaml")),
+        };
+        if let Some(path) = path {
+            let port = listener.local_addr()?.port();
+            let user = std::env::var("USER")
+                .ok()
+                .filter(|u| pss_security::identity::check_name(u).is_ok());
+            let name = user.unwrap_or_else(|| "root".into());
+            let written = pss_controller::security::write_operator_config(
+                &pki_dir,
+                store.as_ref(),
+                &path,
+                &format!("127.0.0.1:{port}"),
+                &name,
+            )?;
+            if written {
+                tracing::info!(path = %path.display(), "wrote the local operator's pssctl configuration");
+            }
+        }
+    }
+
     let shutdown = CancellationToken::new();
     pss_plumbing::shutdown::cancel_on_signals(shutdown.clone());
-    serve(listener, Arc::new(store), config, shutdown).await?;
+    serve(listener, store, config, shutdown).await?;
     Ok(())
+}
+
+/// This machine's host name, a name the controller's certificate carries.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// Whether the process runs as root (its operator configuration goes to root's home).
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|v| v.split_whitespace().nth(1).map(|e| e == "0"))
+        })
+        .unwrap_or(false)
 }

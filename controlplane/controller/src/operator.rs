@@ -515,9 +515,31 @@ impl pb::operator_server::Operator for OperatorApi {
             "autoscaler" | "autoscalers" | "autoscalepolicy" | "hpa" => {
                 ("autoscaler", store.delete_autoscaler(&req.name))
             }
+            "node" | "nodes" | "no" => {
+                // The node's certificates are revoked (it cannot call in again, and the
+                // controller no longer trusts it) and it is NotReady: its pods are replaced.
+                let known = store.get_node(&req.name).map_err(to_status)?.is_some();
+                let revoked = crate::credentials::revoke_node(&self.shared, &req.name)?;
+                if known {
+                    store
+                        .set_node_status(&req.name, pss_core::model::NodeStatus::NotReady)
+                        .map_err(to_status)?;
+                }
+                if known || revoked > 0 {
+                    self.shared.event(EventRecord::warning(
+                        "NodeRevoked",
+                        format!("node/{}", req.name),
+                        format!(
+                            "node {} deleted: {revoked} certificate(s) revoked, its pods are replaced",
+                            req.name
+                        ),
+                    ));
+                }
+                ("node", Ok(known || revoked > 0))
+            }
             other => {
                 return Err(Status::invalid_argument(format!(
-                    "cannot delete kind {other:?}: use workload, service, autoscaler or pod"
+                    "cannot delete kind {other:?}: use workload, service, autoscaler, pod or node"
                 )))
             }
         };
@@ -561,7 +583,7 @@ impl pb::operator_server::Operator for OperatorApi {
         let mut client = self
             .shared
             .agents
-            .client(&node.agent_address)
+            .client(&node.name, &node.agent_address)
             .map_err(to_status)?;
         let upstream = client.pod_logs(req).await?.into_inner();
         let shutdown = self.shared.shutdown.clone();

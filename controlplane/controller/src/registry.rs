@@ -29,6 +29,20 @@ use pss_core::node_input;
 use pss_core::podstate::apply_report;
 use pss_store::Change;
 
+/// An agent's certificate speaks for its own node only (operators, and the seed's token, for
+/// any): a call about another node is refused before anything is read or changed.
+fn check_speaks_for<T>(request: &Request<T>, node: &str) -> Result<(), Status> {
+    match pss_security::guard::Caller::of(request) {
+        Some(c) if c.identity.role == pss_security::Role::Agent && c.identity.name != node => {
+            Err(Status::permission_denied(format!(
+                "role agent ({}) may not speak for node {node:?}",
+                c.identity.name
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// The gRPC error for input the guard refused.
 fn refused(e: node_input::InputError) -> Status {
     Status::invalid_argument(e.to_string())
@@ -162,6 +176,7 @@ impl pb::node_registry_server::NodeRegistry for RegistryApi {
         &self,
         request: Request<pb::RegisterNodeRequest>,
     ) -> Result<Response<pb::RegisterNodeResponse>, Status> {
+        check_speaks_for(&request, &request.get_ref().name)?;
         let mut req = request.into_inner();
         node_input::check_registration(&mut req).map_err(refused)?;
         let shared = &self.shared;
@@ -250,6 +265,7 @@ impl pb::node_registry_server::NodeRegistry for RegistryApi {
         &self,
         request: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        check_speaks_for(&request, &request.get_ref().node)?;
         let mut req = request.into_inner();
         node_input::check_heartbeat(&mut req).map_err(refused)?;
         let shared = &self.shared;
@@ -333,6 +349,7 @@ impl pb::node_registry_server::NodeRegistry for RegistryApi {
         &self,
         request: Request<pb::PodStatusUpdate>,
     ) -> Result<Response<pb::PodStatusAck>, Status> {
+        check_speaks_for(&request, &request.get_ref().node)?;
         let req = request.into_inner();
         node_input::check_node_name("node", &req.node).map_err(refused)?;
         let mut pod = req

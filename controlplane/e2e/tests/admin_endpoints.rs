@@ -145,10 +145,14 @@ async fn agent_metrics_parse_and_readyz_follows_the_controller() {
         .unwrap();
     let store = pss_store::SqliteStore::open(dir.path().join("pss.db")).unwrap();
     let shutdown = CancellationToken::new();
+    // Plaintext: the agent started before any CA existed (so with --insecure); this test is
+    // about the admin endpoints, not the transport.
+    let mut config = fast_config();
+    config.tls = pss_controller::TlsSetup::Insecure;
     let task = tokio::spawn(pss_controller::serve(
         listener,
         std::sync::Arc::new(store),
-        fast_config(),
+        config,
         shutdown.clone(),
     ));
     eventually(Duration::from_secs(30), "the agent's /readyz", || async {

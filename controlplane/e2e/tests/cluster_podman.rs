@@ -120,6 +120,7 @@ async fn workload_runs_spreads_scales_logs_and_deletes_on_podman() {
     let followed = support::SharedBuf::default();
     let follow_task = {
         let (addr, out) = (c.addr.to_string(), followed.clone());
+        let ca = support::ca_file(c.addr).unwrap().display().to_string();
         let id = id.clone();
         tokio::spawn(async move {
             let argv = [
@@ -128,6 +129,8 @@ async fn workload_runs_spreads_scales_logs_and_deletes_on_podman() {
                 addr.as_str(),
                 "--token",
                 support::TOKEN,
+                "--ca",
+                ca.as_str(),
                 "logs",
                 id.as_str(),
                 "-f",

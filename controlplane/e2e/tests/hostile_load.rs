@@ -48,11 +48,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 async fn heartbeats_stay_fast_while_hostile_manifests_are_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let c = ControllerProcess::start(&dir.path().join("pss.db"), &["--node-timeout", "2s"]).await;
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", c.addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = support::channel(c.addr).await;
     let token = BearerToken::new(TOKEN).unwrap();
     let mut registry = NodeRegistryClient::with_interceptor(channel.clone(), token.clone());
     registry
@@ -75,11 +71,7 @@ async fn heartbeats_stay_fast_while_hostile_manifests_are_rejected() {
             let addr = c.addr;
             let token = token.clone();
             tokio::spawn(async move {
-                let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-                    .unwrap()
-                    .connect()
-                    .await
-                    .unwrap();
+                let channel = support::channel(addr).await;
                 let mut op = OperatorClient::with_interceptor(channel, token)
                     .max_decoding_message_size(usize::MAX);
                 let mut rejected = 0;
@@ -136,7 +128,13 @@ async fn heartbeats_stay_fast_while_hostile_manifests_are_rejected() {
         p99,
         latencies.last().unwrap()
     );
-    assert!(p99 < Duration::from_millis(50), "heartbeat p99 {p99:?}");
+    // Issue 11: the controller serves TLS, so the attackers' hundreds of megabytes are
+    // decrypted on the runtime's threads (in a debug build, on a shared 2-core machine): that
+    // costs the slowest heartbeat up to ~80 ms where plaintext stayed under 50 ms. The median
+    // is the one that says parsing stays off the runtime.
+    assert!(p99 < Duration::from_millis(150), "heartbeat p99 {p99:?}");
+    let p50 = percentile(&latencies, 0.5);
+    assert!(p50 < Duration::from_millis(25), "heartbeat p50 {p50:?}");
     let nodes = c.ctl(&["get", "nodes", "-o", "json"]).await.unwrap();
     assert!(nodes.contains("\"Ready\""), "{nodes}");
     let mut c = c;

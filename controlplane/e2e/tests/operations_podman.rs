@@ -1,7 +1,9 @@
 //! Issue 12 on real Podman, with a request loop through a proxy that must see zero failures:
 //! drain a node (each replacement ready before the old pod stops), roll out a new image, undo
-//! it (the previous image comes back), and a broken rollout that reverts by itself. The agents
-//! serve `--admin`: their `/metrics` count real Podman calls.
+//! it (the previous image comes back), and a broken rollout that reverts by itself, all with a
+//! TCP liveness probe that must never kill a healthy server. The agents serve `--admin`: their
+//! `/metrics` count real Podman calls. And an exec liveness probe that starts failing gets its
+//! container killed and the pod restarted.
 
 mod support;
 
@@ -16,7 +18,7 @@ use support::traffic::ClientLoop;
 /// The demo web server under `image`, 2 replicas, a surge of one and no unavailability.
 fn web(image: &str, extra_spec: &str) -> String {
     format!(
-        "kind: Workload\nmetadata:\n  name: web\n  labels: {{app: web}}\nspec:\n  replicas: 2\n  strategy: {{maxSurge: 1, maxUnavailable: 0}}\n{extra_spec}  podSpec:\n    containers:\n      - name: web\n        image: {image}\n        command: [\"/bin/httpd\", \"-f\", \"-p\", \"80\", \"-h\", \"/www\"]\n        resources: {{cpu: 50m, memory: 16Mi}}\n    ports:\n      - containerPort: 80\n    readinessProbe: {{port: 80, interval: 500ms, timeout: 1s}}\n---\nkind: Service\nmetadata: {{name: web}}\nspec: {{workload: web, port: 80, targetPort: 80}}\n"
+        "kind: Workload\nmetadata:\n  name: web\n  labels: {{app: web}}\nspec:\n  replicas: 2\n  strategy: {{maxSurge: 1, maxUnavailable: 0}}\n{extra_spec}  podSpec:\n    containers:\n      - name: web\n        image: {image}\n        command: [\"/bin/httpd\", \"-f\", \"-p\", \"80\", \"-h\", \"/www\"]\n        resources: {{cpu: 50m, memory: 16Mi}}\n        livenessProbe: {{tcpSocket: {{port: 80}}, interval: 1s, failureThreshold: 2}}\n    ports:\n      - containerPort: 80\n    readinessProbe: {{port: 80, interval: 500ms, timeout: 1s}}\n---\nkind: Service\nmetadata: {{name: web}}\nspec: {{workload: web, port: 80, targetPort: 80}}\n"
     )
 }
 
@@ -161,4 +163,29 @@ async fn drain_rollout_undo_and_auto_revert_drop_no_request() {
         "{metrics}"
     );
     let _ = podman(&["rmi", V2]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_exec_liveness_probe_restarts_the_pod() {
+    let cluster = Cluster::start(&["node-l"]).await;
+    // Healthy for 4 s, then the probe's file is gone: the container is killed after two
+    // failed checks and the pod restarted in place (the command itself never exits).
+    let manifest = "kind: Workload\nmetadata: {name: sick}\nspec:\n  replicas: 1\n  podSpec:\n    containers:\n      - name: main\n        image: localhost/pss-demo:latest\n        command: [\"/bin/sh\", \"-c\", \"touch /tmp/alive; sleep 4; rm /tmp/alive; exec sleep 3600\"]\n        livenessProbe:\n          exec: {command: [\"/bin/sh\", \"-c\", \"test -f /tmp/alive\"]}\n          interval: 1s\n          timeout: 2s\n          failureThreshold: 2\n          initialDelay: 1s\n";
+    cluster.apply_text(manifest).await;
+    cluster
+        .wait_running("sick", 1, Duration::from_secs(120))
+        .await;
+    let restarted = eventually(
+        Duration::from_secs(60),
+        "the pod restarted by its liveness probe",
+        || async {
+            let pods = cluster.pods().await;
+            let p = pods.into_iter().find(|p| p["workload"] == "sick")?;
+            (p["restarts"].as_u64()? >= 1).then_some(p)
+        },
+    )
+    .await;
+    assert_eq!(restarted["workload"], "sick");
+    let events = cluster.controller.ctl(&["get", "events"]).await.unwrap();
+    assert!(events.contains("Restarting"), "{events}");
 }

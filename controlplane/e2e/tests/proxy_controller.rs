@@ -34,6 +34,10 @@ async fn proxy_follows_the_controller_and_survives_its_absence() {
     let db = dir.path().join("pss.db");
     let mut config = fast_config();
     config.node_timeout = Duration::from_secs(60);
+    // The restarted controller keeps its CA (beside the database).
+    config.tls = pss_controller::TlsSetup::Auto {
+        dir: db.parent().unwrap().join("pki"),
+    };
     let c = RunningController::start_with(&db, config.clone()).await;
     let stop_agent = CancellationToken::new();
     let agent = FakeAgent::start("node-x", c.addr, stop_agent.clone()).await;
@@ -53,6 +57,11 @@ async fn proxy_follows_the_controller_and_survives_its_absence() {
     pc.workers = 1;
     let mut watch = WatchConfig::new(c.addr.to_string(), TOKEN);
     watch.backoff_max = Duration::from_millis(500);
+    // Joins as a proxy with the operator token and the controller's CA.
+    watch.ca = support::ca_file(c.addr);
+    watch.state_dir =
+        Some(std::env::temp_dir().join(format!("pss-e2e-pc-{}", rand::random::<u64>())));
+    watch.name = Some("pc-proxy".into());
     pc.controller = Some(watch);
     let proxy = Proxy::bind(pc).unwrap();
     let addr = proxy.local_addr("web-svc").unwrap();

@@ -41,11 +41,7 @@ fn refused(result: Result<impl std::fmt::Debug, tonic::Status>, field: &str, lim
 async fn hostile_registrations_and_heartbeats_are_refused_and_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let c = RunningController::start(&dir.path().join("pss.db")).await;
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", c.addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = support::channel(c.addr).await;
     let mut reg = NodeRegistryClient::with_interceptor(channel, BearerToken::new(TOKEN).unwrap())
         .max_encoding_message_size(64 << 20);
 
@@ -172,11 +168,7 @@ async fn stale_pod_reports_of_an_unresponsive_runtime_are_not_read() {
     .await;
     let id = pod["name"].as_str().unwrap().to_string();
 
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", c.addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = support::channel(c.addr).await;
     let mut reg = NodeRegistryClient::with_interceptor(channel, BearerToken::new(TOKEN).unwrap());
     let stale = pb::HeartbeatRequest {
         node: "node-x".into(),

@@ -120,9 +120,25 @@ struct RootlessAgent {
 
 impl RootlessAgent {
     fn start(env: &RootlessEnv, bin: &Path, node: &str, port: u16, controller: &str) -> Self {
+        // The controller's CA and a state directory the user can reach (root's temporary
+        // directories are 0700).
+        let shared = bin.parent().unwrap();
+        let ca = shared.join("ca.crt");
+        let ca_src = support::ca_file(controller.parse().unwrap()).expect("a TLS controller");
+        std::fs::copy(ca_src, &ca).unwrap();
+        std::fs::set_permissions(&ca, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let state = shared.join("state");
+        std::fs::create_dir_all(&state).unwrap();
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o777)).unwrap();
         let child = env
             .command(bin.to_str().unwrap())
             .args(["--controller", controller])
+            .args([
+                "--ca",
+                ca.to_str().unwrap(),
+                "--state-dir",
+                state.to_str().unwrap(),
+            ])
             .args([
                 "--listen",
                 &format!("127.0.0.1:{port}"),

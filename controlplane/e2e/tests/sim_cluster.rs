@@ -38,6 +38,8 @@ struct SimAgent {
 async fn start_agent(controller: &str, name: String) -> SimAgent {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let mut config = AgentConfig::new(controller, TOKEN, name.clone());
+    let state = std::env::temp_dir().join(format!("pss-e2e-sim-{}", rand::random::<u64>()));
+    config.tls = support::agent_tls(controller.parse().unwrap(), &state);
     config.runtime = RuntimeKind::Sim;
     config.metrics_interval = Duration::from_secs(1);
     config.cpu_millis = 64_000;
@@ -198,10 +200,11 @@ async fn fifty_simulated_nodes_run_their_pods_and_survive_losing_five() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = support::fast_config();
     config.node_timeout = NODE_TIMEOUT;
-    let store = pss_store::SqliteStore::open(dir.path().join("pss.db"))
+    let db = dir.path().join("pss.db");
+    let store = pss_store::SqliteStore::open(&db)
         .unwrap()
         .with_event_retention(EVENTS_KEPT);
-    let c = RunningController::start_with_store(store, config).await;
+    let c = RunningController::start_with_store(&db, store, config).await;
     let addr = c.addr.to_string();
     let mut agents = Vec::new();
     for i in 0..NODES {

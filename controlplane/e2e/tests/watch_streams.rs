@@ -15,11 +15,7 @@ const CONNECTIONS: usize = 8;
 async fn open_and_cancel(addr: std::net::SocketAddr, count: usize) {
     let mut tasks = Vec::new();
     for _ in 0..CONNECTIONS {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
+        let channel = support::channel(addr).await;
         let mut client =
             EndpointWatchClient::with_interceptor(channel, BearerToken::new(TOKEN).unwrap());
         tasks.push(tokio::spawn(async move {

@@ -445,6 +445,11 @@ fn object_key(object: &Object) -> ObjectKey {
 }
 
 impl StateStore for CachedStore {
+    fn credentials(&self) -> Option<&dyn crate::CredentialStore> {
+        // Join tokens and certificates are read rarely (a join, a renewal): straight to SQLite.
+        self.backing.credentials()
+    }
+
     fn apply(&self, objects: &[Object]) -> Result<Vec<ApplyAction>> {
         self.write_through(objects.iter().map(object_key), |b| b.apply(objects))
     }

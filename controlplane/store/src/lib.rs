@@ -7,12 +7,15 @@
 
 mod batch;
 mod cache;
+pub mod credentials;
 mod error;
 pub mod metrics;
 mod sqlite;
 
 pub use batch::BatchWriter;
 pub use cache::{CachedStore, FeedEntry, FeedExpired, ObjectKey};
+pub use credentials::{CertificateRecord, CredentialStore, JoinTokenRecord};
+
 pub use error::{Error, Result};
 pub use sqlite::SqliteStore;
 
@@ -91,6 +94,12 @@ pub enum Change {
 
 /// The controller's persistent state.
 pub trait StateStore: Send + Sync + 'static {
+    /// Where join tokens and issued certificates are kept; `None` for a store that keeps no
+    /// credentials (the controller then refuses to run its CA).
+    fn credentials(&self) -> Option<&dyn CredentialStore> {
+        None
+    }
+
     // ----- desired state
 
     /// Creates or updates every object in one transaction: all or nothing.

@@ -13,6 +13,7 @@
 //! snapshot versions).
 
 mod codec;
+mod credentials;
 mod desired;
 mod events;
 mod observed;
@@ -137,6 +138,10 @@ impl std::fmt::Debug for SqliteStore {
 }
 
 impl StateStore for SqliteStore {
+    fn credentials(&self) -> Option<&dyn crate::CredentialStore> {
+        Some(self)
+    }
+
     fn apply(&self, objects: &[Object]) -> Result<Vec<ApplyAction>> {
         let now = now_ms();
         self.write(|tx| {

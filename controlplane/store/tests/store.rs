@@ -42,6 +42,7 @@ fn workload(name: &str, replicas: u32) -> Workload {
             restart_policy: Default::default(),
             restarted_at_ms: 0,
             containers: vec![Container {
+                liveness_probe: None,
                 limits: None,
                 name: "web".into(),
                 image: "localhost/pss-demo:latest".into(),
@@ -336,7 +337,9 @@ fn a_schema_1_database_is_migrated_with_nodes_kept() {
     {
         let conn = Connection::open(&path).unwrap();
         conn.execute_batch(
-            "ALTER TABLE nodes DROP COLUMN draining;
+            "DROP TABLE certificates;
+             DROP TABLE join_tokens;
+             ALTER TABLE nodes DROP COLUMN draining;
              ALTER TABLE nodes DROP COLUMN unschedulable;
              ALTER TABLE nodes DROP COLUMN labels;
              ALTER TABLE services DROP COLUMN labels;

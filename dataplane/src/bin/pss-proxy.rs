@@ -4,7 +4,8 @@
 //! and the running configuration keeps serving.
 //!
 //! Forms:
-//! * seed:   `pss-proxy --controller ADDR --token T --service NAME --listen ADDR`
+//! * seed:   `pss-proxy --controller ADDR --join-token T --service NAME --listen ADDR`
+//!   (TLS; or `--token T --ca CA.crt`, or `--insecure --token T` in plaintext)
 //! * static: `pss-proxy --listen ADDR --backend ADDR [--backend ADDR ...]`
 //! * file:   `pss-proxy --config FILE [flags override the file] [--check]`
 
@@ -46,6 +47,26 @@ struct Args {
     /// File holding the shared token (its trailing newline is ignored).
     #[arg(long, env = "PSS_TOKEN_FILE")]
     token_file: Option<std::path::PathBuf>,
+    /// With a controller: plaintext and the shared token (the seed's mode). Default: TLS.
+    #[arg(long)]
+    insecure: bool,
+    /// Join token (`pssctl token create --role proxy`): pins the cluster CA and buys this
+    /// proxy's certificate. Prefer PSS_JOIN_TOKEN or --join-token-file.
+    #[arg(long, env = "PSS_JOIN_TOKEN", hide_env_values = true)]
+    join_token: Option<String>,
+    /// File holding the join token.
+    #[arg(long, env = "PSS_JOIN_TOKEN_FILE", conflicts_with = "join_token")]
+    join_token_file: Option<PathBuf>,
+    /// The cluster CA (PEM), to join with the operator --token instead of a join token.
+    #[arg(long, env = "PSS_CA")]
+    ca: Option<PathBuf>,
+    /// Where the proxy's key and certificate live (`<dir>/<name>/`). Default:
+    /// /var/lib/pss/proxy as root, else ~/.local/state/pss/proxy.
+    #[arg(long, env = "PSS_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    /// The name this proxy's certificate carries [default: the host name].
+    #[arg(long, env = "PSS_PROXY_NAME")]
+    proxy_name: Option<String>,
     /// Worker threads [default: number of cores].
     #[arg(long)]
     workers: Option<usize>,
@@ -112,7 +133,25 @@ fn main() -> anyhow::Result<()> {
                 .map_err(anyhow::Error::msg)?,
         ),
     };
+    let join_token = match (&args.join_token, &args.join_token_file) {
+        (Some(t), _) => Some(t.trim().to_string()),
+        (None, Some(f)) => Some(
+            std::fs::read_to_string(f)
+                .with_context(|| format!("--join-token-file {}", f.display()))?
+                .trim()
+                .to_string(),
+        ),
+        (None, None) => None,
+    };
+    if args.insecure {
+        tracing::warn!("--insecure: the controller's endpoints and the token travel in plaintext");
+    }
     let overrides = Overrides {
+        insecure: args.insecure,
+        join_token,
+        ca: args.ca.clone(),
+        state_dir: args.state_dir.clone(),
+        proxy_name: args.proxy_name.clone(),
         config_file: args.config.clone(),
         listen: args.listen,
         backends: args.backends,

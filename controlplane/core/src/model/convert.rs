@@ -14,9 +14,10 @@ use super::field::{FieldError, FieldPath};
 use super::validate::{self, port_from};
 use super::{
     AutoScalePolicy, AutoscalerStatus, Container, ContainerState, EnvVar, EventRecord, EventType,
-    IntOrPercent, Limits, NodeRecord, NodeStatus, Placement, PodPhase, PodRecord, PodSpec,
-    PortAddress, PortSpec, Protocol, ReadinessProbe, Resources, RestartPolicy, RolloutSpec,
-    Service, Workload,
+    IntOrPercent, Limits, LivenessCheck, LivenessProbe, NodeRecord, NodeStatus, Placement,
+    PodPhase, PodRecord, PodSpec, PortAddress, PortSpec, Protocol, ReadinessProbe, Resources,
+    RestartPolicy, RolloutSpec, Service, Workload, DEFAULT_LIVENESS_FAILURES,
+    DEFAULT_LIVENESS_INTERVAL_MS, DEFAULT_PROBE_TIMEOUT_MS,
 };
 use crate::Error;
 
@@ -145,6 +146,20 @@ impl From<&Container> for pb::Container {
             env: c.env.iter().map(Into::into).collect(),
             resources: Some(c.resources.into()),
             limits: c.limits.map(Into::into),
+            liveness_probe: c.liveness_probe.as_ref().map(|p| {
+                let (tcp_port, exec_command) = match &p.check {
+                    LivenessCheck::Tcp { port } => (u32::from(*port), Vec::new()),
+                    LivenessCheck::Exec { command } => (0, command.clone()),
+                };
+                pb::LivenessProbe {
+                    tcp_port,
+                    exec_command,
+                    interval_ms: p.interval_ms,
+                    timeout_ms: p.timeout_ms,
+                    failure_threshold: p.failure_threshold,
+                    initial_delay_ms: p.initial_delay_ms,
+                }
+            }),
         }
     }
 }
@@ -160,6 +175,35 @@ impl From<pb::Container> for Container {
             env: c.env.into_iter().map(Into::into).collect(),
             resources: c.resources.map(Into::into).unwrap_or_default(),
             limits: c.limits.map(Into::into),
+            // A port out of range or both checks set are caught by validation (port 0 is
+            // not a declared port; an exec command beside a port is refused there).
+            liveness_probe: c.liveness_probe.map(|p| LivenessProbe {
+                check: if p.exec_command.is_empty() {
+                    LivenessCheck::Tcp {
+                        port: u16::try_from(p.tcp_port).unwrap_or(0),
+                    }
+                } else {
+                    LivenessCheck::Exec {
+                        command: p.exec_command,
+                    }
+                },
+                interval_ms: if p.interval_ms == 0 {
+                    DEFAULT_LIVENESS_INTERVAL_MS
+                } else {
+                    p.interval_ms
+                },
+                timeout_ms: if p.timeout_ms == 0 {
+                    DEFAULT_PROBE_TIMEOUT_MS
+                } else {
+                    p.timeout_ms
+                },
+                failure_threshold: if p.failure_threshold == 0 {
+                    DEFAULT_LIVENESS_FAILURES
+                } else {
+                    p.failure_threshold
+                },
+                initial_delay_ms: p.initial_delay_ms,
+            }),
         }
     }
 }

@@ -124,7 +124,37 @@ pub struct Container {
     /// means both); `Some` with zeros: no limit (Kubernetes' `requests` without `limits`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<Resources>,
+    /// Restarts the container when it keeps failing (Kubernetes' `livenessProbe`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub liveness_probe: Option<LivenessProbe>,
 }
+
+/// What a liveness probe checks.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum LivenessCheck {
+    /// A TCP connect to this declared container port (through its published host port).
+    Tcp { port: u16 },
+    /// A command run in the container (Podman exec) that must exit 0.
+    Exec { command: Vec<String> },
+}
+
+/// A container's liveness probe, run by the agent: after `failure_threshold` failures in a row
+/// the container is killed, and the pod is restarted as its `restartPolicy` says.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct LivenessProbe {
+    pub check: LivenessCheck,
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+    pub failure_threshold: u32,
+    pub initial_delay_ms: u64,
+}
+
+/// Liveness probe interval when left out (Kubernetes' 10 s).
+pub const DEFAULT_LIVENESS_INTERVAL_MS: u64 = 10_000;
+/// Failures in a row before the container is restarted, when left out (Kubernetes' 3).
+pub const DEFAULT_LIVENESS_FAILURES: u32 = 3;
+/// The most failures a liveness probe may wait for.
+pub const MAX_LIVENESS_FAILURES: u32 = 100;
 
 impl Container {
     /// The limits Podman enforces (see [`Container::limits`]).

@@ -12,9 +12,9 @@ use std::collections::{HashMap, HashSet};
 use super::field::{shorten, FieldError, FieldPath, FieldResult};
 use super::limits::{above, Limits, MAX_REPLICAS_SETTING, MAX_WORKLOAD_NAME_LEN};
 use super::{
-    check_labels, validate_dns1123, AutoScalePolicy, Container, IntOrPercent, Object, PodSpec,
-    PortSpec, ReadinessProbe, Resources, RolloutSpec, Service, Workload, MAX_PROGRESS_DEADLINE_MS,
-    MAX_REVISION_HISTORY_LIMIT,
+    check_labels, validate_dns1123, AutoScalePolicy, Container, IntOrPercent, LivenessCheck,
+    LivenessProbe, Object, PodSpec, PortSpec, ReadinessProbe, Resources, RolloutSpec, Service,
+    Workload, MAX_LIVENESS_FAILURES, MAX_PROGRESS_DEADLINE_MS, MAX_REVISION_HISTORY_LIMIT,
 };
 
 impl Workload {
@@ -203,6 +203,9 @@ pub(crate) fn pod_spec(spec: &PodSpec, limits: &Limits, at: &FieldPath) -> Field
     for (i, c) in spec.containers.iter().enumerate() {
         let path = containers_path.index(i);
         container(c, limits, &path)?;
+        if let Some(probe) = &c.liveness_probe {
+            liveness_probe(probe, &spec.ports, limits, &path.key("livenessProbe"))?;
+        }
         if let Some(first) = names.insert(c.name.as_str(), i) {
             return Err(FieldError::new(
                 path.key("name"),
@@ -371,6 +374,65 @@ fn container(c: &Container, limits: &Limits, at: &FieldPath) -> FieldResult<()> 
             "value",
             &path.key("value"),
         )?;
+    }
+    Ok(())
+}
+
+fn liveness_probe(
+    probe: &LivenessProbe,
+    ports: &[PortSpec],
+    limits: &Limits,
+    at: &FieldPath,
+) -> FieldResult<()> {
+    match &probe.check {
+        LivenessCheck::Tcp { port } => {
+            if !ports.iter().any(|p| p.container_port == *port) {
+                return Err(FieldError::new(
+                    at.key("tcpSocket").key("port"),
+                    format!("port {port} is not a declared containerPort"),
+                ));
+            }
+        }
+        LivenessCheck::Exec { command } => {
+            let path = at.key("exec").key("command");
+            if command.is_empty() {
+                return Err(FieldError::new(path, "must not be empty"));
+            }
+            count_within(command.len(), limits.max_command_words, "words", &path)?;
+            for (i, word) in command.iter().enumerate() {
+                text_within(
+                    word,
+                    limits.max_command_word_len,
+                    control_but_whitespace,
+                    "word",
+                    &path.index(i),
+                )?;
+            }
+        }
+    }
+    for (field, ms) in [
+        ("interval", probe.interval_ms),
+        ("timeout", probe.timeout_ms),
+        ("initialDelay", probe.initial_delay_ms),
+    ] {
+        if ms == 0 && field != "initialDelay" {
+            return Err(FieldError::new(at.key(field), "must be greater than 0"));
+        }
+        if ms > limits.max_probe_ms {
+            return Err(FieldError::new(
+                at.key(field),
+                above(format!("{ms}ms"), format!("{}ms", limits.max_probe_ms)),
+            ));
+        }
+    }
+    if probe.failure_threshold == 0 || probe.failure_threshold > MAX_LIVENESS_FAILURES {
+        return Err(FieldError::new(
+            at.key("failureThreshold"),
+            format!(
+                "must be between 1 and {MAX_LIVENESS_FAILURES}, got {}",
+                probe.failure_threshold
+            ),
+        ));
     }
     Ok(())
 }

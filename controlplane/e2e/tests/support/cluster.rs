@@ -87,6 +87,8 @@ pub struct AgentProcess {
     pub node: String,
     pub port: u16,
     child: Child,
+    /// The agent's state directory (its key and certificate).
+    pub state: tempfile::TempDir,
 }
 
 impl AgentProcess {
@@ -104,8 +106,21 @@ impl AgentProcess {
         socket: &str,
         extra: &[&str],
     ) -> Self {
+        let state = tempfile::tempdir().unwrap();
+        // TLS (joining with the operator token and the controller's CA) unless the
+        // controller serves plaintext.
+        let transport: Vec<String> = match controller.parse().ok().and_then(super::ca_file) {
+            Some(ca) => vec![
+                "--ca".into(),
+                ca.display().to_string(),
+                "--state-dir".into(),
+                state.path().display().to_string(),
+            ],
+            None => vec!["--insecure".into()],
+        };
         let child = Command::new(super::workspace_bin("pss-agent"))
             .args(["--controller", controller, "--token", TOKEN])
+            .args(&transport)
             .args([
                 "--listen",
                 &format!("127.0.0.1:{port}"),
@@ -124,6 +139,7 @@ impl AgentProcess {
             node: node.to_string(),
             port,
             child,
+            state,
         }
     }
 

@@ -47,38 +47,94 @@ impl FakeAgent {
         controller: SocketAddr,
         shutdown: CancellationToken,
     ) -> FakeAgent {
+        Self::start_advertising(node, labels, controller, shutdown, |a| a).await
+    }
+
+    /// Like [`FakeAgent::start_with_labels`], registering `advertise(listen address)` as the
+    /// agent's address (e.g. a recording relay in front of it).
+    pub async fn start_advertising(
+        node: &str,
+        labels: &[(&str, &str)],
+        controller: SocketAddr,
+        shutdown: CancellationToken,
+        advertise: impl FnOnce(SocketAddr) -> SocketAddr,
+    ) -> FakeAgent {
         let labels: HashMap<String, String> = labels
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let agent = FakeAgent::default();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let check = pss_proto::auth::TokenCheck::new(TOKEN);
-        let svc = pb::agent_server::AgentServer::with_interceptor(agent.clone(), check);
-        let stop = shutdown.clone();
-        tokio::spawn(async move {
-            tonic::transport::Server::builder()
-                .add_service(svc)
-                .serve_with_incoming_shutdown(
-                    tokio_stream::wrappers::TcpListenerStream::new(listener),
-                    stop.cancelled_owned(),
+        let addr = advertise(listener.local_addr().unwrap());
+        // With a TLS controller: join as agent/<node> with the operator token, serve mutual
+        // TLS to the controller only, and call in with the node's certificate.
+        let member = match super::ca_pem(controller) {
+            Some(ca) => {
+                let options = pss_security::member::JoinOptions {
+                    controller: controller.to_string(),
+                    identity: pss_security::Identity::new(pss_security::Role::Agent, node).unwrap(),
+                    state_dir: std::env::temp_dir()
+                        .join(format!("pss-e2e-fake-{node}-{}", rand::random::<u64>())),
+                    join_token: None,
+                    operator_token: Some(TOKEN.into()),
+                    ca_pem: Some(ca),
+                    ttl: Duration::ZERO,
+                };
+                Some(
+                    pss_security::member::Membership::obtain(options, &shutdown)
+                        .await
+                        .expect("the fake agent joins"),
                 )
-                .await
-                .unwrap();
+            }
+            None => None,
+        };
+        let guard = pss_security::guard::Guard::new(
+            pss_security::policy::Server::Agent,
+            std::sync::Arc::new(pss_security::guard::NoRevocations),
+        );
+        let svc = pb::agent_server::AgentServer::new(agent.clone());
+        let stop = shutdown.clone();
+        let tls = member.as_ref().map(|m| {
+            pss_security::tls::server_config(
+                m.cert.clone(),
+                &m.ca_pem,
+                pss_security::tls::ClientAuth::Required,
+            )
+            .unwrap()
         });
+        tokio::spawn(async move {
+            match tls {
+                Some(tls) => tonic::transport::Server::builder()
+                    .layer(guard)
+                    .add_service(svc)
+                    .serve_with_incoming_shutdown(
+                        pss_security::tls::incoming(listener, tls),
+                        stop.cancelled_owned(),
+                    )
+                    .await
+                    .unwrap(),
+                None => tonic::transport::Server::builder()
+                    .layer(guard.with_token(TOKEN, pss_security::Role::Controller))
+                    .add_service(svc)
+                    .serve_with_incoming_shutdown(
+                        tokio_stream::wrappers::TcpListenerStream::new(listener),
+                        stop.cancelled_owned(),
+                    )
+                    .await
+                    .unwrap(),
+            }
+        });
+        let (dialer, token) = match &member {
+            Some(m) => (m.dialer().unwrap(), ""),
+            None => (pss_security::tls::Dialer::plaintext(), TOKEN),
+        };
         let node = node.to_string();
         let me = agent.clone();
         tokio::spawn(async move {
             loop {
                 let mut registered = false;
-                let channel = match tonic::transport::Endpoint::from_shared(format!(
-                    "http://{controller}"
-                ))
-                .unwrap()
-                .connect()
-                .await
-                {
+                let endpoint = dialer.endpoint(&controller.to_string()).unwrap();
+                let channel = match dialer.connect(endpoint).await {
                     Ok(c) => c,
                     Err(_) => {
                         tokio::select! { _ = shutdown.cancelled() => return, _ = tokio::time::sleep(Duration::from_millis(200)) => continue }
@@ -86,7 +142,7 @@ impl FakeAgent {
                 };
                 let mut reg = pb::node_registry_client::NodeRegistryClient::with_interceptor(
                     channel,
-                    BearerToken::new(TOKEN).unwrap(),
+                    BearerToken::new(token).unwrap(),
                 );
                 loop {
                     if !registered {

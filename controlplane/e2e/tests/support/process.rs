@@ -23,9 +23,13 @@ impl ControllerProcess {
             .unwrap()
             .port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        if !extra.contains(&"--insecure") {
+            super::register_ca(addr, db.parent().unwrap().join("pki/ca.crt"));
+        }
         let child = Command::new(workspace_bin("pss-controller"))
             .args(["--listen", &addr.to_string(), "--db"])
             .arg(db)
+            .args(["--operator-config", "none"])
             .args(extra)
             .env("PSS_TOKEN", TOKEN)
             .env("RUST_LOG", "warn")
@@ -54,7 +58,9 @@ impl ControllerProcess {
     /// pssctl against this controller.
     pub async fn ctl(&self, args: &[&str]) -> Result<String, pssctl::CliError> {
         let addr = self.addr.to_string();
+        let transport = super::transport_flags(self.addr);
         let mut argv = vec!["pssctl", "--controller", addr.as_str(), "--token", TOKEN];
+        argv.extend(transport.iter().map(String::as_str));
         argv.extend_from_slice(args);
         super::ctl_raw(&argv).await
     }

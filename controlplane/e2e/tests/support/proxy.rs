@@ -22,6 +22,16 @@ pub async fn start_proxy(
     pc.workers = 1;
     let mut watch = WatchConfig::new(controller.to_string(), TOKEN);
     watch.backoff_max = Duration::from_millis(500);
+    match super::ca_file(controller) {
+        // Joins with the operator token and the CA; a state directory of its own.
+        Some(ca) => {
+            watch.ca = Some(ca);
+            let dir = std::env::temp_dir().join(format!("pss-e2e-proxy-{}", rand::random::<u64>()));
+            watch.state_dir = Some(dir);
+            watch.name = Some("e2e-proxy".into());
+        }
+        None => watch.insecure = true,
+    }
     pc.controller = Some(watch);
     let proxy = Proxy::bind(pc).unwrap();
     let addr = proxy.local_addr(service).unwrap();

@@ -130,6 +130,27 @@ const MIGRATIONS: &[&str] = &[
     INSERT INTO workload_revisions (workload, revision, spec, cause, created_at)
         SELECT name, 1, spec, 'apply', updated_at FROM workloads;
     "#,
+    // 5: credentials (issue 11): join tokens (only a digest of each secret) and the
+    // certificates the CA issued, so a node's can be revoked.
+    r#"
+    CREATE TABLE join_tokens (
+        id            TEXT PRIMARY KEY NOT NULL,   -- 16 hex digits
+        role          TEXT NOT NULL,
+        secret_sha256 BLOB NOT NULL,
+        created_ms    INTEGER NOT NULL,
+        expires_ms    INTEGER NOT NULL,            -- 0: never
+        revoked       INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE certificates (
+        serial       TEXT PRIMARY KEY NOT NULL,    -- lowercase hex
+        role         TEXT NOT NULL,
+        name         TEXT NOT NULL,
+        issued_ms    INTEGER NOT NULL,
+        not_after_ms INTEGER NOT NULL,
+        revoked      INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX certificates_by_identity ON certificates (role, name);
+    "#,
 ];
 
 /// The schema version this build writes and understands.

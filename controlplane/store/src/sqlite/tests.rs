@@ -24,6 +24,7 @@ fn workload(name: &str, replicas: u32) -> Workload {
             restart_policy: Default::default(),
             restarted_at_ms: 0,
             containers: vec![Container {
+                liveness_probe: None,
                 limits: None,
                 name: "web".into(),
                 image: "localhost/pss-demo:latest".into(),

@@ -10,8 +10,9 @@ use crate::model::field::{shorten, FieldError, FieldPath, FieldResult};
 use crate::model::validate::{self, port_from};
 use crate::model::{
     check_labels, parse_cpu, parse_memory, AutoScalePolicy, Container, EnvVar, IntOrPercent,
-    Labels, Limits, Object, Placement, PodSpec, PortSpec, Protocol, ReadinessProbe, Resources,
-    RestartPolicy, RolloutSpec, Service, Workload, API_VERSION, DEFAULT_MIN_REPLICAS,
+    Labels, Limits, LivenessCheck, LivenessProbe, Object, Placement, PodSpec, PortSpec, Protocol,
+    ReadinessProbe, Resources, RestartPolicy, RolloutSpec, Service, Workload, API_VERSION,
+    DEFAULT_LIVENESS_FAILURES, DEFAULT_LIVENESS_INTERVAL_MS, DEFAULT_MIN_REPLICAS,
     DEFAULT_PROBE_INTERVAL_MS, DEFAULT_PROBE_TIMEOUT_MS, DEFAULT_REPLICAS, MAX_LABELS,
 };
 
@@ -613,7 +614,15 @@ fn container(node: &Node, at: &FieldPath, limits: &Limits, errs: &mut Errs) -> O
     let f = Fields::of(
         node,
         at,
-        &["name", "image", "command", "args", "env", "resources"],
+        &[
+            "name",
+            "image",
+            "command",
+            "args",
+            "env",
+            "resources",
+            "livenessProbe",
+        ],
         errs,
     )?;
     let words = |field: &str, errs: &mut Errs| {
@@ -638,6 +647,7 @@ fn container(node: &Node, at: &FieldPath, limits: &Limits, errs: &mut Errs) -> O
     let resources = errs
         .take(f.opt("resources", resources))
         .map(|r| r.unwrap_or((Resources::default(), None)));
+    let liveness_probe = errs.take(f.opt("livenessProbe", |n, at| liveness(n, at, limits)));
     let name = errs.take(f.req("name", string));
     let image = errs.take(f.req("image", string));
     Some(Container {
@@ -648,6 +658,55 @@ fn container(node: &Node, at: &FieldPath, limits: &Limits, errs: &mut Errs) -> O
         env: env?,
         resources: resources?.0,
         limits: resources?.1,
+        liveness_probe: liveness_probe?,
+    })
+}
+
+/// A container's `livenessProbe`: `tcpSocket: {port}` or `exec: {command: [...]}`, with
+/// `interval`, `timeout`, `failureThreshold`, `initialDelay`.
+fn liveness(node: &Node, at: &FieldPath, limits: &Limits) -> FieldResult<LivenessProbe> {
+    let f = Fields::strict(
+        node,
+        at,
+        &[
+            "tcpSocket",
+            "exec",
+            "interval",
+            "timeout",
+            "failureThreshold",
+            "initialDelay",
+        ],
+    )?;
+    let tcp = f.opt("tcpSocket", |n, at| {
+        Fields::strict(n, at, &["port"])?.req("port", port)
+    })?;
+    let exec = f.opt("exec", |n, at| {
+        Fields::strict(n, at, &["command"])?.req("command", |n, at| {
+            seq(n, at, limits.max_command_words, "words", text)
+        })
+    })?;
+    let check = match (tcp, exec) {
+        (Some(port), None) => LivenessCheck::Tcp { port },
+        (None, Some(command)) => LivenessCheck::Exec { command },
+        _ => {
+            return Err(FieldError::new(
+                at.clone(),
+                "give exactly one of tcpSocket: {port: N} or exec: {command: [...]}",
+            ))
+        }
+    };
+    Ok(LivenessProbe {
+        check,
+        interval_ms: f
+            .opt("interval", duration_ms)?
+            .unwrap_or(DEFAULT_LIVENESS_INTERVAL_MS),
+        timeout_ms: f
+            .opt("timeout", duration_ms)?
+            .unwrap_or(DEFAULT_PROBE_TIMEOUT_MS),
+        failure_threshold: f
+            .opt("failureThreshold", count)?
+            .unwrap_or(DEFAULT_LIVENESS_FAILURES),
+        initial_delay_ms: f.opt("initialDelay", duration_ms)?.unwrap_or(0),
     })
 }
 

@@ -282,6 +282,7 @@ fn container_strategy(index: usize) -> impl Strategy<Value = Container> {
     )
         .prop_map(
             move |(name, image, command, args, env, cpu_millis, memory_bytes)| Container {
+                liveness_probe: None,
                 limits: None,
                 name: format!("{name}{index}"),
                 image,
@@ -511,4 +512,40 @@ fn restart_policy_and_its_hash() {
         "    restartPolicy: Sometimes\n    containers:",
     ));
     assert!(e.to_string().contains("spec.podSpec.restartPolicy"), "{e}");
+}
+
+#[test]
+fn liveness_probes_tcp_or_exec() {
+    let with = |probe: &str| {
+        format!(
+            "kind: Workload\nmetadata: {{name: l}}\nspec:\n  podSpec:\n    containers:\n      - name: c\n        image: i\n        livenessProbe: {probe}\n    ports: [{{containerPort: 80}}]\n"
+        )
+    };
+    let c = container_of(&with("{tcpSocket: {port: 80}}"));
+    let p = c.liveness_probe.unwrap();
+    assert_eq!(p.check, crate::model::LivenessCheck::Tcp { port: 80 });
+    assert_eq!((p.interval_ms, p.failure_threshold), (10_000, 3));
+    let c = container_of(&with(
+        "{exec: {command: [test, -f, /tmp/ok]}, interval: 2s, failureThreshold: 5, initialDelay: 1s}",
+    ));
+    let p = c.liveness_probe.unwrap();
+    assert_eq!(
+        p.check,
+        crate::model::LivenessCheck::Exec {
+            command: vec!["test".into(), "-f".into(), "/tmp/ok".into()]
+        }
+    );
+    assert_eq!(
+        (p.interval_ms, p.failure_threshold, p.initial_delay_ms),
+        (2000, 5, 1000)
+    );
+    let e = err(&with("{tcpSocket: {port: 81}}"));
+    assert!(
+        e.to_string().contains("livenessProbe.tcpSocket.port"),
+        "{e}"
+    );
+    let e = err(&with("{tcpSocket: {port: 80}, exec: {command: [x]}}"));
+    assert!(e.to_string().contains("exactly one"), "{e}");
+    let e = err(&with("{exec: {command: [x]}, failureThreshold: 0}"));
+    assert!(e.to_string().contains("failureThreshold"), "{e}");
 }
