@@ -226,7 +226,10 @@ pub enum TokenCommand {
     /// List join tokens (never their secrets).
     List,
     /// Revoke a join token by its id (or the whole token).
-    Revoke { id: String },
+    Revoke {
+        /// The token's id (as `token list` shows it), or the whole token.
+        id: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -871,4 +874,39 @@ async fn rollout(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod help_tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every argument of every (sub)command has help text.
+    fn missing_help(cmd: &clap::Command, path: &str, out: &mut Vec<String>) {
+        for arg in cmd.get_arguments() {
+            let id = arg.get_id().as_str();
+            if id == "help" || id == "version" {
+                continue;
+            }
+            if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                out.push(format!("{path} {id}"));
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            if sub.get_name() == "help" {
+                continue;
+            }
+            if sub.get_about().is_none() {
+                out.push(format!("{path} {} (no about)", sub.get_name()));
+            }
+            missing_help(sub, &format!("{path} {}", sub.get_name()), out);
+        }
+    }
+
+    #[test]
+    fn every_flag_and_command_has_help() {
+        let mut missing = Vec::new();
+        missing_help(&Cli::command(), "pssctl", &mut missing);
+        assert!(missing.is_empty(), "without help: {missing:?}");
+    }
 }
