@@ -331,17 +331,7 @@ fn container(c: &Container, limits: &Limits, at: &FieldPath) -> FieldResult<()> 
         ));
     }
     for (field, words) in [("command", &c.command), ("args", &c.args)] {
-        let path = at.key(field);
-        count_within(words.len(), limits.max_command_words, "words", &path)?;
-        for (i, word) in words.iter().enumerate() {
-            text_within(
-                word,
-                limits.max_command_word_len,
-                control_but_whitespace,
-                "word",
-                &path.index(i),
-            )?;
-        }
+        command_words(words, limits, &at.key(field))?;
     }
     let env_path = at.key("env");
     count_within(c.env.len(), limits.max_env, "variables", &env_path)?;
@@ -378,6 +368,22 @@ fn container(c: &Container, limits: &Limits, at: &FieldPath) -> FieldResult<()> 
     Ok(())
 }
 
+/// A command line (`command`, `args`, an exec probe): word count and each word's length and
+/// characters.
+fn command_words(words: &[String], limits: &Limits, at: &FieldPath) -> FieldResult<()> {
+    count_within(words.len(), limits.max_command_words, "words", at)?;
+    for (i, word) in words.iter().enumerate() {
+        text_within(
+            word,
+            limits.max_command_word_len,
+            control_but_whitespace,
+            "word",
+            &at.index(i),
+        )?;
+    }
+    Ok(())
+}
+
 fn liveness_probe(
     probe: &LivenessProbe,
     ports: &[PortSpec],
@@ -398,16 +404,7 @@ fn liveness_probe(
             if command.is_empty() {
                 return Err(FieldError::new(path, "must not be empty"));
             }
-            count_within(command.len(), limits.max_command_words, "words", &path)?;
-            for (i, word) in command.iter().enumerate() {
-                text_within(
-                    word,
-                    limits.max_command_word_len,
-                    control_but_whitespace,
-                    "word",
-                    &path.index(i),
-                )?;
-            }
+            command_words(command, limits, &path)?;
         }
     }
     for (field, ms) in [

@@ -99,6 +99,20 @@ impl ClientLoop {
             .count()
     }
 
+    /// Stops the loop and asserts that it sent more than `min_requests` since `since`, none of
+    /// them failed.
+    pub async fn stop_expecting_no_failures(self, since: Instant, min_requests: usize) {
+        let failures = self.failures_since(since);
+        let total = self.count_since(since);
+        self.stop().await;
+        assert!(total > min_requests, "only {total} requests");
+        assert!(
+            failures.is_empty(),
+            "{} of {total} requests failed: {failures:?}",
+            failures.len()
+        );
+    }
+
     pub async fn stop(self) {
         self.stop.cancel();
         let _ = self.task.await;
