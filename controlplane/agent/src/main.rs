@@ -87,8 +87,8 @@ struct Args {
     cert_ttl: HumanDuration,
     /// A label of this node, `key=value` (repeat the flag for several); `pssctl get nodes -l`
     /// selects on them.
-    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
-    labels: Vec<(String, String)>,
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    labels: Vec<String>,
     /// Serve Prometheus /metrics, /healthz and /readyz over HTTP here (e.g. 127.0.0.1:9091);
     /// off when not given.
     #[arg(long, env = "PSS_AGENT_ADMIN")]
@@ -97,13 +97,16 @@ struct Args {
     server: ServerArgs,
 }
 
-/// `key=value`, checked as the controller will (Kubernetes' label syntax).
-fn parse_label(text: &str) -> Result<(String, String), String> {
+/// `key=value`, checked as the controller will (Kubernetes' label syntax). Parsed here rather
+/// than by clap, whose error would echo a huge value whole.
+fn parse_label(text: &str) -> anyhow::Result<(String, String)> {
+    let shown = pss_core::model::shorten(text);
     let (key, value) = text
         .split_once('=')
-        .ok_or_else(|| format!("{text:?}: expected KEY=VALUE"))?;
-    pss_core::model::check_key(key)?;
-    pss_core::model::check_value(value)?;
+        .ok_or_else(|| anyhow::anyhow!("--label {shown}: expected KEY=VALUE"))?;
+    pss_core::model::check_key(key)
+        .and_then(|()| pss_core::model::check_value(value))
+        .map_err(|e| anyhow::anyhow!("--label {shown}: {e}"))?;
     Ok((key.to_string(), value.to_string()))
 }
 
@@ -171,7 +174,11 @@ async fn main() -> anyhow::Result<()> {
             pss_core::model::MAX_LABELS
         );
     }
-    config.labels = args.labels.into_iter().collect();
+    config.labels = args
+        .labels
+        .iter()
+        .map(|l| parse_label(l))
+        .collect::<anyhow::Result<_>>()?;
     config.admin = match &args.admin {
         Some(a) => Some(
             pss_plumbing::addr::parse_listen(a)

@@ -862,6 +862,50 @@ fn the_binary_needs_a_token_and_a_podman_socket() {
     );
 }
 
+/// Malformed, oversized and too many `--label`s, and a bad `--admin`, stop the binary before it
+/// does anything, naming the flag.
+#[test]
+fn bad_labels_and_admin_addresses_are_refused_by_the_binary() {
+    let agent = env!("CARGO_BIN_EXE_pss-agent");
+    let run = |extra: &[String]| {
+        let out = std::process::Command::new(agent)
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--token",
+                TOKEN,
+                "--runtime",
+                "sim",
+            ])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{extra:?} must be refused");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = run(&["--label".into(), "no-equals-sign".into()]);
+    assert!(
+        err.contains("--label") && err.contains("KEY=VALUE"),
+        "{err}"
+    );
+    let err = run(&["--label=-bad=v".into()]);
+    assert!(err.contains("label key"), "{err}");
+    let err = run(&["--label".into(), format!("k={}", "v".repeat(100_000))]);
+    // The value is cut short in the message, not echoed whole.
+    let first = err.lines().next().unwrap_or_default();
+    assert!(
+        first.contains("above the limit of 63") && first.len() < 400,
+        "{first}"
+    );
+    let many: Vec<String> = (0..65)
+        .flat_map(|i| ["--label".to_string(), format!("k{i}=v")])
+        .collect();
+    let err = run(&many);
+    assert!(err.contains("65 labels, above the limit of 64"), "{err}");
+    let err = run(&["--admin".into(), "not an address".into()]);
+    assert!(err.contains("--admin"), "{err}");
+}
+
 /// Two agents may share one Podman: an agent never touches a pod labelled for another node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_node_s_pods_are_left_alone() {

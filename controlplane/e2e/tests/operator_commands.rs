@@ -517,6 +517,58 @@ async fn typed_apply_takes_objects_as_messages() {
         .await
         .unwrap_err();
     assert!(e.message().contains("duplicate"), "{}", e.message());
+    // More objects than a manifest may hold documents: refused before any is looked at.
+    let e = raw
+        .apply(typed(vec![
+            pb::typed_object::Object::Service(
+                pb::Service::default()
+            );
+            101
+        ]))
+        .await
+        .unwrap_err();
+    assert!(
+        e.message().contains("101 objects, above the limit of 100"),
+        "{}",
+        e.message()
+    );
+    // A 1 MiB label selector, and one of a million terms: refused at once.
+    let huge = "a".repeat(1 << 20);
+    let e = raw
+        .list_pods(pb::ListRequest {
+            label_selector: huge,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.message().len() < 400, "{} bytes", e.message().len());
+    let e = raw
+        .watch(pb::WatchRequest {
+            kind: "pods".into(),
+            label_selector: "a=b,".repeat(1 << 18),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        e.message().contains("above the limit of 32"),
+        "{}",
+        e.message()
+    );
+    // Waits are bounded: a day at most.
+    let e = c
+        .ctl(&["drain", "node/x", "--timeout", "48h"])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("at most 24h"), "{e}");
+    let e = c
+        .ctl(&["rollout", "status", "workload/typed", "--timeout=-1s"])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("examples: 30s, 5m"), "{e}");
     let e = raw
         .apply(pb::ApplyRequest {
             objects: vec![pb::TypedObject { object: None }],

@@ -51,6 +51,32 @@ async fn hostile_registrations_and_heartbeats_are_refused_and_change_nothing() {
         .unwrap();
     let before = c.ctl(&["get", "nodes", "-o", "json"]).await.unwrap();
 
+    // Labels: too many, a malformed key, a 1 MiB value.
+    let labelled = |labels: Vec<(String, String)>| pb::RegisterNodeRequest {
+        labels: labels.into_iter().collect(),
+        ..register("n1", "127.0.0.1:1", 4000, 4 << 30)
+    };
+    refused(
+        reg.register(labelled(
+            (0..65).map(|i| (format!("k{i}"), "v".into())).collect(),
+        ))
+        .await,
+        "labels",
+        "at most 64 labels",
+    );
+    refused(
+        reg.register(labelled(vec![("-bad".into(), "v".into())]))
+            .await,
+        "labels",
+        "label key",
+    );
+    refused(
+        reg.register(labelled(vec![("k".into(), "v".repeat(1 << 20))]))
+            .await,
+        "labels",
+        "above the limit of 63",
+    );
+
     let huge = format!("{}:80", "a".repeat(3 << 20));
     refused(
         reg.register(register("n1", &huge, 4000, 4 << 30)).await,

@@ -123,11 +123,15 @@ impl Selector {
         if text.is_empty() {
             return Ok(Selector::default());
         }
-        let terms: Vec<&str> = text.split(',').map(str::trim).collect();
+        // Never more than one term past the limit is looked at, however long the text.
+        let terms: Vec<&str> = text
+            .split(',')
+            .take(MAX_SELECTOR_TERMS + 1)
+            .map(str::trim)
+            .collect();
         if terms.len() > MAX_SELECTOR_TERMS {
             return Err(format!(
-                "{} terms, above the limit of {MAX_SELECTOR_TERMS}",
-                terms.len()
+                "more than {MAX_SELECTOR_TERMS} terms, above the limit of {MAX_SELECTOR_TERMS}"
             ));
         }
         let mut requirements = Vec::with_capacity(terms.len());
