@@ -5,7 +5,8 @@
 //! (`Unhealthy`).
 //!
 //! The probe travels with the container as a label ([`LABEL_LIVENESS`]), like the readiness
-//! probe, so an agent restarted next to running pods keeps probing them. [`Tracker`] is the pure
+//! probe, so an agent restarted next to running pods keeps probing them; the pod carries the
+//! same label as a marker, so pods without probes cost the loop nothing but one list call. [`Tracker`] is the pure
 //! part (when a check is due, when the container must go); [`run`] is the loop.
 
 use std::collections::HashMap;

@@ -310,6 +310,10 @@ impl Runtime {
                 labels.insert(LABEL_PROBE_TIMEOUT.into(), probe.timeout_ms.to_string());
             }
         }
+        if spec.containers.iter().any(|c| c.liveness_probe.is_some()) {
+            // Marks the pod so the liveness loop inspects only pods that have probes.
+            labels.insert(crate::liveness::LABEL_LIVENESS.into(), "1".into());
+        }
         let portmappings = spec
             .ports
             .iter()
@@ -345,6 +349,8 @@ impl Runtime {
         for c in &spec.containers {
             let mut labels = labels.clone();
             labels.insert(LABEL_CONTAINER.into(), c.name.clone());
+            // The pod's marker is not a probe: only containers with one carry the label.
+            labels.remove(crate::liveness::LABEL_LIVENESS);
             if let Some(probe) = &c.liveness_probe {
                 labels.insert(
                     crate::liveness::LABEL_LIVENESS.into(),
@@ -529,7 +535,18 @@ impl Runtime {
             return Ok(Vec::new());
         };
         let mut out = Vec::new();
-        for id in self.pod_ids().await? {
+        // One list call; only pods marked as having a probe are inspected further.
+        let probed = podman
+            .list_pods(&format!("{LABEL_NODE}={}", self.node))
+            .await?
+            .into_iter()
+            .filter(|p| {
+                p.labels
+                    .as_ref()
+                    .is_some_and(|l| l.contains_key(crate::liveness::LABEL_LIVENESS))
+            })
+            .map(|p| p.name);
+        for id in probed {
             let Some(pod) = self.inspect_own(&id).await? else {
                 continue;
             };
