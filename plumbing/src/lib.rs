@@ -4,6 +4,8 @@
 //! - [`addr`]: listen addresses as users write them (`:50051`), the URI a client dials, and the
 //!   `TCP_NODELAY` accept stream of the gRPC servers.
 //! - [`clock`]: the wall clock in unix milliseconds.
+//! - [`controllers`]: controller address lists (`--controller a:1,b:2`) and the move to the
+//!   next controller when one stops answering.
 //! - [`duration`]: `10s`, `500ms`, `2m` on every command line.
 //! - [`backoff`]: exponential retry back-off with jitter.
 //! - [`shutdown`]: SIGINT/SIGTERM into one `CancellationToken`.
@@ -17,6 +19,7 @@ pub mod addr;
 pub mod admin;
 pub mod backoff;
 pub mod clock;
+pub mod controllers;
 pub mod duration;
 pub mod logging;
 pub mod prom;

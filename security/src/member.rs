@@ -6,7 +6,7 @@
 //! in place ([`LiveCert`]) so no connection or pod is disturbed.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,7 +23,8 @@ use crate::{Error, Result};
 /// How to join.
 #[derive(Clone)]
 pub struct JoinOptions {
-    /// Controller address.
+    /// Controller address, or several separated by commas (`a:50051,b:50051`): a join or a
+    /// renewal goes to the first that answers.
     pub controller: String,
     /// Who this member is (its certificate will say so).
     pub identity: Identity,
@@ -57,6 +58,9 @@ pub struct Membership {
     not_before_ms: AtomicI64,
     not_after_ms: AtomicI64,
     options: JoinOptions,
+    /// Index in [`JoinOptions::controller`]'s list of the controller that last answered:
+    /// renewals start there.
+    controller: AtomicUsize,
 }
 
 impl std::fmt::Debug for Membership {
@@ -145,6 +149,7 @@ impl Membership {
             not_before_ms: AtomicI64::new(peer.not_before_ms),
             not_after_ms: AtomicI64::new(peer.not_after_ms),
             options: options.clone(),
+            controller: AtomicUsize::new(0),
         })))
     }
 
@@ -167,8 +172,41 @@ impl Membership {
                 .await
                 .map_err(|e| JoinError::Final(Error::Rpc(e.to_string())))?
                 .map_err(JoinError::Final)?;
+        // Every controller in turn: the first that answers issues the certificate; one that
+        // cannot be reached is passed over, one that refuses ends the join.
+        let addresses = controllers(&options.controller);
+        let mut last = None;
+        for (i, address) in addresses.iter().enumerate() {
+            match Self::join_at(options, token, &dialer, address, &csr_pem).await {
+                Ok(response) => {
+                    let m =
+                        Self::install(options, &response, &key_pem, i).map_err(JoinError::Final)?;
+                    tracing::info!(identity = %m.identity, controller = %address, "joined the cluster: certificate stored in {}", options.state_dir.display());
+                    return Ok(m);
+                }
+                Err(JoinError::Retry(e)) => {
+                    if addresses.len() > 1 {
+                        tracing::warn!(controller = %address, "join: {e}; trying the next controller");
+                    }
+                    last = Some(JoinError::Retry(e));
+                }
+                Err(final_error) => return Err(final_error),
+            }
+        }
+        Err(last
+            .unwrap_or_else(|| JoinError::Final(Error::Invalid("no controller address".into()))))
+    }
+
+    /// One join request to the controller at `address`.
+    async fn join_at(
+        options: &JoinOptions,
+        token: Option<&JoinToken>,
+        dialer: &Dialer,
+        address: &str,
+        csr_pem: &str,
+    ) -> Result<pb::JoinResponse, JoinError> {
         let endpoint = dialer
-            .endpoint(&options.controller)
+            .endpoint(address)
             .map_err(JoinError::Final)?
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(30));
@@ -180,7 +218,7 @@ impl Membership {
             join_token: options.join_token.clone().unwrap_or_default(),
             role: options.identity.role.to_string(),
             name: options.identity.name.clone(),
-            csr_pem,
+            csr_pem: csr_pem.to_string(),
             ttl_seconds: options.ttl.as_secs(),
         });
         if let (None, Some(t)) = (token, &options.operator_token) {
@@ -216,9 +254,7 @@ impl Membership {
                 )));
             }
         }
-        let m = Self::install(options, &response, &key_pem).map_err(JoinError::Final)?;
-        tracing::info!(identity = %m.identity, "joined the cluster: certificate stored in {}", options.state_dir.display());
-        Ok(m)
+        Ok(response)
     }
 
     /// Writes a new credential to the state directory and builds the membership.
@@ -226,6 +262,7 @@ impl Membership {
         options: &JoinOptions,
         response: &pb::JoinResponse,
         key_pem: &str,
+        controller: usize,
     ) -> Result<Arc<Membership>> {
         let peer =
             crate::peer::identity_of(&crate::pem::first_cert_der(&response.certificate_pem)?)?;
@@ -248,6 +285,7 @@ impl Membership {
             not_before_ms: AtomicI64::new(peer.not_before_ms),
             not_after_ms: AtomicI64::new(peer.not_after_ms),
             options: options.clone(),
+            controller: AtomicUsize::new(controller),
         }))
     }
 
@@ -275,7 +313,8 @@ impl Membership {
         issued + (end - issued) * 2 / 3
     }
 
-    /// Asks the controller for a new certificate (new key) and swaps it in.
+    /// Asks the controller for a new certificate (new key) and swaps it in; with several
+    /// controllers, the one that answered last is asked first, then the others in turn.
     pub async fn renew(&self) -> Result<()> {
         let identity = self.identity.clone();
         let (key_pem, csr_pem) =
@@ -283,19 +322,36 @@ impl Membership {
                 .await
                 .map_err(|e| Error::Rpc(e.to_string()))??;
         let dialer = self.dialer()?;
-        let endpoint = dialer
-            .endpoint(&self.options.controller)?
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(30));
-        let channel = dialer
-            .connect(endpoint)
-            .await
-            .map_err(|e| Error::Rpc(format!("connect: {}", chain(&e))))?;
-        let response = CredentialsClient::new(channel)
-            .renew(pb::RenewRequest { csr_pem })
-            .await
-            .map_err(|s| Error::Rpc(format!("renew refused: {}", s.message())))?
-            .into_inner();
+        let addresses = controllers(&self.options.controller);
+        let first = self.controller.load(Ordering::Relaxed);
+        let mut last = None;
+        let mut response = None;
+        for k in 0..addresses.len() {
+            let i = (first + k) % addresses.len();
+            match Self::renew_at(&dialer, &addresses[i], &csr_pem).await {
+                Ok(r) => {
+                    if i != first % addresses.len() {
+                        tracing::warn!(
+                            "switched controller from {} to {}: certificate renewal",
+                            addresses[first % addresses.len()],
+                            addresses[i]
+                        );
+                    }
+                    self.controller.store(i, Ordering::Relaxed);
+                    response = Some(r);
+                    break;
+                }
+                Err(e) => {
+                    if addresses.len() > 1 {
+                        tracing::debug!(controller = %addresses[i], "renewal: {e}");
+                    }
+                    last = Some(e);
+                }
+            }
+        }
+        let Some(response) = response else {
+            return Err(last.unwrap_or_else(|| Error::Invalid("no controller address".into())));
+        };
         let peer =
             crate::peer::identity_of(&crate::pem::first_cert_der(&response.certificate_pem)?)?;
         if peer.identity != self.identity {
@@ -317,6 +373,25 @@ impl Membership {
             .store(peer.not_after_ms, Ordering::Relaxed);
         tracing::info!(identity = %self.identity, not_after_ms = peer.not_after_ms, "certificate renewed");
         Ok(())
+    }
+
+    /// One renewal request to the controller at `address`.
+    async fn renew_at(dialer: &Dialer, address: &str, csr_pem: &str) -> Result<pb::JoinResponse> {
+        let endpoint = dialer
+            .endpoint(address)?
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(30));
+        let channel = dialer
+            .connect(endpoint)
+            .await
+            .map_err(|e| Error::Rpc(format!("connect to {address}: {}", chain(&e))))?;
+        Ok(CredentialsClient::new(channel)
+            .renew(pb::RenewRequest {
+                csr_pem: csr_pem.to_string(),
+            })
+            .await
+            .map_err(|s| Error::Rpc(format!("renew refused by {address}: {}", s.message())))?
+            .into_inner())
     }
 
     /// Renews the certificate two thirds into each lifetime until `shutdown`; a failed renewal
@@ -350,6 +425,22 @@ impl Membership {
                 }
             }
         }
+    }
+}
+
+/// The controller addresses of a [`JoinOptions::controller`]: one, or several separated by
+/// commas (checked by the flag that gave them; empty items are skipped here).
+pub fn controllers(list: &str) -> Vec<String> {
+    let v: Vec<String> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
+    if v.is_empty() {
+        vec![list.trim().to_string()]
+    } else {
+        v
     }
 }
 

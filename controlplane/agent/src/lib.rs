@@ -131,7 +131,9 @@ pub enum AgentTls {
 /// Everything an agent needs to know; the flags of `pss-agent`.
 #[derive(Clone)]
 pub struct AgentConfig {
-    /// Controller address, `host:port` (or a URI).
+    /// Controller address, `host:port` (or a URI); or several, separated by commas, of
+    /// controllers sharing one cluster state: the agent uses one and moves to the next when it
+    /// cannot be reached.
     pub controller: String,
     /// Shared token: sent to the controller and required from callers of the agent's server.
     pub token: String,
@@ -298,6 +300,8 @@ pub async fn run_with_runtime(
 }
 
 fn check_credentials(config: &AgentConfig) -> Result<()> {
+    pss_plumbing::controllers::parse_list(&config.controller)
+        .map_err(|e| Error::Config(format!("--controller: {e}")))?;
     if matches!(config.tls, AgentTls::Insecure) && config.token.is_empty() {
         return Err(Error::Invalid(
             "the agent needs the shared token with --insecure".into(),
@@ -371,7 +375,7 @@ async fn serve(
         Some(m) => (m.dialer().map_err(|e| Error::Invalid(e.to_string()))?, ""),
         None => (Dialer::plaintext(), config.token.as_str()),
     };
-    let client = reporter::connect(&config.controller, token, &dialer)?;
+    let controllers = reporter::Controllers::connect(&config.controller, token, &dialer)?;
     let identity = reporter::NodeIdentity {
         name: config.node_name.clone(),
         agent_address: agent_address.clone(),
@@ -382,7 +386,7 @@ async fn serve(
     };
     let (updates_tx, updates_rx) = mpsc::channel(1024);
     let reporter = reporter::Reporter::new(
-        client,
+        controllers,
         runtime.clone(),
         identity,
         config.metrics_interval,

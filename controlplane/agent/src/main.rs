@@ -16,7 +16,9 @@ use tokio_util::sync::CancellationToken;
 #[derive(Parser, Debug)]
 #[command(name = "pss-agent", version)]
 struct Args {
-    /// Controller gRPC address.
+    /// Controller gRPC address; or several, comma-separated (`ctl-1:50051,ctl-2:50051`, at most
+    /// 16), of controllers sharing one cluster: the agent moves to the next when one cannot be
+    /// reached.
     #[arg(long, env = "PSS_CONTROLLER", default_value = "localhost:50051")]
     controller: String,
     /// Agent gRPC listen address (the controller dials back here).
@@ -113,6 +115,8 @@ fn parse_label(text: &str) -> anyhow::Result<(String, String)> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    pss_plumbing::controllers::parse_list(&args.controller)
+        .map_err(|e| anyhow::anyhow!("--controller: {e}"))?;
     let token = args.server.start_optional().map_err(anyhow::Error::msg)?;
     if args.insecure && token.is_none() {
         anyhow::bail!("--insecure needs the shared token (--token-file or PSS_TOKEN)");

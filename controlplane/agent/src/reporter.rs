@@ -12,7 +12,10 @@
 //!   once and independently of heartbeats; the ack's `stop_pods` are stopped.
 //!
 //! The controller being away never touches the pods: calls fail, are logged on the first
-//! failure, and the next heartbeat carries the full state once it is back.
+//! failure, and the next heartbeat carries the full state once it is back. With several
+//! controllers ([`Controllers`]) a call that cannot reach the one in use moves every report to
+//! the next one (a heartbeat tries the next at once); a controller that does not know the node
+//! answers the next heartbeat with `known = false`, and the agent registers there.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +33,7 @@ use crate::metrics::NodeSampler;
 use crate::runtime::Runtime;
 use crate::snapshot::{NodeSnapshot, RuntimeHealth};
 use crate::{Error, Result};
+use pss_plumbing::controllers::Rotation;
 use pss_plumbing::Backoff;
 
 /// Grace period for pods the controller asks this node to drop (orphans after a partition).
@@ -37,6 +41,16 @@ pub const ORPHAN_STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// gRPC client of the controller's node registry, with the shared token attached.
 pub type RegistryClient = NodeRegistryClient<InterceptedService<Channel, BearerToken>>;
+
+/// How long connecting to one controller may take: a dead controller costs a call at most
+/// this (a refused connection costs nothing), then the next address is tried.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a heartbeat or status push may wait for a controller's answer before that
+/// controller counts as failed: the heartbeat is the node's lease, and must not wait on a
+/// hung controller.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a registration may wait (it carries every pod of the node).
+pub const REGISTER_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// A lazily connected client for `controller` (`host:port` or a URI); the channel reconnects by
 /// itself after the controller comes back.
@@ -48,14 +62,104 @@ pub fn connect(
     let endpoint = dialer
         .endpoint(controller)
         .map_err(|e| Error::Invalid(format!("controller address {controller:?}: {e}")))?
-        .connect_timeout(Duration::from_secs(3))
-        .timeout(Duration::from_secs(15))
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(REGISTER_TIMEOUT)
         .tcp_nodelay(true);
     let token = BearerToken::new(token)?;
     Ok(NodeRegistryClient::with_interceptor(
         dialer.lazy(endpoint),
         token,
     ))
+}
+
+/// The controllers an agent reports to (`--controller a:50051,b:50051`): one lazily
+/// connected client per address, and the one in use. Registration, heartbeats and status
+/// pushes go to the one in use; a call that fails because the controller cannot be reached
+/// (or does not answer in time) moves every caller to the next address, round robin.
+pub struct Controllers {
+    clients: Vec<RegistryClient>,
+    rotation: Rotation,
+}
+
+impl Controllers {
+    /// Clients for every address of `list` (one address, or several separated by commas;
+    /// checked here as `--controller` is).
+    pub fn connect(
+        list: &str,
+        token: &str,
+        dialer: &pss_security::tls::Dialer,
+    ) -> Result<Arc<Controllers>> {
+        let addresses = pss_plumbing::controllers::parse_list(list)
+            .map_err(|e| Error::Config(format!("--controller: {e}")))?;
+        let clients = addresses
+            .iter()
+            .map(|a| connect(a, token, dialer))
+            .collect::<Result<_>>()?;
+        Ok(Arc::new(Controllers {
+            clients,
+            rotation: Rotation::new(addresses),
+        }))
+    }
+
+    /// How many controllers there are.
+    pub fn len(&self) -> usize {
+        self.clients.len()
+    }
+
+    /// Never true (a list has at least one address).
+    pub fn is_empty(&self) -> bool {
+        self.clients.is_empty()
+    }
+
+    /// The controller in use: its index, address and client.
+    pub fn current(&self) -> (usize, String, RegistryClient) {
+        let (i, address) = self.rotation.current();
+        (i, address.to_string(), self.clients[i].clone())
+    }
+
+    /// Sorts out a failed call to controller `index`: when the controller could not be
+    /// reached (or did not answer in time) the next one is used from now on. True when it
+    /// moved.
+    pub fn failed(&self, index: usize, status: &tonic::Status) -> bool {
+        if !is_unreachable(status) {
+            return false;
+        }
+        self.rotation.failed(index, &reason(status)) != index
+    }
+}
+
+/// Whether a failed call says the controller could not be reached or did not answer (worth
+/// another controller), rather than that it answered with a refusal.
+pub fn is_unreachable(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+    ) || (status.code() == tonic::Code::Unknown && status.message().contains("transport"))
+}
+
+fn reason(status: &tonic::Status) -> String {
+    let mut m = status.message().to_string();
+    if m.len() > 200 {
+        let mut end = 200;
+        while !m.is_char_boundary(end) {
+            end -= 1;
+        }
+        m.truncate(end);
+    }
+    format!("{:?}: {m}", status.code())
+}
+
+/// `call`, or DeadlineExceeded after `limit`.
+async fn within<T>(
+    limit: Duration,
+    call: impl std::future::Future<Output = std::result::Result<T, tonic::Status>>,
+) -> std::result::Result<T, tonic::Status> {
+    match tokio::time::timeout(limit, call).await {
+        Ok(r) => r,
+        Err(_) => Err(tonic::Status::deadline_exceeded(format!(
+            "no answer within {limit:?}"
+        ))),
+    }
 }
 
 /// Everything the reporter sends about the node itself.
@@ -74,7 +178,8 @@ pub struct NodeIdentity {
 
 /// Drives registration, heartbeats and status pushes until shutdown.
 pub struct Reporter {
-    client: RegistryClient,
+    /// Where reports go (the controller in use, and the others to move to).
+    controllers: Arc<Controllers>,
     runtime: Arc<Runtime>,
     node: NodeIdentity,
     metrics_interval: Duration,
@@ -88,11 +193,14 @@ pub struct Reporter {
     connected: bool,
     /// Registered, and the last call reached the controller: what `/readyz` reports.
     reachable: Arc<std::sync::atomic::AtomicBool>,
+    /// The controller the last registration attempt went to (`None`: it failed before the
+    /// call, e.g. reading the pods).
+    registering: Option<usize>,
 }
 
 impl Reporter {
     pub fn new(
-        client: RegistryClient,
+        controllers: Arc<Controllers>,
         runtime: Arc<Runtime>,
         node: NodeIdentity,
         metrics_interval: Duration,
@@ -100,7 +208,7 @@ impl Reporter {
         backoff: Backoff,
     ) -> Self {
         Self {
-            client,
+            controllers,
             snapshot: runtime.snapshot(),
             runtime,
             node,
@@ -110,6 +218,7 @@ impl Reporter {
             node_sampler: NodeSampler::default(),
             connected: true,
             reachable: Arc::default(),
+            registering: None,
         }
     }
 
@@ -140,7 +249,7 @@ impl Reporter {
         // Status pushes run beside the heartbeats so that a slow controller answer to one
         // never delays the other.
         let pusher = tokio::spawn(push_updates(
-            self.client.clone(),
+            self.controllers.clone(),
             self.runtime.clone(),
             self.node.name.clone(),
             updates,
@@ -184,6 +293,9 @@ impl Reporter {
                 Err(e) => {
                     let delay = self.backoff.next_delay(attempt, &mut rand::rng());
                     tracing::warn!(error = %e, retry_in = ?delay, "registration failed");
+                    if let (Error::Rpc(status), Some(index)) = (&e, self.registering) {
+                        self.controllers.failed(index, status);
+                    }
                     attempt = attempt.saturating_add(1);
                     tokio::select! {
                         _ = shutdown.cancelled() => return false,
@@ -199,6 +311,7 @@ impl Reporter {
     /// they must be current); this is the one report that waits on Podman, and it is not a
     /// heartbeat: the node is not registered (or was forgotten) until it succeeds.
     async fn try_register(&mut self) -> Result<(usize, Vec<String>)> {
+        self.registering = None;
         let pods = crate::readiness::probe_all(&self.runtime).await?;
         let started = self.snapshot.begin_refresh();
         self.snapshot.install(started, pods.clone());
@@ -216,7 +329,13 @@ impl Reporter {
             pods,
             limits_unenforced: self.node.limits_unenforced.clone(),
         };
-        let stop = self.client.register(request).await?.into_inner().stop_pods;
+        let (index, address, mut client) = self.controllers.current();
+        self.registering = Some(index);
+        tracing::debug!(controller = %address, "registering");
+        let stop = within(REGISTER_TIMEOUT, client.register(request))
+            .await?
+            .into_inner()
+            .stop_pods;
         Ok((count, stop))
     }
 
@@ -240,18 +359,31 @@ impl Reporter {
             pods: self.snapshot.pods(),
         };
         let count = request.pods.len();
-        match self.client.heartbeat(request).await {
-            Ok(response) => {
-                tracing::debug!(pods = count, took = ?started.elapsed(), "heartbeat");
-                self.reached();
-                let response = response.into_inner();
-                self.stop_pods(response.stop_pods);
-                if !response.known {
-                    tracing::info!("the controller does not know this node; registering again");
-                    return self.register(shutdown).await;
+        // The controller in use first; one that cannot be reached passes the lease on to the
+        // next at once (each tried at most once, and never for longer than an interval).
+        let attempts = self.controllers.len();
+        for attempt in 1..=attempts {
+            let (index, address, mut client) = self.controllers.current();
+            match within(CALL_TIMEOUT, client.heartbeat(request.clone())).await {
+                Ok(response) => {
+                    tracing::debug!(pods = count, controller = %address, took = ?started.elapsed(), "heartbeat");
+                    self.reached();
+                    let response = response.into_inner();
+                    self.stop_pods(response.stop_pods);
+                    if !response.known {
+                        tracing::info!(controller = %address, "the controller does not know this node; registering again");
+                        return self.register(shutdown).await;
+                    }
+                    return true;
+                }
+                Err(status) => {
+                    let moved = self.controllers.failed(index, &status);
+                    if !moved || attempt == attempts || started.elapsed() >= self.metrics_interval {
+                        self.unreachable("heartbeat", &status);
+                        break;
+                    }
                 }
             }
-            Err(status) => self.unreachable("heartbeat", &status),
         }
         true
     }
@@ -282,7 +414,7 @@ impl Reporter {
 /// Pushes every update to the controller as it comes, until `shutdown`. A failed push is not
 /// retried: the next heartbeat carries the pod's state anyway.
 async fn push_updates(
-    mut client: RegistryClient,
+    controllers: Arc<Controllers>,
     runtime: Arc<Runtime>,
     node: String,
     mut updates: mpsc::Receiver<PodReport>,
@@ -304,7 +436,8 @@ async fn push_updates(
             node: node.clone(),
             pod: Some(pod),
         };
-        match client.report_pod_status(update).await {
+        let (index, _, mut client) = controllers.current();
+        match within(CALL_TIMEOUT, client.report_pod_status(update)).await {
             Ok(ack) => {
                 failing = false;
                 tracing::debug!(pod = %id, "status pushed");
@@ -312,9 +445,13 @@ async fn push_updates(
             }
             Err(status) if !failing => {
                 failing = true;
+                controllers.failed(index, &status);
                 tracing::warn!(pod = %id, error = %status, "status push failed; the next heartbeat carries it");
             }
-            Err(status) => tracing::debug!(pod = %id, error = %status, "status push failed"),
+            Err(status) => {
+                controllers.failed(index, &status);
+                tracing::debug!(pod = %id, error = %status, "status push failed")
+            }
         }
     }
 }
