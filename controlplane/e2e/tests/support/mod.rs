@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod etcd;
 pub mod fake_agent;
 pub mod process;
 pub mod proxy;
