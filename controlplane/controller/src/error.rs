@@ -46,6 +46,10 @@ impl From<Error> for tonic::Status {
             Error::NotFound { .. } | Error::Store(pss_store::Error::NotFound { .. }) => {
                 tonic::Status::not_found(e.to_string())
             }
+            Error::Store(pss_store::Error::Unavailable(_) | pss_store::Error::NotLeader) => {
+                tonic::Status::unavailable(e.to_string())
+            }
+            Error::Store(pss_store::Error::Conflict(_)) => tonic::Status::aborted(e.to_string()),
             Error::Rpc(s) => s.clone(),
             _ => tonic::Status::internal(e.to_string()),
         }

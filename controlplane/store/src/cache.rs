@@ -86,6 +86,8 @@ struct State {
     next_event_id: u64,
     /// The newest changes, oldest first (at most [`FEED_CAPACITY`]).
     feed: VecDeque<FeedEntry>,
+    /// Following etcd: each pod's `mod_revision` as last seen (guards batched pod writes).
+    pod_revs: HashMap<String, i64>,
 }
 
 impl State {
@@ -191,6 +193,8 @@ pub struct CachedStore {
     /// Called after every change reached memory ([`StateStore::set_change_hook`]; the backing
     /// store's own hook would fire before memory changed).
     hook: Mutex<Option<ChangeHook>>,
+    /// Following etcd (`follow.rs`): memory changes only from its watch.
+    follow: Option<follow::Follow>,
 }
 
 impl std::fmt::Debug for CachedStore {
@@ -226,14 +230,24 @@ impl CachedStore {
         // Loading is not a change: the feed starts empty at revision 0.
         state.revision = 0;
         state.feed.clear();
-        Ok(CachedStore {
+        Ok(CachedStore::with_state(backing, state, retention, None))
+    }
+
+    fn with_state(
+        backing: Arc<dyn StateStore>,
+        state: State,
+        retention: usize,
+        follow: Option<follow::Follow>,
+    ) -> CachedStore {
+        CachedStore {
             backing,
             state: RwLock::new(state),
             writer: Mutex::new(()),
             pending_events: Mutex::new(Vec::new()),
             retention,
             hook: Mutex::new(None),
-        })
+            follow,
+        }
     }
 
     fn read(&self) -> RwLockReadGuard<'_, State> {
@@ -333,12 +347,16 @@ impl CachedStore {
         if changes.is_empty() && held.is_empty() {
             return Ok(());
         }
+        let write = |all: &[Change]| match &self.follow {
+            Some(f) => f.etcd.write_batch_guarded(all, &self.guards(all)),
+            None => self.backing.write_batch(all),
+        };
         let result = if held.is_empty() {
-            self.backing.write_batch(changes)
+            write(changes)
         } else {
             let mut all = changes.to_vec();
             all.extend(held.iter().cloned().map(Change::Event));
-            self.backing.write_batch(&all)
+            write(&all)
         };
         if result.is_err() && !held.is_empty() {
             let mut pending = self.lock_pending();
@@ -406,6 +424,11 @@ impl CachedStore {
         keys: impl IntoIterator<Item = ObjectKey>,
         f: impl FnOnce(&dyn StateStore) -> Result<T>,
     ) -> Result<T> {
+        if let Some(follow) = &self.follow {
+            let value = f(self.backing.as_ref())?;
+            follow.wait_applied();
+            return Ok(value);
+        }
         let value = {
             let _writer = self.lock_writer();
             let value = f(self.backing.as_ref())?;
@@ -425,6 +448,11 @@ impl CachedStore {
         f: impl FnOnce(&dyn StateStore) -> Result<T>,
         apply: impl FnOnce(&mut State, &T),
     ) -> Result<T> {
+        if let Some(follow) = &self.follow {
+            let value = f(self.backing.as_ref())?;
+            follow.wait_applied();
+            return Ok(value);
+        }
         let value = {
             let _writer = self.lock_writer();
             let value = f(self.backing.as_ref())?;
@@ -659,6 +687,18 @@ impl StateStore for CachedStore {
         if event.time_ms == 0 {
             event.time_ms = now_ms();
         }
+        if self.follow.is_some() {
+            // Shown once etcd has it (the watch brings it, numbered by the shared counter).
+            let full = {
+                let mut pending = self.lock_pending();
+                pending.push(event);
+                pending.len() >= EVENT_FLUSH
+            };
+            if full {
+                self.flush()?;
+            }
+            return Ok(0);
+        }
         let full = {
             let mut state = self.write();
             event.id = state.next_event_id;
@@ -689,6 +729,11 @@ impl StateStore for CachedStore {
     }
 
     fn write_batch(&self, changes: &[Change]) -> Result<()> {
+        if let Some(follow) = &self.follow {
+            self.commit(changes)?;
+            follow.wait_applied();
+            return Ok(());
+        }
         let _writer = self.lock_writer();
         // Events without an id are numbered here, so memory and the backing store agree.
         let numbered: Vec<Change>;
@@ -743,7 +788,11 @@ impl StateStore for CachedStore {
 
     fn flush(&self) -> Result<()> {
         let _writer = self.lock_writer();
-        self.commit(&[])
+        self.commit(&[])?;
+        if let Some(follow) = &self.follow {
+            follow.wait_applied();
+        }
+        Ok(())
     }
 
     fn next_snapshot_version(&self, service: &str) -> Result<u64> {
@@ -755,5 +804,6 @@ impl StateStore for CachedStore {
     }
 }
 
+mod follow;
 #[cfg(test)]
 mod tests;

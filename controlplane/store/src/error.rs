@@ -18,6 +18,21 @@ pub enum Error {
     /// in the batch); nothing of it was written.
     #[error("batched write: {0}")]
     Batch(String),
+    /// The store cannot be reached (etcd down or cut off): nothing was written.
+    #[error("state store unavailable: {0}; writes are refused until it is back")]
+    Unavailable(String),
+    /// A write met a concurrent change it could not retry past; nothing was written.
+    #[error("write conflict: {0}")]
+    Conflict(String),
+    /// This controller lost the leader lease: its write was refused (fencing).
+    #[error("this controller no longer holds the leader lease; write refused")]
+    NotLeader,
+    /// The store's configuration is unusable (an address, a prefix).
+    #[error("state store configuration: {0}")]
+    Config(String),
+    /// A stored value could not be decoded (names the key).
+    #[error("state store holds a bad value: {0}")]
+    Corrupt(String),
 }
 
 /// Result with the store's [`Error`].

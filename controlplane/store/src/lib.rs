@@ -9,6 +9,7 @@ mod batch;
 mod cache;
 pub mod credentials;
 mod error;
+pub mod etcd;
 pub mod metrics;
 mod sqlite;
 
@@ -17,6 +18,7 @@ pub use cache::{CachedStore, FeedEntry, FeedExpired, ObjectKey};
 pub use credentials::{CertificateRecord, CredentialStore, JoinTokenRecord};
 
 pub use error::{Error, Result};
+pub use etcd::EtcdStore;
 pub use sqlite::SqliteStore;
 
 use pss_core::model::{
@@ -26,7 +28,7 @@ use pss_core::model::{
 use pss_core::node_condition::NodeConditions;
 
 /// A workload as stored, with bookkeeping.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct StoredWorkload {
     pub workload: Workload,
     pub created_at_ms: i64,
@@ -39,14 +41,14 @@ pub struct StoredWorkload {
 }
 
 /// A service as stored.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct StoredService {
     pub service: Service,
     pub created_at_ms: i64,
 }
 
 /// An autoscaling policy as stored, with what the autoscaler last saw.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct StoredAutoscaler {
     pub policy: AutoScalePolicy,
     pub created_at_ms: i64,
