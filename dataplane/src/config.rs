@@ -8,7 +8,8 @@
 //! drain_timeout: 10s
 //! controller: {address: localhost:50051, join_token: PSS1-proxy-..., state_dir: /var/lib/pss/proxy}
 //!                                  # TLS by default: a join token (or `token` + `ca`), or
-//!                                  # `insecure: true` with the seed's `token`
+//!                                  # `insecure: true` with the seed's `token`; several
+//!                                  # controllers: `addresses: [ctl-1:50051, ctl-2:50051]`
 //! services:
 //!   - name: web
 //!     listen: ":8080"              # ":PORT" means 0.0.0.0:PORT
@@ -200,8 +201,14 @@ impl Default for ProxyConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ControllerConfig {
-    /// `host:port` or a full `http://` / `https://` URL.
+    /// `host:port` or a full `http://` / `https://` URL; several may be given separated by
+    /// commas (the `--controller` flag's form). Exclusive with `addresses`.
+    #[serde(default)]
     pub address: String,
+    /// Several controllers sharing one cluster (at most 16): the watch uses one and moves to
+    /// the next when its stream breaks or it cannot connect. Exclusive with `address`.
+    #[serde(default)]
+    pub addresses: Vec<String>,
     /// Shared token sent as `authorization: Bearer <token>`.
     #[serde(default)]
     pub token: String,
@@ -236,10 +243,44 @@ fn default_backoff_max() -> Duration {
 }
 
 impl ControllerConfig {
+    /// Every controller address, in order (`addresses`, else `address` split at commas),
+    /// checked; the error names the field.
+    pub fn controllers(&self) -> Result<Vec<String>> {
+        match (self.address.trim().is_empty(), self.addresses.is_empty()) {
+            (false, false) => Err(invalid(
+                "controller.addresses",
+                "give `address` or `addresses`, not both",
+            )),
+            (true, true) => Err(invalid("controller.address", "must not be empty")),
+            (false, true) => pss_plumbing::controllers::parse_list(&self.address)
+                .map_err(|e| invalid("controller.address", e)),
+            (true, false) => {
+                let list: Vec<String> = self
+                    .addresses
+                    .iter()
+                    .map(|a| a.trim().to_string())
+                    .collect();
+                pss_plumbing::controllers::check_list(&list)
+                    .map_err(|e| invalid("controller.addresses", e))?;
+                Ok(list)
+            }
+        }
+    }
+
+    /// The addresses as one line (`a:1,b:2`), for logs; unchecked.
+    pub fn display_addresses(&self) -> String {
+        if self.addresses.is_empty() {
+            self.address.clone()
+        } else {
+            self.addresses.join(",")
+        }
+    }
+
     /// A controller at `address` with the default backoff.
     pub fn new(address: impl Into<String>, token: impl Into<String>) -> Self {
         ControllerConfig {
             address: address.into(),
+            addresses: Vec::new(),
             token: token.into(),
             backoff_initial: default_backoff_initial(),
             backoff_max: default_backoff_max(),
@@ -734,9 +775,7 @@ impl ProxyConfig {
             }
         }
         if let Some(c) = &self.controller {
-            if c.address.is_empty() {
-                return Err(invalid("controller.address", "must not be empty"));
-            }
+            c.controllers()?;
             if c.backoff_initial.is_zero() || c.backoff_max < c.backoff_initial {
                 return Err(invalid(
                     "controller.backoff_initial",
@@ -867,7 +906,9 @@ pub fn load(o: &Overrides) -> Result<ProxyConfig> {
             .controller
             .get_or_insert_with(|| ControllerConfig::new("localhost:50051", ""));
         if let Some(a) = &o.controller {
+            // The flag replaces the file's address or addresses.
             c.address = a.clone();
+            c.addresses.clear();
         }
         if let Some(t) = &o.token {
             c.token = t.clone();
@@ -1079,6 +1120,83 @@ services:
             (ctl.address.as_str(), ctl.token.as_str()),
             ("localhost:50051", "t")
         );
+    }
+
+    #[test]
+    fn several_controllers_as_a_list_or_comma_separated() {
+        let svc = "services:\n  - {name: a, listen: ':1', service: b}\n";
+        let c = from_yaml(&format!(
+            "controller: {{addresses: [ctl-1:50051, '10.0.0.2:50051'], token: t}}\n{svc}"
+        ))
+        .unwrap();
+        c.validate().unwrap();
+        let ctl = c.controller.unwrap();
+        assert_eq!(
+            ctl.controllers().unwrap(),
+            ["ctl-1:50051", "10.0.0.2:50051"]
+        );
+        assert_eq!(ctl.display_addresses(), "ctl-1:50051,10.0.0.2:50051");
+        let c = from_yaml(&format!("controller: {{address: 'a:1, b:2'}}\n{svc}")).unwrap();
+        assert_eq!(c.controller.unwrap().controllers().unwrap(), ["a:1", "b:2"]);
+        // One address is what it always was.
+        let c = from_yaml(&format!("controller: {{address: a:1}}\n{svc}")).unwrap();
+        assert_eq!(c.controller.unwrap().controllers().unwrap(), ["a:1"]);
+    }
+
+    #[test]
+    fn bad_controller_lists_name_the_field() {
+        let svc = "services:\n  - {name: a, listen: ':1', service: b}\n";
+        let e = err(&format!(
+            "controller: {{address: a:1, addresses: [b:2]}}\n{svc}"
+        ));
+        assert!(
+            e.contains("controller.addresses") && e.contains("not both"),
+            "{e}"
+        );
+        let e = err(&format!("controller: {{token: t}}\n{svc}"));
+        assert!(
+            e.contains("controller.address") && e.contains("empty"),
+            "{e}"
+        );
+        let e = err(&format!("controller: {{addresses: [a:1, a:1]}}\n{svc}"));
+        assert!(
+            e.contains("controller.addresses") && e.contains("twice"),
+            "{e}"
+        );
+        let e = err(&format!("controller: {{addresses: [a:1, '']}}\n{svc}"));
+        assert!(e.contains("empty"), "{e}");
+        let e = err(&format!("controller: {{address: 'a:1,,b:2'}}\n{svc}"));
+        assert!(
+            e.contains("controller.address") && e.contains("empty"),
+            "{e}"
+        );
+        let e = err(&format!("controller: {{address: nonsense}}\n{svc}"));
+        assert!(e.contains("no port"), "{e}");
+        let many: Vec<String> = (1..=17).map(|i| format!("h{i}:1")).collect();
+        let e = err(&format!(
+            "controller: {{addresses: [{}]}}\n{svc}",
+            many.join(", ")
+        ));
+        assert!(e.contains("17 addresses"), "{e}");
+    }
+
+    #[test]
+    fn the_controller_flag_replaces_the_file_s_addresses() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.yaml");
+        std::fs::write(
+            &path,
+            "controller: {addresses: [a:1, b:2]}\nservices:\n  - {name: a, listen: ':1', service: b}\n",
+        )
+        .unwrap();
+        let c = load(&Overrides {
+            config_file: Some(path),
+            controller: Some("c:3,d:4".into()),
+            ..Overrides::default()
+        })
+        .unwrap();
+        let ctl = c.controller.unwrap();
+        assert_eq!(ctl.controllers().unwrap(), ["c:3", "d:4"]);
     }
 
     #[test]

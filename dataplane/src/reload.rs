@@ -140,10 +140,10 @@ pub fn plan(old: &ProxyConfig, new: &ProxyConfig) -> Result<Plan> {
         "controller",
         old.controller
             .as_ref()
-            .map_or("none".into(), |c| c.address.clone()),
+            .map_or("none".into(), |c| c.display_addresses()),
         new.controller
             .as_ref()
-            .map_or("none".into(), |c| c.address.clone()),
+            .map_or("none".into(), |c| c.display_addresses()),
     );
     for (i, s) in new.services.iter().enumerate() {
         let Some(o) = old.services.iter().find(|o| o.name == s.name) else {

@@ -3,8 +3,14 @@
 //!
 //! When the stream fails or the controller is away, the proxy keeps serving the last snapshot
 //! it holds and reconnects with exponential backoff and jitter; the backoff resets once a
-//! subscription delivers a snapshot. Snapshots whose version is not newer than the one held
-//! are ignored (the controller always resends its current one on subscribe).
+//! subscription delivers a snapshot. With several controllers (`addresses`), each reconnect
+//! goes to the next one, round robin (logged as a switch).
+//!
+//! Versions: within one stream, a snapshot whose version is not newer than the one held is
+//! ignored. The first snapshot of a new stream (the controller always sends its current one
+//! on subscribe) replaces what is held whatever its version: it may come from another
+//! controller, or from one restarted on a fresh database, whose versions need not follow the
+//! previous one's (an older version is logged).
 //!
 //! With TLS (the default) the proxy joins once per process and controller (a join token, or
 //! the operator token and the CA; see [`pss_security::member`]), keeps its certificate in its
@@ -17,6 +23,7 @@ use std::time::Duration;
 
 use pss_plumbing::addr::dial_uri;
 use pss_plumbing::backoff::{Backoff, Retry};
+use pss_plumbing::controllers::Rotation;
 use pss_proto::auth::BearerToken;
 use pss_proto::endpoint_watch_client::EndpointWatchClient;
 use pss_proto::{EndpointSnapshot, WatchEndpointsRequest};
@@ -31,8 +38,10 @@ use crate::{Error, Result};
 
 /// Checks what can be checked before the first connect (URL shape, token characters).
 pub fn validate(ctl: &ControllerConfig) -> Result<()> {
-    Endpoint::from_shared(dial_uri(&ctl.address))
-        .map_err(|e| Error::Controller(format!("bad address `{}`: {e}", ctl.address)))?;
+    for address in ctl.controllers()? {
+        Endpoint::from_shared(dial_uri(&address))
+            .map_err(|e| Error::Controller(format!("bad address `{address}`: {e}")))?;
+    }
     BearerToken::new(&ctl.token).map_err(|s| Error::Controller(s.message().to_owned()))?;
     Ok(())
 }
@@ -46,14 +55,22 @@ struct Watch {
     balancer: Arc<Balancer>,
     /// Version of the snapshot installed, if any.
     held: Option<u64>,
+    /// The controllers, and the one subscribed to.
+    controllers: Rotation,
 }
 
 impl Watch {
-    /// Installs `snap` if it is newer than what is held.
-    async fn apply(&mut self, snap: EndpointSnapshot) {
-        if self.held.is_some_and(|h| snap.version <= h) {
-            tracing::debug!(service = %self.name, version = snap.version, held = ?self.held, "ignoring snapshot that is not newer");
-            return;
+    /// Installs `snap` if it is newer than what is held, or whatever its version when it is
+    /// the first of a new stream (`first`); returns whether it was installed.
+    async fn apply(&mut self, snap: EndpointSnapshot, first: bool) -> bool {
+        if let Some(held) = self.held.filter(|h| snap.version <= *h) {
+            if !first {
+                tracing::debug!(service = %self.name, version = snap.version, held, "ignoring snapshot that is not newer");
+                return false;
+            }
+            if snap.version < held {
+                tracing::info!(service = %self.name, version = snap.version, held, controller = %self.controllers.current().1, "new stream starts below the version held; taking its snapshot");
+            }
         }
         let mut addrs = Vec::with_capacity(snap.endpoints.len());
         for ep in &snap.endpoints {
@@ -67,16 +84,18 @@ impl Watch {
         self.balancer.replace(snap.version, &addrs);
         self.held = Some(snap.version);
         tracing::info!(service = %self.name, version = snap.version, endpoints = addrs.len(), "endpoint snapshot applied");
+        true
     }
 
     /// One subscription: connect, subscribe, apply snapshots until the stream ends or fails.
     /// Returns why it stopped; `delivered` tells whether anything arrived.
     async fn subscribe(&mut self, ctl: &ControllerConfig, delivered: &mut bool) -> String {
-        let (dialer, token) = match dialer(ctl).await {
+        let address = self.controllers.current().1.to_string();
+        let (dialer, token) = match dialer(ctl, self.controllers.addresses()).await {
             Ok(d) => d,
             Err(e) => return e,
         };
-        let endpoint = match dialer.endpoint(&ctl.address) {
+        let endpoint = match dialer.endpoint(&address) {
             Ok(e) => e
                 .connect_timeout(Duration::from_secs(5))
                 .tcp_nodelay(true)
@@ -86,13 +105,7 @@ impl Watch {
         };
         let channel = match dialer.connect(endpoint).await {
             Ok(c) => c,
-            Err(e) => {
-                return format!(
-                    "connect to {}: {}",
-                    ctl.address,
-                    pss_security::member::chain(&e)
-                )
-            }
+            Err(e) => return format!("connect to {address}: {}", pss_security::member::chain(&e)),
         };
         let token = match BearerToken::new(&token) {
             Ok(t) => t,
@@ -107,12 +120,14 @@ impl Watch {
             Ok(r) => r.into_inner(),
             Err(s) => return format!("subscribe: {} ({:?})", s.message(), s.code()),
         };
-        tracing::info!(service = %self.name, controller = %ctl.address, "subscribed to endpoint snapshots");
+        tracing::info!(service = %self.name, controller = %address, "subscribed to endpoint snapshots");
+        let mut first = true;
         loop {
             match stream.message().await {
                 Ok(Some(snap)) => {
                     *delivered = true;
-                    self.apply(snap).await;
+                    self.apply(snap, first).await;
+                    first = false;
                 }
                 Ok(None) => return "controller ended the stream".into(),
                 Err(s) => return format!("stream: {} ({:?})", s.message(), s.code()),
@@ -121,13 +136,16 @@ impl Watch {
     }
 }
 
-/// Memberships of this process, one per controller, name and state directory.
+/// Memberships of this process, one per controller list, name and state directory.
 static MEMBERS: std::sync::LazyLock<
     tokio::sync::Mutex<std::collections::HashMap<String, Arc<Membership>>>,
 > = std::sync::LazyLock::new(Default::default);
 
 /// How to dial the controller, and the token to send (none with a certificate).
-async fn dialer(ctl: &ControllerConfig) -> std::result::Result<(Dialer, String), String> {
+async fn dialer(
+    ctl: &ControllerConfig,
+    controllers: &[String],
+) -> std::result::Result<(Dialer, String), String> {
     if ctl.insecure {
         return Ok((Dialer::plaintext(), ctl.token.clone()));
     }
@@ -139,7 +157,8 @@ async fn dialer(ctl: &ControllerConfig) -> std::result::Result<(Dialer, String),
         .state_dir
         .clone()
         .unwrap_or_else(|| pss_security::files::default_state_dir("proxy"));
-    let key = format!("{}|{name}|{}", ctl.address, state_dir.display());
+    let list = controllers.join(",");
+    let key = format!("{list}|{name}|{}", state_dir.display());
     let mut members = MEMBERS.lock().await;
     if let Some(m) = members.get(&key) {
         return Ok((m.dialer().map_err(|e| e.to_string())?, String::new()));
@@ -150,8 +169,9 @@ async fn dialer(ctl: &ControllerConfig) -> std::result::Result<(Dialer, String),
         Some(p) => Some(pss_security::files::read_text(p).map_err(|e| e.to_string())?),
         None => None,
     };
+    // Joining and renewing try every controller in turn.
     let options = JoinOptions {
-        controller: ctl.address.clone(),
+        controller: list,
         identity,
         state_dir: state_dir.join(&name),
         join_token: ctl.join_token.clone(),
@@ -185,11 +205,16 @@ pub async fn run(
     balancer: Arc<Balancer>,
     shutdown: CancellationToken,
 ) {
+    // Checked by `validate` before the proxy starts.
+    let controllers = ctl
+        .controllers()
+        .unwrap_or_else(|_| vec![ctl.display_addresses()]);
     let mut watch = Watch {
         name,
         remote,
         balancer,
         held: None,
+        controllers: Rotation::new(controllers),
     };
     let mut backoff = Retry::new(Backoff {
         base: ctl.backoff_initial,
@@ -207,6 +232,8 @@ pub async fn run(
         }
         let delay = backoff.next_delay();
         tracing::warn!(service = %watch.name, held = ?watch.held, retry_in = ?delay, "endpoint watch interrupted: {reason}; serving the last snapshot");
+        let (index, _) = watch.controllers.current();
+        watch.controllers.failed(index, &reason);
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(delay) => {}

@@ -1,6 +1,7 @@
 //! The endpoint watch client against a small in-test `EndpointWatch` server that checks the
 //! shared token: changes reach the proxy, a stopped controller leaves the proxy forwarding on
-//! its last snapshot, and a restarted one is resubscribed.
+//! its last snapshot, and a restarted one is resubscribed; with several controllers the proxy
+//! moves to the next one, whose first snapshot replaces what it held whatever its version.
 
 mod common;
 
@@ -230,6 +231,100 @@ async fn a_wrong_token_gets_no_endpoints() {
         "no backend without a snapshot"
     );
     assert_eq!(handle.stats().no_backend_closes, 1);
+    proxy.stop().await;
+    server.abort();
+}
+
+/// [`proxy_config`] following the controllers at `addrs`, in order (`addresses: [..]`).
+fn proxy_config_list(addrs: &[SocketAddr]) -> pss_dataplane::ProxyConfig {
+    let mut cfg = proxy_config(addrs[0], TOKEN);
+    let ctl = cfg.controller.as_mut().unwrap();
+    ctl.address.clear();
+    ctl.addresses = addrs.iter().map(|a| a.to_string()).collect();
+    cfg
+}
+
+/// A loopback address nothing listens on (bound, then closed).
+fn dead_address() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_controller_s_first_snapshot_replaces_a_newer_one_and_later_ones_are_ordered() {
+    let a = Backend::tagged(b'a').await;
+    let b = Backend::tagged(b'b').await;
+    // Two controllers whose versions do not follow each other: the first is far ahead.
+    let first = controller(snapshot(10, &[a.addr]));
+    let (first_addr, first_server) = serve("127.0.0.1:0".parse().unwrap(), first.clone()).await;
+    let second = controller(snapshot(3, &[b.addr]));
+    let (second_addr, second_server) = serve("127.0.0.1:0".parse().unwrap(), second.clone()).await;
+    let proxy = start(proxy_config_list(&[first_addr, second_addr]));
+    let addr = proxy.addr("svc");
+    let handle = proxy.handle.service("svc").unwrap();
+    wait_for_tag(addr, b'a').await;
+    assert_eq!(handle.stats().snapshot_version, 10);
+    assert_eq!(
+        second.subscribed.load(Ordering::SeqCst),
+        0,
+        "the second controller is not used while the first serves"
+    );
+
+    // The first controller dies: the proxy keeps forwarding, then follows the second one,
+    // whose first snapshot (version 3) replaces version 10.
+    first.kill.cancel();
+    first_server.abort();
+    let _ = first_server.await;
+    assert_eq!(fetch_tag(addr).await, Some(b'a'), "still serving v10");
+    eventually("the second controller's v3 held", || {
+        handle.stats().snapshot_version == 3
+    })
+    .await;
+    wait_for_tag(addr, b'b').await;
+    assert_eq!(handle.backends(), vec![(b.addr, true)]);
+
+    // Within that stream, older versions are ignored again.
+    second.current.send_replace(snapshot(2, &[a.addr]));
+    second.current.send_replace(snapshot(4, &[a.addr, b.addr]));
+    eventually("v4 held", || handle.stats().snapshot_version == 4).await;
+    assert_eq!(handle.backends().len(), 2);
+    second.current.send_replace(snapshot(1, &[a.addr]));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        handle.stats().snapshot_version,
+        4,
+        "v1 ignored within a stream"
+    );
+    assert_eq!(handle.backends().len(), 2);
+
+    proxy.stop().await;
+    second_server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_first_controller_is_passed_over() {
+    let b = Backend::tagged(b'b').await;
+    let live = controller(snapshot(7, &[b.addr]));
+    let (live_addr, server) = serve("127.0.0.1:0".parse().unwrap(), live.clone()).await;
+    let started = std::time::Instant::now();
+    let proxy = start(proxy_config_list(&[dead_address(), live_addr]));
+    wait_for_tag(proxy.addr("svc"), b'b').await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        proxy
+            .handle
+            .service("svc")
+            .unwrap()
+            .stats()
+            .snapshot_version,
+        7
+    );
     proxy.stop().await;
     server.abort();
 }

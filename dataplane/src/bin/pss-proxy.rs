@@ -37,7 +37,8 @@ struct Args {
     /// Controller service whose endpoints to balance over (seed form).
     #[arg(long)]
     service: Option<String>,
-    /// Controller gRPC address.
+    /// Controller gRPC address; or several, comma-separated (`ctl-1:50051,ctl-2:50051`, at most
+    /// 16): the watch moves to the next when its stream breaks.
     #[arg(long, env = "PSS_CONTROLLER", default_value = "localhost:50051")]
     controller: String,
     /// Shared token for the controller (at least 16 bytes). Prefer --token-file or the
@@ -125,6 +126,10 @@ fn main() -> anyhow::Result<()> {
     // wins over the file.
     let controller_given = std::env::args().any(|a| a.starts_with("--controller"))
         || std::env::var_os("PSS_CONTROLLER").is_some();
+    if controller_given {
+        pss_plumbing::controllers::parse_list(&args.controller)
+            .map_err(|e| anyhow::anyhow!("--controller: {e}"))?;
+    }
     // A token is only needed to follow a controller; when one is given it must be a good one.
     let token = match (&args.token, &args.token_file) {
         (None, None) => None,
