@@ -53,24 +53,65 @@ impl CliError {
 }
 
 /// A connected Operator client (and the Credentials service on the same channel).
+///
+/// With several controllers, the first that accepts the connection is used. A read whose call
+/// fails with `Unavailable` (that controller went away) is tried once more on the next one
+/// that connects; a write is never sent twice: a controller that answered, even with an error,
+/// has the last word, and one that went away mid-call may have applied it.
 pub struct Client {
-    /// The address as the user gave it, for error messages.
+    /// The address in use, as the user gave it, for error messages.
     addr: String,
     inner: OperatorClient<InterceptedService<Channel, BearerToken>>,
     credentials: CredentialsClient<InterceptedService<Channel, BearerToken>>,
     /// The label selector list calls send (`get -l`); empty: everything.
     selector: String,
+    /// Every controller address, in order, and the index of the one in use.
+    addresses: Vec<String>,
+    index: usize,
+    /// How to dial (TLS or not) and the token calls carry: what moving to the next
+    /// controller needs.
+    dialer: Dialer,
+    token: BearerToken,
+}
+
+/// A read call on `$self.$svc`: on `Unavailable`, once more on the next controller that
+/// connects (see [`Client`]).
+macro_rules! read {
+    ($self:ident . $svc:ident . $method:ident ( $req:expr )) => {{
+        let req = $req;
+        let first = $self.$svc.$method(req.clone()).await;
+        match first {
+            Err(s) if s.code() == Code::Unavailable => {
+                if $self.move_on().await {
+                    $self.$svc.$method(req).await
+                } else {
+                    Err(s)
+                }
+            }
+            r => r,
+        }
+    }};
+}
+
+/// One address's connection (3 s connect timeout).
+async fn dial(dialer: &Dialer, addr: &str) -> Result<Channel, CliError> {
+    let endpoint = dialer
+        .endpoint(addr)
+        .map_err(|e| CliError::Usage(format!("invalid controller address: {e}")))?
+        .connect_timeout(Duration::from_secs(3));
+    dialer
+        .connect(endpoint)
+        .await
+        .map_err(|e| CliError::Unreachable {
+            addr: addr.to_string(),
+            detail: source_chain(&e),
+        })
 }
 
 impl Client {
-    /// Dials the controller (3 s connect timeout), with TLS unless the connection says
-    /// plaintext.
+    /// Dials the controllers in order until one accepts the connection (3 s connect timeout
+    /// each), with TLS unless the connection says plaintext.
     pub async fn connect(conn: &Connection) -> Result<Self, CliError> {
-        let addr = conn.address.as_str();
-        let unreachable = |detail: String| CliError::Unreachable {
-            addr: addr.to_string(),
-            detail,
-        };
         let usage = |e: pss_security::Error| CliError::Usage(e.to_string());
         let dialer = match &conn.tls {
             None => Dialer::plaintext(),
@@ -86,22 +127,49 @@ impl Client {
                 Dialer::tls(client_config(expect, cert).map_err(usage)?)
             }
         };
-        let endpoint = dialer
-            .endpoint(addr)
-            .map_err(|e| CliError::Usage(format!("invalid controller address: {e}")))?
-            .connect_timeout(Duration::from_secs(3));
-        let channel = dialer
-            .connect(endpoint)
-            .await
-            .map_err(|e| unreachable(source_chain(&e)))?;
         let token = BearerToken::new(conn.token.as_deref().unwrap_or(""))
             .map_err(|s| CliError::Usage(s.message().to_string()))?;
-        Ok(Client {
-            addr: addr.to_string(),
-            inner: OperatorClient::with_interceptor(channel.clone(), token.clone()),
-            credentials: CredentialsClient::with_interceptor(channel, token),
-            selector: String::new(),
-        })
+        if conn.addresses.is_empty() {
+            return Err(CliError::Usage("no controller address".into()));
+        }
+        let mut failures = Vec::new();
+        for (index, addr) in conn.addresses.iter().enumerate() {
+            match dial(&dialer, addr).await {
+                Ok(channel) => {
+                    return Ok(Client {
+                        addr: addr.clone(),
+                        inner: OperatorClient::with_interceptor(channel.clone(), token.clone()),
+                        credentials: CredentialsClient::with_interceptor(channel, token.clone()),
+                        selector: String::new(),
+                        addresses: conn.addresses.clone(),
+                        index,
+                        dialer,
+                        token,
+                    })
+                }
+                Err(CliError::Unreachable { addr, detail }) => failures.push((addr, detail)),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(unreachable_all(failures))
+    }
+
+    /// The controller in use went away: connects to the next address that accepts (each of
+    /// the others tried once, in order); false when none does (or there is no other).
+    async fn move_on(&mut self) -> bool {
+        let n = self.addresses.len();
+        for step in 1..n {
+            let index = (self.index + step) % n;
+            let addr = self.addresses[index].clone();
+            if let Ok(channel) = dial(&self.dialer, &addr).await {
+                self.inner = OperatorClient::with_interceptor(channel.clone(), self.token.clone());
+                self.credentials = CredentialsClient::with_interceptor(channel, self.token.clone());
+                self.addr = addr;
+                self.index = index;
+                return true;
+            }
+        }
+        false
     }
 
     pub async fn create_join_token(
@@ -120,10 +188,9 @@ impl Client {
     }
 
     pub async fn list_join_tokens(&mut self) -> Result<Vec<pb::JoinTokenInfo>, CliError> {
-        let r = self
+        let r = read!(self
             .credentials
-            .list_join_tokens(pb::ListJoinTokensRequest {})
-            .await;
+            .list_join_tokens(pb::ListJoinTokensRequest {}));
         r.map(|r| r.into_inner().tokens).map_err(|s| self.err(s))
     }
 
@@ -177,16 +244,14 @@ impl Client {
         let mut pods = Vec::new();
         let mut page_token = String::new();
         loop {
-            let r = self
-                .inner
-                .list_pods(pb::ListRequest {
-                    filter: workload.clone(),
-                    page_token,
-                    // The largest pages the controller gives: half the round trips.
-                    page_size: pss_core::paging::MAX_PAGE_SIZE as u32,
-                    ..self.list_request()
-                })
-                .await
+            let request = pb::ListRequest {
+                filter: workload.clone(),
+                page_token,
+                // The largest pages the controller gives: half the round trips.
+                page_size: pss_core::paging::MAX_PAGE_SIZE as u32,
+                ..self.list_request()
+            };
+            let r = read!(self.inner.list_pods(request))
                 .map_err(|s| self.err(s))?
                 .into_inner();
             pods.extend(r.pods);
@@ -200,17 +265,17 @@ impl Client {
     }
 
     pub async fn list_workloads(&mut self) -> Result<Vec<pb::Workload>, CliError> {
-        let r = self.inner.list_workloads(self.list_request()).await;
+        let r = read!(self.inner.list_workloads(self.list_request()));
         r.map(|r| r.into_inner().workloads).map_err(|s| self.err(s))
     }
 
     pub async fn list_services(&mut self) -> Result<Vec<pb::Service>, CliError> {
-        let r = self.inner.list_services(self.list_request()).await;
+        let r = read!(self.inner.list_services(self.list_request()));
         r.map(|r| r.into_inner().services).map_err(|s| self.err(s))
     }
 
     pub async fn list_nodes(&mut self) -> Result<Vec<pb::Node>, CliError> {
-        let r = self.inner.list_nodes(self.list_request()).await;
+        let r = read!(self.inner.list_nodes(self.list_request()));
         r.map(|r| r.into_inner().nodes).map_err(|s| self.err(s))
     }
 
@@ -219,14 +284,12 @@ impl Client {
         let mut events = Vec::new();
         let mut page_token = String::new();
         loop {
-            let r = self
-                .inner
-                .list_events(pb::ListRequest {
-                    limit,
-                    page_token,
-                    ..Default::default()
-                })
-                .await
+            let request = pb::ListRequest {
+                limit,
+                page_token,
+                ..Default::default()
+            };
+            let r = read!(self.inner.list_events(request))
                 .map_err(|s| self.err(s))?
                 .into_inner();
             events.extend(r.events);
@@ -242,13 +305,10 @@ impl Client {
         &mut self,
         workload: String,
     ) -> Result<Vec<pb::AutoScalePolicy>, CliError> {
-        let r = self
-            .inner
-            .list_autoscalers(pb::ListRequest {
-                filter: workload,
-                ..Default::default()
-            })
-            .await;
+        let r = read!(self.inner.list_autoscalers(pb::ListRequest {
+            filter: workload,
+            ..Default::default()
+        }));
         r.map(|r| r.into_inner().autoscalers)
             .map_err(|s| self.err(s))
     }
@@ -278,7 +338,7 @@ impl Client {
 
     /// The controller's version.
     pub async fn version(&mut self) -> Result<String, CliError> {
-        let r = self.inner.version(pb::VersionRequest {}).await;
+        let r = read!(self.inner.version(pb::VersionRequest {}));
         r.map(|r| r.into_inner().version).map_err(|s| self.err(s))
     }
 
@@ -326,21 +386,15 @@ impl Client {
     }
 
     pub async fn rollout_history(&mut self, workload: &str) -> Result<Vec<pb::Revision>, CliError> {
-        let r = self
-            .inner
-            .rollout_history(pb::RolloutHistoryRequest {
-                workload: workload.to_string(),
-            })
-            .await;
+        let r = read!(self.inner.rollout_history(pb::RolloutHistoryRequest {
+            workload: workload.to_string(),
+        }));
         r.map(|r| r.into_inner().revisions).map_err(|s| self.err(s))
     }
 
     /// The workload called `name`, as listed (with its rollout status).
     pub async fn workload(&mut self, name: &str) -> Result<pb::Workload, CliError> {
-        let r = self
-            .inner
-            .list_workloads(pb::ListRequest::default())
-            .await
+        let r = read!(self.inner.list_workloads(pb::ListRequest::default()))
             .map_err(|s| self.err(s))?;
         r.into_inner()
             .workloads
@@ -354,14 +408,12 @@ impl Client {
         &mut self,
         kind: &str,
     ) -> Result<tonic::Streaming<pb::WatchEvent>, CliError> {
-        let r = self
-            .inner
-            .watch(pb::WatchRequest {
-                kind: kind.to_string(),
-                label_selector: self.selector.clone(),
-                resume_from: 0,
-            })
-            .await;
+        // A stream whose controller went away before it opened is opened on the next one.
+        let r = read!(self.inner.watch(pb::WatchRequest {
+            kind: kind.to_string(),
+            label_selector: self.selector.clone(),
+            resume_from: 0,
+        }));
         r.map(|r| r.into_inner()).map_err(|s| self.err(s))
     }
 
@@ -379,7 +431,7 @@ impl Client {
         req: pb::PodLogsRequest,
         out: &mut (dyn Write + Send),
     ) -> Result<(), CliError> {
-        let r = self.inner.pod_logs(req).await;
+        let r = read!(self.inner.pod_logs(req));
         let mut stream = r.map_err(|s| self.err(s))?.into_inner();
         loop {
             match stream.message().await {
@@ -391,6 +443,24 @@ impl Client {
                 Err(s) => return Err(self.err(s)),
             }
         }
+    }
+}
+
+/// None of the controllers accepted the connection: one of them is named as before, several
+/// with each one's reason.
+fn unreachable_all(mut failures: Vec<(String, String)>) -> CliError {
+    if failures.len() == 1 {
+        let (addr, detail) = failures.remove(0);
+        return CliError::Unreachable { addr, detail };
+    }
+    let addrs: Vec<&str> = failures.iter().map(|(a, _)| a.as_str()).collect();
+    CliError::Unreachable {
+        addr: format!("any of {}", addrs.join(", ")),
+        detail: failures
+            .iter()
+            .map(|(a, d)| format!("{a}: {d}"))
+            .collect::<Vec<_>>()
+            .join("; "),
     }
 }
 

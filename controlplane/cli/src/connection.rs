@@ -2,6 +2,9 @@
 //! `--insecure`) over the configuration file (`--config`, `PSS_CONFIG`, or the per-user
 //! default `~/.config/pss/config.yaml`, which `pss-controller` writes for the local root
 //! operator on first start). [`resolve`] is pure over what was read, and tested.
+//!
+//! Several controllers (`--controller a:50051,b:50051`, or the file's `controllers` list) are
+//! tried in order: a command runs on the first that accepts the connection.
 
 use pss_security::config_file::ClientConfig;
 
@@ -13,7 +16,8 @@ pub const DEFAULT_CONTROLLER: &str = "localhost:50051";
 /// How to reach the controller.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Connection {
-    pub address: String,
+    /// Controller addresses, tried in order (at least one).
+    pub addresses: Vec<String>,
     /// The token sent as `Bearer` (the seed's credential), if any.
     pub token: Option<String>,
     /// TLS: the CA, the controller's certificate name, and this user's certificate and key.
@@ -39,17 +43,25 @@ pub struct Flags {
 
 /// Flags win over the file; a token given as a flag is used instead of the file's certificate.
 pub fn resolve(flags: Flags, file: Option<&ClientConfig>) -> Result<Connection, CliError> {
-    let address = flags
-        .controller
-        .or_else(|| file.and_then(|f| f.controllers.first().cloned()))
-        .unwrap_or_else(|| DEFAULT_CONTROLLER.to_string());
+    let addresses = match (&flags.controller, file.map(|f| &f.controllers)) {
+        (Some(list), _) => pss_plumbing::controllers::parse_list(list)
+            .map_err(|e| CliError::Usage(format!("--controller: {e}")))?,
+        (None, Some(list)) if !list.is_empty() => {
+            let list: Vec<String> = list.iter().map(|a| a.trim().to_string()).collect();
+            pss_plumbing::controllers::check_list(&list).map_err(|e| {
+                CliError::Usage(format!("`controllers` of the configuration file: {e}"))
+            })?;
+            list
+        }
+        _ => vec![DEFAULT_CONTROLLER.to_string()],
+    };
     let file_token = file.and_then(|f| f.token.clone());
     if flags.insecure {
         let token = flags.token.or(file_token).ok_or_else(|| {
             CliError::Usage("--insecure needs the shared token (--token-file or PSS_TOKEN)".into())
         })?;
         return Ok(Connection {
-            address,
+            addresses,
             token: Some(token),
             tls: None,
         });
@@ -87,7 +99,7 @@ pub fn resolve(flags: Flags, file: Option<&ClientConfig>) -> Result<Connection, 
         ));
     }
     Ok(Connection {
-        address,
+        addresses,
         token,
         tls: Some(Tls {
             ca_pem,
@@ -114,7 +126,7 @@ mod tests {
     #[test]
     fn the_file_gives_address_ca_and_certificate() {
         let c = resolve(Flags::default(), Some(&file())).unwrap();
-        assert_eq!(c.address, "ctl:1");
+        assert_eq!(c.addresses, ["ctl:1"]);
         assert_eq!(c.token, None);
         let tls = c.tls.unwrap();
         assert_eq!(tls.ca_pem, "CA");
@@ -131,7 +143,7 @@ mod tests {
             insecure: false,
         };
         let c = resolve(flags, Some(&file())).unwrap();
-        assert_eq!(c.address, "other:2");
+        assert_eq!(c.addresses, ["other:2"]);
         assert_eq!(c.token.as_deref(), Some("tttttttttttttttt"));
         let tls = c.tls.unwrap();
         assert_eq!((tls.ca_pem.as_str(), tls.cert), ("CA2", None));
@@ -164,6 +176,55 @@ mod tests {
             None,
         )
         .unwrap();
-        assert_eq!((c.address.as_str(), c.tls), (DEFAULT_CONTROLLER, None));
+        assert_eq!(
+            (c.addresses, c.tls),
+            (vec![DEFAULT_CONTROLLER.to_string()], None)
+        );
+    }
+
+    #[test]
+    fn every_controller_of_the_flag_or_the_file_is_used_in_order() {
+        let mut f = file();
+        f.controllers = vec!["ctl:1".into(), " ctl:2 ".into(), "ctl:3".into()];
+        let c = resolve(Flags::default(), Some(&f)).unwrap();
+        assert_eq!(c.addresses, ["ctl:1", "ctl:2", "ctl:3"]);
+        let flags = Flags {
+            controller: Some("a:1, b:2".into()),
+            ..Default::default()
+        };
+        let c = resolve(flags, Some(&f)).unwrap();
+        assert_eq!(c.addresses, ["a:1", "b:2"], "the flag wins over the file");
+    }
+
+    #[test]
+    fn bad_controller_lists_are_usage_errors_naming_where_they_came_from() {
+        let bad = |list: &str| {
+            let flags = Flags {
+                controller: Some(list.into()),
+                ..Default::default()
+            };
+            resolve(flags, Some(&file())).unwrap_err().to_string()
+        };
+        for (list, says) in [
+            ("a:1,,b:2", "empty"),
+            ("a:1,a:1", "twice"),
+            ("a", "no port"),
+            ("", "empty"),
+        ] {
+            let e = bad(list);
+            assert!(
+                e.starts_with("--controller: ") && e.contains(says),
+                "{list}: {e}"
+            );
+        }
+        let many: Vec<String> = (1..=17).map(|i| format!("h{i}:1")).collect();
+        assert!(bad(&many.join(",")).contains("17 addresses"));
+        let mut f = file();
+        f.controllers = vec!["a:1".into(), "a:1".into()];
+        let e = resolve(Flags::default(), Some(&f)).unwrap_err().to_string();
+        assert!(
+            e.contains("configuration file") && e.contains("twice"),
+            "{e}"
+        );
     }
 }

@@ -25,7 +25,9 @@ pub use client::{CliError, Client};
     about = "Operate a PSS cluster (Podman Service & Scheduler)"
 )]
 pub struct Cli {
-    /// Controller gRPC address [default: the configuration's, else localhost:50051].
+    /// Controller gRPC address, or several comma-separated (tried in order: a command runs on
+    /// the first that accepts the connection) [default: the configuration's `controllers`,
+    /// else localhost:50051].
     #[arg(long, global = true, env = "PSS_CONTROLLER")]
     pub controller: Option<String>,
     /// Configuration file: controller address, CA, credential [default:
@@ -493,6 +495,15 @@ pub async fn execute(cli: Cli, out: &mut (dyn Write + Send)) -> Result<(), CliEr
         let text = serde_saphyr::to_string(&file.redacted())
             .map_err(|e| CliError::Usage(e.to_string()))?;
         write!(out, "{text}")?;
+        if let Some(list) = &cli.controller {
+            let list = pss_plumbing::controllers::parse_list(list)
+                .map_err(|e| CliError::Usage(format!("--controller: {e}")))?;
+            writeln!(
+                out,
+                "# --controller (used instead of `controllers`): {}",
+                list.join(", ")
+            )?;
+        }
         return Ok(());
     }
     let conn = connection(&cli)?;
