@@ -15,6 +15,13 @@ if ! /usr/bin/python3 -c 'import prometheus_client' 2>/dev/null; then
         { apt-get update -q >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-prometheus-client >&2; }
 fi
 
+# The issue-15 tests (etcd_harness, controllers on etcd) start their own etcd clusters on free
+# loopback ports: Debian's etcd-server (etcd) and etcd-client (etcdctl), installed when missing;
+# the package's own service on 2379 is never used and is left stopped.
+if ! command -v etcd >/dev/null || ! command -v etcdctl >/dev/null; then
+    bash scripts/etcd-cluster.sh install
+fi
+
 # The end-to-end tests run the real binaries (pss-controller, pss-agent, pss-proxy) from
 # target/debug; cargo builds a package's binaries for its own integration tests only, so build
 # every binary first and no test ever runs a stale one.
