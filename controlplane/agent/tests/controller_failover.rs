@@ -2,7 +2,8 @@
 //! `NodeRegistry` servers on loopback, over the simulated runtime (no Podman): a dead first
 //! address costs registration and heartbeats about nothing; a controller that goes away
 //! passes the heartbeats on to the next one, where the agent registers again because that one
-//! does not know the node; a malformed list is refused before anything starts.
+//! does not know the node; a hung controller (connections accepted, never answered) holds the
+//! heartbeats up for one call timeout; a malformed list is refused before anything starts.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -235,4 +236,47 @@ async fn malformed_controller_lists_are_refused_naming_the_flag() {
             "{list}: {text}"
         );
     }
+}
+
+/// A controller that accepts connections and never answers (a hung process): its listener
+/// and every connection it accepted stay open until the task is aborted.
+async fn hung_controller() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((conn, _)) = listener.accept().await {
+            held.push(conn);
+        }
+    });
+    (addr, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_controller_holds_the_heartbeat_lease_up_for_one_call_timeout_at_most() {
+    let a = Controller::start().await;
+    let (hung, hung_task) = hung_controller().await;
+    let c = Controller::start().await;
+    let (stop, task) = start_agent("fo-hung", &format!("{},{hung},{}", a.addr, c.addr)).await;
+    eventually("registered with the first controller", || {
+        a.registrations() == 1
+    })
+    .await;
+    a.kill().await;
+    let moved = Instant::now();
+    eventually("heartbeats reach the third controller", || {
+        c.registrations() == 1 && c.heartbeats() >= 2
+    })
+    .await;
+    // The dead one costs nothing, the hung one one call timeout (5 s), not the whole
+    // heartbeat's patience.
+    let took = moved.elapsed();
+    assert!(
+        took < pss_agent::reporter::CALL_TIMEOUT + Duration::from_secs(3),
+        "moving past a hung controller took {took:?}"
+    );
+    stop.cancel();
+    task.await.unwrap().unwrap();
+    c.kill().await;
+    hung_task.abort();
 }
