@@ -33,11 +33,12 @@ struct Remembered {
 }
 
 pub(crate) async fn run(shared: Arc<Shared>) {
+    let term = shared.term();
     let mut interval = tokio::time::interval(shared.config.metrics_interval);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = shared.shutdown.cancelled() => return,
+            _ = term.cancelled() => return,
             _ = interval.tick() => {}
         }
         if let Err(e) = evaluate_all(&shared, now_ms()) {

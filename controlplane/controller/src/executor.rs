@@ -28,6 +28,8 @@ const MAX_PASS_GAP: Duration = Duration::from_secs(2);
 /// Runs passes until shutdown: at once on a kick, every `--reconcile-interval`, and when the
 /// last plan asked to be requeued (a crash-loop back-off ending).
 pub(crate) async fn run(shared: Arc<Shared>) {
+    // Runs for one term of leadership (with SQLite: until shutdown).
+    let term = shared.term();
     let mut interval = tokio::time::interval(shared.config.reconcile_interval);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut requeue: Option<tokio::time::Instant> = None;
@@ -44,13 +46,13 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             }
         };
         tokio::select! {
-            _ = shared.shutdown.cancelled() => return,
+            _ = term.cancelled() => return,
             _ = shared.trigger.notified() => {}
             _ = interval.tick() => {}
             _ = requeued => {}
         }
         tokio::select! {
-            _ = shared.shutdown.cancelled() => return,
+            _ = term.cancelled() => return,
             _ = tokio::time::sleep_until(next_allowed) => {}
         }
         let started = std::time::Instant::now();
@@ -70,6 +72,9 @@ pub(crate) async fn run(shared: Arc<Shared>) {
 
 /// One reconcile pass; returns how long until the plan wants the next pass for time alone.
 pub(crate) fn pass(shared: &Arc<Shared>) -> Result<Option<Duration>> {
+    if !shared.leadership.may_act() {
+        return Ok(None);
+    }
     let store = &shared.store;
     let workloads = store.list_workloads()?;
     let pods = store.list_pods(None)?;
@@ -390,6 +395,10 @@ async fn start(shared: &Arc<Shared>, pod_id: &str) -> Result<()> {
     };
     let spec = &workload.workload.pod_spec;
     let hash = spec.spec_hash();
+    if !shared.leadership.may_act() {
+        // No longer certainly the leader: the next one starts it.
+        return Ok(());
+    }
     let mut client = shared.agents.client(&node.name, &node.agent_address)?;
     // A restart is a RunPod too: the agent starts the ended containers of an existing pod in
     // place (same address), or creates the pod if it is gone.
@@ -484,6 +493,9 @@ async fn stop(shared: &Arc<Shared>, pod_id: &str) -> Result<()> {
     if let Some(node_name) = &rec.node {
         if let Some(node) = store.get_node(node_name)? {
             if node.status == NodeStatus::Ready {
+                if !shared.leadership.may_act() {
+                    return Ok(());
+                }
                 let mut client = shared.agents.client(&node.name, &node.agent_address)?;
                 let req = pb::StopPodRequest {
                     id: pod_id.to_string(),

@@ -19,6 +19,9 @@
 //! - `views.rs`: objects as clients see them (desired state with observed fields).
 //! - `watch_hub.rs`: the `Watch` RPC's change sequence (list at a revision, then changes).
 //! - `metrics.rs`: `--admin`'s `/metrics`, `/healthz`, `/readyz`, and the gRPC request counter.
+//! - `leader.rs`: who runs the loops: always this controller on SQLite; on etcd, the one
+//!   elected through a lease ([`serve_etcd`]), with every other controller serving reads,
+//!   watches and writes from its copy of the state that follows etcd.
 //!
 //! Every decision is a pure function of `pss-core`; the modules here read the store, call it,
 //! and write or send what it decided.
@@ -31,6 +34,7 @@ mod credentials;
 mod endpoint_watch;
 mod error;
 mod executor;
+mod leader;
 mod liveness;
 mod metrics;
 mod operator;
@@ -42,6 +46,7 @@ mod views;
 mod watch_hub;
 
 pub use error::{Error, Result};
+pub use leader::DEFAULT_TTL as DEFAULT_LEADER_TTL;
 pub use security::TlsSetup;
 
 use std::sync::Arc;
@@ -59,7 +64,7 @@ use crate::service_manager::ServiceManager;
 use pss_core::model::EventRecord;
 use pss_core::text::cut_short;
 use pss_plumbing::clock::now_ms;
-use pss_store::{BatchWriter, CachedStore, StateStore};
+use pss_store::{BatchWriter, CachedStore, EtcdStore, StateStore};
 
 /// The default of every tunable of [`ControllerConfig`], defined once: `pss-controller`'s
 /// flags show and use these.
@@ -113,6 +118,8 @@ pub struct ControllerConfig {
     pub limits: pss_core::model::Limits,
     /// Where `/metrics`, `/healthz` and `/readyz` are served (`--admin`); `None`: nowhere.
     pub admin: Option<std::net::SocketAddr>,
+    /// On etcd: the leader lease's TTL (a dead leader is replaced within about this long).
+    pub leader_ttl: Duration,
 }
 
 impl ControllerConfig {
@@ -133,6 +140,7 @@ impl ControllerConfig {
             limits: pss_core::model::Limits::default(),
             stabilization_window: Duration::from_secs(300),
             admin: None,
+            leader_ttl: leader::DEFAULT_TTL,
         }
     }
 }
@@ -181,6 +189,13 @@ pub(crate) struct Shared {
     pub reported_invalid: std::sync::Mutex<std::collections::HashSet<(String, u64)>>,
     /// The change sequence watchers follow.
     pub watch: watch_hub::WatchHub,
+    /// Whether this controller runs the loops (always, on SQLite; when elected, on etcd).
+    pub leadership: leader::Leadership,
+    /// Cancelled when the current term of leadership ends (or at shutdown): the loops and
+    /// their tasks of that term stop.
+    pub term: std::sync::Mutex<CancellationToken>,
+    /// Following etcd: wakes the endpoint refresher on every change that came in.
+    pub followed: Notify,
 }
 
 impl Shared {
@@ -209,6 +224,11 @@ impl Shared {
         }
     }
 
+    /// The current term's token (see [`Shared::term`]); taken once by each loop at its start.
+    pub fn term(&self) -> CancellationToken {
+        self.term.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     /// Asks the reconcile loop to run now.
     pub fn kick(&self) {
         self.trigger.notify_one();
@@ -222,13 +242,42 @@ impl Shared {
     }
 }
 
-/// Runs the controller on `listener` until `shutdown` is cancelled.
+/// Runs the controller on `listener` until `shutdown` is cancelled: the only controller, on
+/// `store` (SQLite), which it keeps in memory and writes through.
 pub async fn serve(
     listener: TcpListener,
     store: Arc<dyn StateStore>,
     config: ControllerConfig,
     shutdown: CancellationToken,
 ) -> Result<()> {
+    let security = setup_security(&store, &config).await?;
+    // Everything the controller reads comes from memory from here on; SQLite is written through.
+    let cache = Arc::new(CachedStore::load(store)?);
+    run(listener, cache, None, security, config, shutdown).await
+}
+
+/// Runs the controller on `listener` until `shutdown` is cancelled: one of several sharing
+/// `etcd`. Its memory follows etcd's watch; it serves reads, watches and writes, and runs the
+/// loops while elected leader.
+pub async fn serve_etcd(
+    listener: TcpListener,
+    etcd: Arc<EtcdStore>,
+    config: ControllerConfig,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let store: Arc<dyn StateStore> = etcd.clone();
+    let security = setup_security(&store, &config).await?;
+    let follow = etcd.clone();
+    let cache = tokio::task::spawn_blocking(move || CachedStore::follow(follow))
+        .await
+        .map_err(|e| Error::Config(format!("loading from etcd: {e}")))??;
+    run(listener, cache, Some(etcd), security, config, shutdown).await
+}
+
+async fn setup_security(
+    store: &Arc<dyn StateStore>,
+    config: &ControllerConfig,
+) -> Result<security::Security> {
     let security = security::Security::setup(
         &config.tls,
         config.tls_sans.clone(),
@@ -244,10 +293,23 @@ pub async fn serve(
     if config.token.is_empty() && security.server.is_none() {
         return Err(Error::Config("--insecure needs the shared token".into()));
     }
+    Ok(security)
+}
+
+async fn run(
+    listener: TcpListener,
+    cache: Arc<CachedStore>,
+    etcd: Option<Arc<EtcdStore>>,
+    security: security::Security,
+    config: ControllerConfig,
+    shutdown: CancellationToken,
+) -> Result<()> {
     let guard = security.guard(&config.token);
-    // Everything the controller reads comes from memory from here on; SQLite is written through.
-    let cache = Arc::new(CachedStore::load(store)?);
     let store: Arc<dyn StateStore> = cache.clone();
+    let leadership = match &etcd {
+        None => leader::Leadership::sole(),
+        Some(_) => leader::Leadership::elected(listener.local_addr()?.to_string()),
+    };
     let shared = Arc::new(Shared {
         agents: agent_clients::AgentPool::new(&config.token, security.agent_tls.clone())?,
         security,
@@ -264,13 +326,23 @@ pub async fn serve(
         reported_invalid: Default::default(),
         inflight: Default::default(),
         watch: watch_hub::WatchHub::new(),
+        leadership,
+        term: std::sync::Mutex::new(shutdown.clone()),
+        followed: Notify::new(),
     });
     {
-        // Every committed write wakes the watch hub.
+        // Every committed write wakes the watch hub; following etcd, changes may come from
+        // other controllers, so they also wake the reconciler (its passes are paced) and the
+        // endpoint refresher.
         let hub = Arc::downgrade(&shared);
+        let following = etcd.is_some();
         shared.store.set_change_hook(Arc::new(move || {
             if let Some(shared) = hub.upgrade() {
                 shared.watch.poke();
+                if following {
+                    shared.kick();
+                    shared.followed.notify_one();
+                }
             }
         }));
     }
@@ -287,12 +359,24 @@ pub async fn serve(
         ));
     }
 
-    let loops = [
-        tokio::spawn(executor::run(shared.clone())),
-        tokio::spawn(liveness::run(shared.clone())),
-        tokio::spawn(autoscale_loop::run(shared.clone())),
-        tokio::spawn(watch_hub::run(shared.clone())),
-    ];
+    let loops = match &etcd {
+        None => vec![
+            tokio::spawn(executor::run(shared.clone())),
+            tokio::spawn(liveness::run(shared.clone())),
+            tokio::spawn(autoscale_loop::run(shared.clone())),
+            tokio::spawn(watch_hub::run(shared.clone())),
+        ],
+        Some(etcd) => vec![
+            tokio::spawn(shared.leadership.clone().campaign(
+                etcd.clone(),
+                shared.config.leader_ttl,
+                shutdown.clone(),
+            )),
+            tokio::spawn(lead_while_elected(shared.clone())),
+            tokio::spawn(follow_endpoints(shared.clone())),
+            tokio::spawn(watch_hub::run(shared.clone())),
+        ],
+    };
 
     let addr = listener.local_addr()?;
     tracing::info!(%addr, tls = shared.security.server.is_some(), "controller listening");
@@ -333,4 +417,58 @@ pub async fn serve(
     }
     tracing::info!("controller stopped");
     Ok(result?)
+}
+
+/// Runs the leader's loops for each term this controller is elected for.
+async fn lead_while_elected(shared: Arc<Shared>) {
+    let mut leading = shared.leadership.subscribe();
+    loop {
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            r = leading.wait_for(|l| *l) => if r.is_err() { return },
+        }
+        let term = shared.shutdown.child_token();
+        *shared.term.lock().unwrap_or_else(|p| p.into_inner()) = term.clone();
+        shared.leadership.set_running(true);
+        let (leader, number) = shared.leadership.leader();
+        shared.event(EventRecord::normal(
+            "LeaderElected",
+            format!("controller/{leader}"),
+            format!("controller {leader} leads (term {number})"),
+        ));
+        let loops = [
+            tokio::spawn(executor::run(shared.clone())),
+            tokio::spawn(liveness::run(shared.clone())),
+            tokio::spawn(autoscale_loop::run(shared.clone())),
+        ];
+        shared.kick();
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => {}
+            _ = leading.wait_for(|l| !*l) => {}
+        }
+        term.cancel();
+        for l in loops {
+            let _ = l.await;
+        }
+        // Start and stop tasks of the ended term may still be queued: they check `may_act`
+        // before sending anything, and release their pods when they end.
+        shared.leadership.set_running(false);
+        if shared.shutdown.is_cancelled() {
+            return;
+        }
+    }
+}
+
+/// Following etcd: republishes endpoint snapshots when pods change, whoever changed them
+/// (paced: at most every 20 ms).
+async fn follow_endpoints(shared: Arc<Shared>) {
+    loop {
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            _ = shared.followed.notified() => {}
+        }
+        let s = shared.clone();
+        let _ = tokio::task::spawn_blocking(move || s.refresh_endpoints()).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

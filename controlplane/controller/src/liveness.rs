@@ -16,6 +16,7 @@ use pss_store::Change;
 
 /// Checks liveness a few times per timeout until shutdown.
 pub(crate) async fn run(shared: Arc<Shared>) {
+    let term = shared.term();
     // Often enough that a silent node is noticed within a second of its timeout (so its pods
     // run elsewhere within the timeout plus a few seconds, issue 14); a check reads the nodes
     // from memory and the pods only when a node is late.
@@ -25,7 +26,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = shared.shutdown.cancelled() => return,
+            _ = term.cancelled() => return,
             _ = interval.tick() => {}
         }
         if let Err(e) = check(&shared, now_ms()) {

@@ -24,9 +24,21 @@ struct Args {
     /// gRPC listen address.
     #[arg(long, env = "PSS_LISTEN", default_value = ":50051")]
     listen: String,
-    /// SQLite database path.
+    /// SQLite database path (the default store).
     #[arg(long, env = "PSS_DB", default_value = "pss.db")]
     db: PathBuf,
+    /// State store: `sqlite://PATH` (the default, same as --db PATH) or
+    /// `etcd://HOST:PORT[,HOST:PORT...]` (several controllers share it; one leads).
+    #[arg(long, env = "PSS_STORE")]
+    store: Option<String>,
+    /// On etcd: the key prefix the cluster's state lives under (several clusters can share an
+    /// etcd under different prefixes).
+    #[arg(long, env = "PSS_ETCD_PREFIX", default_value = pss_store::etcd::DEFAULT_PREFIX)]
+    etcd_prefix: String,
+    /// On etcd: the leader lease's TTL; a leader that dies is replaced within about this long
+    /// (2s to 60s).
+    #[arg(long, default_value_t = HumanDuration(pss_controller::DEFAULT_LEADER_TTL))]
+    leader_ttl: HumanDuration,
     /// Periodic reconcile interval (changes also reconcile at once).
     #[arg(long, default_value_t = HumanDuration(defaults::RECONCILE_INTERVAL))]
     reconcile_interval: HumanDuration,
@@ -94,22 +106,130 @@ struct Args {
     admin: Option<String>,
     #[command(flatten)]
     server: ServerArgs,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Moves a cluster's state from one store to another (e.g. SQLite to etcd) while no
+    /// controller runs; the target must be empty. Then start the controllers on the target.
+    Migrate {
+        /// Where the state is now: `sqlite://PATH`.
+        #[arg(long)]
+        from: String,
+        /// Where it goes: `etcd://HOST:PORT[,HOST:PORT...]` (under --etcd-prefix).
+        #[arg(long)]
+        to: String,
+    },
+}
+
+/// A `--store`, `--from` or `--to` value.
+enum StoreSpec {
+    Sqlite(PathBuf),
+    Etcd(String),
+}
+
+fn parse_store(flag: &str, spec: &str) -> anyhow::Result<StoreSpec> {
+    if let Some(path) = spec.strip_prefix("sqlite://") {
+        if path.is_empty() {
+            anyhow::bail!("{flag} {spec:?}: sqlite:// needs a path");
+        }
+        return Ok(StoreSpec::Sqlite(PathBuf::from(path)));
+    }
+    if spec.starts_with("etcd://") {
+        pss_etcd::parse_endpoints(spec).map_err(|e| anyhow::anyhow!("{flag}: {e}"))?;
+        return Ok(StoreSpec::Etcd(spec.to_string()));
+    }
+    let shown = pss_core::text::cut_short(spec, 100);
+    anyhow::bail!("{flag} {shown:?}: expected sqlite://PATH or etcd://HOST:PORT[,HOST:PORT...]")
+}
+
+fn open_etcd(spec: &str, prefix: &str) -> anyhow::Result<pss_store::EtcdStore> {
+    pss_store::EtcdStore::connect(spec, prefix, pss_etcd::Timeouts::default())
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .with_context(|| format!("connecting to etcd at {spec}"))
+}
+
+/// `pss-controller migrate`: copies everything into an empty target.
+fn migrate(from: &str, to: &str, prefix: &str) -> anyhow::Result<()> {
+    let StoreSpec::Sqlite(path) = parse_store("--from", from)? else {
+        anyhow::bail!("--from: migrate reads from sqlite://PATH");
+    };
+    let StoreSpec::Etcd(target) = parse_store("--to", to)? else {
+        anyhow::bail!("--to: migrate writes to etcd://HOST:PORT[,...]");
+    };
+    if !path.exists() {
+        anyhow::bail!("--from: {} does not exist", path.display());
+    }
+    let source =
+        SqliteStore::open(&path).with_context(|| format!("opening database {}", path.display()))?;
+    let etcd = open_etcd(&target, prefix)?;
+    let summary = etcd
+        .import(&source)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .context("migrating (nothing was left in etcd)")?;
+    println!(
+        "migrated {} to {target} under {prefix}: {} workloads, {} services, {} autoscalers, \
+         {} nodes, {} pods, {} events, {} join tokens, {} revocations",
+        path.display(),
+        summary.workloads,
+        summary.services,
+        summary.autoscalers,
+        summary.nodes,
+        summary.pods,
+        summary.events,
+        summary.join_tokens,
+        summary.revoked_certificates
+    );
+    Ok(())
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(Command::Migrate { from, to }) = &args.command {
+        let (from, to, prefix) = (from.clone(), to.clone(), args.etcd_prefix.clone());
+        return tokio::task::spawn_blocking(move || migrate(&from, &to, &prefix)).await?;
+    }
+    let leader_ttl: Duration = args.leader_ttl.into();
+    if !(Duration::from_secs(2)..=Duration::from_secs(60)).contains(&leader_ttl) {
+        anyhow::bail!(
+            "--leader-ttl {args_ttl}: must be between 2s and 60s",
+            args_ttl = args.leader_ttl
+        );
+    }
+    let spec = match &args.store {
+        Some(s) => parse_store("--store", s)?,
+        None => StoreSpec::Sqlite(args.db.clone()),
+    };
+    let db = match &spec {
+        StoreSpec::Sqlite(p) => p.clone(),
+        StoreSpec::Etcd(_) => args.db.clone(),
+    };
     let token = args.server.start_optional().map_err(anyhow::Error::msg)?;
     if args.insecure && token.is_none() {
         anyhow::bail!("--insecure needs the shared token (--token-file or PSS_TOKEN)");
     }
-    let store = SqliteStore::open(&args.db)
-        .with_context(|| format!("opening database {}", args.db.display()))?;
+    let (store, etcd): (Arc<dyn pss_store::StateStore>, _) = match &spec {
+        StoreSpec::Sqlite(path) => (
+            Arc::new(
+                SqliteStore::open(path)
+                    .with_context(|| format!("opening database {}", path.display()))?,
+            ),
+            None,
+        ),
+        StoreSpec::Etcd(s) => {
+            let (s, prefix) = (s.clone(), args.etcd_prefix.clone());
+            let etcd =
+                Arc::new(tokio::task::spawn_blocking(move || open_etcd(&s, &prefix)).await??);
+            (etcd.clone() as Arc<dyn pss_store::StateStore>, Some(etcd))
+        }
+    };
     let listener = bind(&args.listen).await.map_err(anyhow::Error::msg)?;
     let mut config = ControllerConfig::new(token.unwrap_or_default());
     let data_dir = args.data_dir.clone().unwrap_or_else(|| {
-        args.db
-            .parent()
+        db.parent()
             .filter(|p| !p.as_os_str().is_empty())
             .map_or_else(|| PathBuf::from("."), PathBuf::from)
     });
@@ -145,9 +265,12 @@ async fn main() -> anyhow::Result<()> {
         ),
         None => None,
     };
-    tracing::info!(db = %args.db.display(), "state store opened");
+    config.leader_ttl = leader_ttl;
+    match &args.store {
+        Some(s) => tracing::info!(store = %s, "state store opened"),
+        None => tracing::info!(db = %args.db.display(), "state store opened"),
+    }
 
-    let store: Arc<dyn pss_store::StateStore> = Arc::new(store);
     if matches!(config.tls, TlsSetup::Auto { .. }) {
         let path = match &args.operator_config {
             Some(p) if p.as_os_str() == "none" => None,
@@ -176,7 +299,10 @@ async fn main() -> anyhow::Result<()> {
 
     let shutdown = CancellationToken::new();
     pss_plumbing::shutdown::cancel_on_signals(shutdown.clone());
-    serve(listener, store, config, shutdown).await?;
+    match etcd {
+        Some(etcd) => pss_controller::serve_etcd(listener, etcd, config, shutdown).await?,
+        None => serve(listener, store, config, shutdown).await?,
+    }
     Ok(())
 }
 

@@ -82,6 +82,20 @@ impl Admin for ControllerAdmin {
                 .collect();
             render_gauge(&mut out, "pss_nodes", "Nodes by status.", "status", &counts);
         }
+        let leadership = &self.shared.leadership;
+        let mode = if leadership.is_elected() {
+            "etcd"
+        } else {
+            "sole"
+        };
+        let leads = if leadership.may_act() { 1.0 } else { 0.0 };
+        render_gauge(
+            &mut out,
+            "pss_controller_leader",
+            "1 while this controller runs the control loops (mode: sole on SQLite, etcd when elected).",
+            "mode",
+            &[(mode.to_string(), leads)],
+        );
         out
     }
 

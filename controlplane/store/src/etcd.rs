@@ -1186,3 +1186,132 @@ impl From<&CertificateRecord> for CertJson {
         }
     }
 }
+
+/// What [`EtcdStore::import`] moved.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ImportSummary {
+    pub workloads: usize,
+    pub services: usize,
+    pub autoscalers: usize,
+    pub nodes: usize,
+    pub pods: usize,
+    pub events: usize,
+    pub join_tokens: usize,
+    pub revoked_certificates: usize,
+}
+
+impl EtcdStore {
+    /// Copies everything `from` holds (desired and observed state, revision histories, events,
+    /// join tokens, revocations) into this store, which must hold nothing under its prefix.
+    /// On any failure the keys written so far are removed again: nothing half-imported stays.
+    pub fn import(&self, from: &dyn StateStore) -> Result<ImportSummary> {
+        let (existing, _) = self.snapshot()?;
+        if !existing.is_empty() {
+            return Err(Error::Config(format!(
+                "etcd already holds {} keys under {}: refusing to import over a cluster's state \
+                 (delete them with `etcdctl del --prefix {}` if they are left over)",
+                existing.len(),
+                self.prefix,
+                self.prefix
+            )));
+        }
+        let mut puts: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut put = |key: Vec<u8>, value: Vec<u8>| puts.push((key, value));
+        let mut summary = ImportSummary::default();
+        for w in from.list_workloads()? {
+            let name = w.workload.name.clone();
+            put(self.workload_key(&name), serde_json::to_vec(&w)?);
+            put(
+                self.revisions_key(&name),
+                serde_json::to_vec(&from.list_revisions(&name)?)?,
+            );
+            summary.workloads += 1;
+        }
+        for s in from.list_services()? {
+            put(
+                self.key(&format!("s/{}", s.service.name)),
+                serde_json::to_vec(&s)?,
+            );
+            summary.services += 1;
+        }
+        for a in from.list_autoscalers()? {
+            put(
+                self.key(&format!("a/{}", a.policy.name)),
+                serde_json::to_vec(&a)?,
+            );
+            summary.autoscalers += 1;
+        }
+        for n in from.list_nodes()? {
+            let hb = Heartbeat {
+                cpu_usage_percent: n.cpu_usage_percent,
+                memory_used_bytes: n.memory_used_bytes,
+                time_ms: n.last_heartbeat_ms,
+            };
+            put(
+                self.key(&format!("hb/{}", n.name)),
+                serde_json::to_vec(&hb)?,
+            );
+            put(self.key(&format!("n/{}", n.name)), serde_json::to_vec(&n)?);
+            summary.nodes += 1;
+        }
+        for p in from.list_pods(None)? {
+            put(self.key(&format!("p/{}", p.id)), serde_json::to_vec(&p)?);
+            summary.pods += 1;
+        }
+        for e in from.list_events(from.event_retention())? {
+            put(self.event_key(e.id), serde_json::to_vec(&e)?);
+            summary.events += 1;
+        }
+        put(
+            self.key("seq/event"),
+            serde_json::to_vec(&from.next_event_id()?)?,
+        );
+        if let Some(creds) = from.credentials() {
+            for t in creds.join_tokens()? {
+                put(
+                    self.key(&format!("ct/{}", t.id)),
+                    serde_json::to_vec(&TokenJson::from(&t))?,
+                );
+                summary.join_tokens += 1;
+            }
+            // Revocations must survive the move; the other certificate records only serve
+            // revocation by node name, which a re-registering agent's new certificate renews.
+            for serial in creds.revoked_serials(now_ms())? {
+                let cert = CertJson {
+                    serial: serial.clone(),
+                    role: String::new(),
+                    name: String::new(),
+                    issued_ms: 0,
+                    not_after_ms: i64::MAX,
+                    revoked: true,
+                };
+                put(
+                    self.key(&format!("cc/{serial}")),
+                    serde_json::to_vec(&cert)?,
+                );
+                summary.revoked_certificates += 1;
+            }
+        }
+        let result = puts.chunks(MAX_BATCH_OPS).try_for_each(|chunk| {
+            let ops = chunk
+                .iter()
+                .map(|(k, v)| put_op(k.clone(), v.clone()))
+                .collect();
+            // Every key must still be absent: a second import running at once fails here.
+            let compares = chunk.iter().map(|(k, _)| cmp_mod(k, 0)).collect();
+            match self.commit(compares, ops)? {
+                true => Ok(()),
+                false => Err(Error::Conflict(
+                    "another writer created keys under the prefix during the import".into(),
+                )),
+            }
+        });
+        if let Err(e) = result {
+            let prefix = self.key("");
+            let end = pss_etcd::prefix_end(&prefix);
+            let _ = self.commit(vec![], vec![range_delete_op(prefix, end)]);
+            return Err(e);
+        }
+        Ok(summary)
+    }
+}

@@ -246,6 +246,13 @@ impl FakeAgent {
     pub fn pod_count(&self) -> usize {
         self.pods.lock().unwrap().len()
     }
+
+    /// Ids of the pods running, sorted.
+    pub fn pod_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.pods.lock().unwrap().keys().cloned().collect();
+        ids.sort();
+        ids
+    }
 }
 
 #[tonic::async_trait]
