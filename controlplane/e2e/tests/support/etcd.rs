@@ -92,15 +92,10 @@ impl EtcdCluster {
     pub fn start(members: usize) -> EtcdCluster {
         assert!(members > 0, "an etcd cluster needs at least one member");
         require_etcd();
-        let dir = if Path::new("/dev/shm").is_dir() {
-            tempfile::Builder::new()
-                .prefix("pss-etcd-")
-                .tempdir_in("/dev/shm")
-                .or_else(|_| tempfile::Builder::new().prefix("pss-etcd-").tempdir())
-        } else {
-            tempfile::Builder::new().prefix("pss-etcd-").tempdir()
-        }
-        .expect("a temporary directory for etcd");
+        let dir = tempfile::Builder::new()
+            .prefix("pss-etcd-")
+            .tempdir_in(scratch_dir())
+            .expect("a temporary directory for etcd");
         let watchdog = Command::new("sh")
             .arg("-c")
             .arg(
@@ -480,6 +475,35 @@ impl Drop for EtcdCluster {
             let _ = w.kill();
             let _ = w.wait();
         }
+    }
+}
+
+/// Where clusters keep their data: `$PSS_ETCD_TMPDIR`, else `/dev/shm` when it has room (each
+/// member preallocates a 64 MiB WAL; a container's default `/dev/shm` is only 64 MiB), else the
+/// temporary directory.
+fn scratch_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("PSS_ETCD_TMPDIR") {
+        return PathBuf::from(d);
+    }
+    let shm_free_kib = Command::new("df")
+        .args(["-Pk", "/dev/shm"])
+        .stderr(Stdio::null())
+        .output()
+        .ok()
+        .and_then(|o| {
+            let text = String::from_utf8_lossy(&o.stdout).into_owned();
+            text.lines()
+                .nth(1)?
+                .split_whitespace()
+                .nth(3)?
+                .parse::<u64>()
+                .ok()
+        })
+        .unwrap_or(0);
+    if shm_free_kib >= 2 << 20 {
+        PathBuf::from("/dev/shm")
+    } else {
+        std::env::temp_dir()
     }
 }
 
