@@ -61,8 +61,16 @@ status() {
             echo "controller c$n $(ctl_addr "$n") not running"; bad=1
         fi
     done
+    echo "leading controller: $(leader || echo none)"
     bash scripts/etcd-cluster.sh status "$ETCD_DIR" || bad=1
     return "$bad"
+}
+
+leader() { # the address in the leader key (under --etcd-prefix, default pss)
+    local l
+    l=$(ETCDCTL_API=3 etcdctl --endpoints=127.0.0.1:23791,127.0.0.1:23792,127.0.0.1:23793 \
+        --dial-timeout=1s --command-timeout=2s get --print-value-only /pss/leader 2>/dev/null) || return 1
+    [ -n "$l" ] && echo "$l"
 }
 
 fail() { # message: print it, the controllers' log tails, and stop everything
@@ -145,6 +153,11 @@ for _ in $(seq 100); do
 done
 [ -n "$ok" ] || fail "pssctl --controller $CTL_ADDRS get nodes does not answer after 30 s: $(pssctl get nodes 2>&1 | tail -n 3)"
 pssctl get nodes || true
+for _ in $(seq 50); do leader >/dev/null && break; sleep 0.2; done
+LEADER=$(leader || echo 'none yet')
+echo "leading controller: $LEADER"
+LEADER_N=1
+case $LEADER in 127.0.0.1:5005[1-3]) LEADER_N=${LEADER#127.0.0.1:5005} ;; esac
 
 cat <<EOF
 
@@ -159,8 +172,9 @@ pssctl against all three (it fails over between them):
 Agents join all three the same way:
    PSS_TOKEN_FILE=$STATE/token $BIN/pss-agent --controller $CTL_ADDRS --insecure \\
        --node-name node-a --listen 127.0.0.1:50061 ...
-Fail-over: kill the leading controller (its log says it leads) and watch another take over:
-   kill \$(cat $STATE/c1.pid); scripts/ha-demo.sh status
+Fail-over: kill the leading controller (status names it; its log says it leads) and watch
+another take over within the lease's TTL:
+   kill -9 \$(cat $STATE/c$LEADER_N.pid); sleep 10; scripts/ha-demo.sh status
 etcd itself: scripts/etcd-cluster.sh status $ETCD_DIR
 Stop everything: scripts/ha-demo.sh stop
 EOF
