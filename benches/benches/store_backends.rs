@@ -16,7 +16,8 @@ use pss_core::model::{
 };
 use pss_store::{CachedStore, Change, EtcdStore, SqliteStore, StateStore};
 
-struct Etcd(Child, tempfile::TempDir, String);
+/// The etcd process, its data directory (removed with it) and its `etcd://` address.
+struct Etcd(Child, #[allow(dead_code)] tempfile::TempDir, String);
 
 impl Drop for Etcd {
     fn drop(&mut self) {

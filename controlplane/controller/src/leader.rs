@@ -164,20 +164,20 @@ impl Leadership {
             // A fresh lease for each campaign: a lost one may be gone.
             let id = match lease {
                 Some(id) => id,
-                None => match {
+                None => {
                     fresh = Instant::now();
-                    etcd.grant(ttl_secs).await
-                } {
-                    Ok(id) => {
-                        lease = Some(id);
-                        id
+                    match etcd.grant(ttl_secs).await {
+                        Ok(id) => {
+                            lease = Some(id);
+                            id
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "leader election: cannot grant a lease");
+                            pause(&shutdown, OBSERVE_EVERY * 5).await;
+                            continue;
+                        }
                     }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "leader election: cannot grant a lease");
-                        pause(&shutdown, OBSERVE_EVERY * 5).await;
-                        continue;
-                    }
-                },
+                }
             };
             match try_acquire(&etcd, &key, id, &self.inner.me).await {
                 Ok(Acquired::Won { term }) => {

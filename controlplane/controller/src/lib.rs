@@ -278,13 +278,9 @@ async fn setup_security(
     store: &Arc<dyn StateStore>,
     config: &ControllerConfig,
 ) -> Result<security::Security> {
-    let security = security::Security::setup(
-        &config.tls,
-        config.tls_sans.clone(),
-        &store,
-        config.cert_ttl,
-    )
-    .await?;
+    let security =
+        security::Security::setup(&config.tls, config.tls_sans.clone(), store, config.cert_ttl)
+            .await?;
     if security.server.is_none() {
         tracing::warn!(
             "--insecure: serving plaintext; tokens and manifests cross the network in clear"

@@ -418,7 +418,11 @@ async fn migrate_moves_a_sqlite_cluster_to_etcd_once_and_refuses_bad_stores() {
     let from = format!("sqlite://{}", db.display());
     let out = migrate(from.clone(), etcd.store_url());
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("1 workloads, 1 services"), "{stdout}");
     // A second migration would overwrite a live cluster's state: refused, etcd untouched.
     let out = migrate(from, etcd.store_url());
@@ -432,14 +436,23 @@ async fn migrate_moves_a_sqlite_cluster_to_etcd_once_and_refuses_bad_stores() {
     .await;
     let list = c.ctl(&["get", "workloads"]).await.unwrap();
     assert!(list.contains("web") && list.contains(" 4 "), "{list}");
-    let history = c.ctl(&["rollout", "history", "workload/web"]).await.unwrap();
+    let history = c
+        .ctl(&["rollout", "history", "workload/web"])
+        .await
+        .unwrap();
     assert!(history.contains('1'), "{history}");
 
     // Bad stores are named, with a non-zero exit, before anything starts.
     for (args, says) in [
         (vec!["--store", "etcd://"], "--store"),
-        (vec!["--store", "mysql://x"], "expected sqlite://PATH or etcd://"),
-        (vec!["--store", "etcd://127.0.0.1:1,127.0.0.1:1"], "given twice"),
+        (
+            vec!["--store", "mysql://x"],
+            "expected sqlite://PATH or etcd://",
+        ),
+        (
+            vec!["--store", "etcd://127.0.0.1:1,127.0.0.1:1"],
+            "given twice",
+        ),
         (vec!["--leader-ttl", "1s"], "--leader-ttl"),
     ] {
         let out = std::process::Command::new(&bin)
@@ -449,15 +462,27 @@ async fn migrate_moves_a_sqlite_cluster_to_etcd_once_and_refuses_bad_stores() {
             .output()
             .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success() && err.contains(says), "{args:?}: {err}");
+        assert!(
+            !out.status.success() && err.contains(says),
+            "{args:?}: {err}"
+        );
     }
     let started = Instant::now();
     let out = std::process::Command::new(&bin)
-        .args(["--store", "etcd://127.0.0.1:1", "--insecure", "--listen", "127.0.0.1:0"])
+        .args([
+            "--store",
+            "etcd://127.0.0.1:1",
+            "--insecure",
+            "--listen",
+            "127.0.0.1:0",
+        ])
         .env("PSS_TOKEN", support::TOKEN)
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("unavailable"), "{err}");
+    assert!(
+        !out.status.success() && err.contains("unavailable"),
+        "{err}"
+    );
     assert!(started.elapsed() < Duration::from_secs(10));
 }

@@ -607,7 +607,7 @@ impl EtcdStore {
         if ops.is_empty() && events.is_empty() {
             return Ok(());
         }
-        let events_now: Vec<EventRecord> = events.drain(..).collect();
+        let events_now: Vec<EventRecord> = std::mem::take(events);
         let ok = self.commit_with_events(compares, ops, &events_now)?;
         compares.clear();
         ops.clear();
@@ -1076,7 +1076,7 @@ impl CredentialStore for EtcdStore {
             .into_iter()
             .map(Into::into)
             .collect();
-        tokens.sort_by(|a, b| b.created_ms.cmp(&a.created_ms));
+        tokens.sort_by_key(|t| std::cmp::Reverse(t.created_ms));
         Ok(tokens)
     }
 
