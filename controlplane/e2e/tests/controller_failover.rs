@@ -401,10 +401,10 @@ async fn a_proxy_keeps_forwarding_when_its_controller_is_killed_and_follows_the_
     }
     assert_eq!(seen, b_pods, "round robin over B's two pods");
     let version_b = handle.service("web-svc").unwrap().stats().snapshot_version;
-    assert!(
-        version_b < version_a,
-        "B's first snapshot (v{version_b}) replaced A's newer v{version_a}"
-    );
+    // B numbers its snapshots on its own, so its version may be below, equal to or above A's
+    // (how many snapshots each published): B's pods are served whichever. That an older
+    // version is taken on a new stream is checked exactly in dataplane/tests/watch.rs.
+    eprintln!("A's last snapshot v{version_a}, B's v{version_b}");
 
     stop_proxy.cancel();
     let _ = proxy_task.await;
