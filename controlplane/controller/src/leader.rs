@@ -2,7 +2,10 @@
 //! elected through an etcd lease; with SQLite the one controller always leads.
 //!
 //! ## Election
-//! Each controller grants itself a lease of `--leader-ttl` and campaigns with one transaction:
+//! `--leader-ttl` is the bound on a failover: the lease is granted for one second less (etcd
+//! expires leases on a 500 ms tick and a follower looks every 200 ms, so a dead leader is
+//! replaced within the flag's value). Each controller grants itself such a lease and campaigns
+//! with one transaction:
 //! "if `<prefix>leader` does not exist, create it with my lease, else read it". The winner's
 //! term is the key's `create_revision`, which grows with every election. The leader keeps its
 //! lease alive every TTL/3; the others read the key every [`OBSERVE_EVERY`] and campaign again
@@ -33,6 +36,12 @@ pub const OBSERVE_EVERY: Duration = Duration::from_millis(200);
 /// Subtracted from the lease's end: clocks of etcd and of this host advance at slightly
 /// different rates, and a step must never be taken on a lease that may have expired.
 pub const SAFETY_MARGIN: Duration = Duration::from_millis(500);
+/// The lease granted for a `--leader-ttl` of `failover`: one second less (at least one second),
+/// the time etcd's expiry tick and a follower's look take on top of the lease.
+pub fn lease_ttl(failover: Duration) -> Duration {
+    Duration::from_secs(failover.as_secs().saturating_sub(1).max(1))
+}
+
 /// Default `--leader-ttl`.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(5);
 
@@ -149,7 +158,13 @@ impl Leadership {
 
     /// Campaigns, leads and campaigns again until `shutdown`; resigns (revokes the lease) on
     /// shutdown so the next leader need not wait for the TTL.
-    pub async fn campaign(self, store: Arc<EtcdStore>, ttl: Duration, shutdown: CancellationToken) {
+    pub async fn campaign(
+        self,
+        store: Arc<EtcdStore>,
+        failover: Duration,
+        shutdown: CancellationToken,
+    ) {
+        let ttl = lease_ttl(failover);
         let etcd = store.etcd().clone();
         let key = store.key("leader");
         let ttl_secs = ttl.as_secs().max(1) as i64;

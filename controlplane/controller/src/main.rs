@@ -35,8 +35,8 @@ struct Args {
     /// etcd under different prefixes).
     #[arg(long, env = "PSS_ETCD_PREFIX", default_value = pss_store::etcd::DEFAULT_PREFIX)]
     etcd_prefix: String,
-    /// On etcd: the leader lease's TTL; a leader that dies is replaced within about this long
-    /// (2s to 60s).
+    /// On etcd: a leader that dies is replaced within this long (3s to 60s; its lease is
+    /// granted for one second less).
     #[arg(long, default_value_t = HumanDuration(pss_controller::DEFAULT_LEADER_TTL))]
     leader_ttl: HumanDuration,
     /// Periodic reconcile interval (changes also reconcile at once).
@@ -193,9 +193,9 @@ async fn main() -> anyhow::Result<()> {
         return tokio::task::spawn_blocking(move || migrate(&from, &to, &prefix)).await?;
     }
     let leader_ttl: Duration = args.leader_ttl.into();
-    if !(Duration::from_secs(2)..=Duration::from_secs(60)).contains(&leader_ttl) {
+    if !(Duration::from_secs(3)..=Duration::from_secs(60)).contains(&leader_ttl) {
         anyhow::bail!(
-            "--leader-ttl {args_ttl}: must be between 2s and 60s",
+            "--leader-ttl {args_ttl}: must be between 3s and 60s",
             args_ttl = args.leader_ttl
         );
     }
