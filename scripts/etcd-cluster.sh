@@ -95,6 +95,7 @@ start() {
             --initial-advertise-peer-urls "http://127.0.0.1:$(peer_port "$n")" \
             --initial-cluster "$INITIAL_CLUSTER" --initial-cluster-state "$state" \
             --initial-cluster-token pss-ha-local --quota-backend-bytes $((2 << 30)) \
+            --max-txn-ops 1024 --max-request-bytes 10485760 \
             --logger zap --log-outputs stderr \
             </dev/null >>"$DIR/m$n.log" 2>&1 &
         echo $! >"$DIR/m$n.pid"

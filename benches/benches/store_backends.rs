@@ -11,9 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
-use pss_core::model::{
-    Container, Object, Placement, PodPhase, PodRecord, PodSpec, Resources, Workload,
-};
+use pss_core::model::{Object, PodPhase, PodRecord};
 use pss_store::{CachedStore, Change, EtcdStore, SqliteStore, StateStore};
 
 /// The etcd process, its data directory (removed with it) and its `etcd://` address.
@@ -67,34 +65,7 @@ fn start_etcd() -> Option<Etcd> {
     Some(etcd)
 }
 
-fn workload(name: &str, replicas: u32) -> Workload {
-    Workload {
-        labels: Default::default(),
-        rollout: Default::default(),
-        name: name.to_string(),
-        replicas,
-        placement: Placement::Spread,
-        pod_spec: PodSpec {
-            restart_policy: Default::default(),
-            restarted_at_ms: 0,
-            containers: vec![Container {
-                liveness_probe: None,
-                limits: None,
-                name: "web".into(),
-                image: "localhost/pss-demo:latest".into(),
-                command: vec![],
-                args: vec![],
-                env: vec![],
-                resources: Resources {
-                    cpu_millis: 100,
-                    memory_bytes: 64 << 20,
-                },
-            }],
-            ports: vec![],
-            readiness_probe: None,
-        },
-    }
-}
+use pss_store::fixtures::workload;
 
 fn pods(round: u64) -> Vec<Change> {
     (0..100)

@@ -50,6 +50,9 @@ impl From<Error> for tonic::Status {
                 tonic::Status::unavailable(e.to_string())
             }
             Error::Store(pss_store::Error::Conflict(_)) => tonic::Status::aborted(e.to_string()),
+            Error::Store(pss_store::Error::Refused(_)) => {
+                tonic::Status::failed_precondition(e.to_string())
+            }
             Error::Rpc(s) => s.clone(),
             _ => tonic::Status::internal(e.to_string()),
         }

@@ -192,6 +192,8 @@ async fn main() -> anyhow::Result<()> {
         let (from, to, prefix) = (from.clone(), to.clone(), args.etcd_prefix.clone());
         return tokio::task::spawn_blocking(move || migrate(&from, &to, &prefix)).await?;
     }
+    pss_store::etcd::check_prefix(&args.etcd_prefix)
+        .map_err(|e| anyhow::anyhow!("--etcd-prefix: {e}"))?;
     let leader_ttl: Duration = args.leader_ttl.into();
     if !(Duration::from_secs(3)..=Duration::from_secs(60)).contains(&leader_ttl) {
         anyhow::bail!(

@@ -422,6 +422,16 @@ async fn migrate_moves_a_sqlite_cluster_to_etcd_once_and_refuses_bad_stores() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("1 workloads, 1 services"), "{stdout}");
+    // A source that is not there, or not SQLite, is named.
+    let out = migrate(
+        format!("sqlite://{}/nope.db", dir.path().display()),
+        etcd.store_url(),
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
+    let out = migrate(etcd.store_url(), etcd.store_url());
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--from"));
     // A second migration would overwrite a live cluster's state: refused, etcd untouched.
     let out = migrate(from, etcd.store_url());
     assert!(!out.status.success());
@@ -441,6 +451,7 @@ async fn migrate_moves_a_sqlite_cluster_to_etcd_once_and_refuses_bad_stores() {
     assert!(history.contains('1'), "{history}");
 
     // Bad stores are named, with a non-zero exit, before anything starts.
+    let long_prefix = format!("/{}/", "p".repeat(100_000));
     for (args, says) in [
         (vec!["--store", "etcd://"], "--store"),
         (
@@ -452,13 +463,17 @@ async fn migrate_moves_a_sqlite_cluster_to_etcd_once_and_refuses_bad_stores() {
             "given twice",
         ),
         (vec!["--leader-ttl", "2s"], "--leader-ttl"),
+        (vec!["--etcd-prefix", "pss"], "prefix"),
+        (vec!["--store", "sqlite://"], "needs a path"),
+        (vec!["--etcd-prefix", &long_prefix], "prefix"),
     ] {
-        let out = std::process::Command::new(&bin)
-            .args(&args)
-            .args(["--insecure", "--listen", "127.0.0.1:0"])
-            .env("PSS_TOKEN", support::TOKEN)
-            .output()
-            .unwrap();
+        let out = run_for_at_most(
+            std::process::Command::new(&bin)
+                .args(&args)
+                .args(["--insecure", "--listen", "127.0.0.1:0"])
+                .env("PSS_TOKEN", support::TOKEN),
+            Duration::from_secs(15),
+        );
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(
             !out.status.success() && err.contains(says),
@@ -483,4 +498,103 @@ async fn migrate_moves_a_sqlite_cluster_to_etcd_once_and_refuses_bad_stores() {
         "{err}"
     );
     assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hung_etcd_blocks_no_read_and_refuses_writes_within_the_bound() {
+    let etcd = EtcdCluster::start(3);
+    let dir = tempfile::tempdir().unwrap();
+    let controllers = start_controllers(&etcd, dir.path(), 2).await;
+    leader(&etcd).await;
+    let one = "kind: Workload\nmetadata: {name: one}\nspec:\n  replicas: 0\n  podSpec:\n    containers:\n      - {name: c, image: localhost/pss-demo:latest}\n";
+    apply(&controllers[0], dir.path(), "one", one)
+        .await
+        .unwrap();
+    // Every member paused: connections stay open, nothing answers (the hardest failure:
+    // no reset, only silence).
+    for i in 0..3 {
+        etcd.stop(i);
+    }
+    let c = &controllers[1];
+    // Many writes at once, each waiting on etcd...
+    let mut writes = Vec::new();
+    for i in 0..8 {
+        let yaml = one.replace("name: one", &format!("name: hung-{i}"));
+        let path = dir.path().join(format!("hung-{i}.yaml"));
+        std::fs::write(&path, yaml).unwrap();
+        let addr = c.addr.to_string();
+        writes.push(tokio::spawn(async move {
+            let started = Instant::now();
+            let r = support::ctl_raw(&[
+                "pssctl",
+                "--controller",
+                &addr,
+                "--token",
+                support::TOKEN,
+                "--insecure",
+                "apply",
+                "-f",
+                path.to_str().unwrap(),
+            ])
+            .await;
+            (r.map_err(|e| e.to_string()), started.elapsed())
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // ...while reads are answered from memory at once.
+    for _ in 0..5 {
+        let t = Instant::now();
+        let list = c.ctl(&["get", "workloads"]).await.unwrap();
+        assert!(list.contains("one"), "{list}");
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "a read took {:?}",
+            t.elapsed()
+        );
+    }
+    for w in writes {
+        let (result, took) = w.await.unwrap();
+        let err = result.expect_err("a write acknowledged while etcd is hung");
+        assert!(err.contains("unavailable"), "{err}");
+        assert!(
+            took < Duration::from_secs(8),
+            "a refused write took {took:?}"
+        );
+    }
+    // Once etcd answers again, so do writes.
+    for i in 0..3 {
+        etcd.cont(i);
+    }
+    let two = one.replace("name: one", "name: two");
+    let started = Instant::now();
+    while apply(c, dir.path(), "two", &two).await.is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "writes never resumed"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// Runs `cmd` to its end, killing it after `limit` (a binary that should have refused its
+/// flags but serves instead must not hang the test).
+fn run_for_at_most(cmd: &mut std::process::Command, limit: Duration) -> std::process::Output {
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + limit;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "still running after {limit:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
 }

@@ -54,6 +54,10 @@ pub enum Error {
     /// No member answered in time, or the call failed (the status names why).
     #[error("etcd unavailable: {0}")]
     Unavailable(String),
+    /// etcd answered and refused the request itself (too large, too many operations, out of
+    /// space): retrying elsewhere will not help; the message says which of etcd's limits.
+    #[error("etcd refused the request: {0}")]
+    Refused(String),
     /// The watch was compacted past the revision asked for: list again.
     #[error("etcd watch: revision {asked} is compacted (oldest kept {compact_revision})")]
     Compacted { asked: i64, compact_revision: i64 },
@@ -64,7 +68,25 @@ pub enum Error {
 
 impl From<tonic::Status> for Error {
     fn from(s: tonic::Status) -> Self {
-        Error::Unavailable(format!("{:?}: {}", s.code(), s.message()))
+        use tonic::Code;
+        let message = s.message();
+        // etcd's own limits, named with the flag that moves them.
+        let hint = if message.contains("too many operations") {
+            " (etcd's --max-txn-ops, default 128; PSS recommends 1024)"
+        } else if message.contains("request is too large") || message.contains("larger than max") {
+            " (etcd's --max-request-bytes, default 1.5 MiB; PSS recommends 10 MiB)"
+        } else if message.contains("space exceeded") {
+            " (etcd's --quota-backend-bytes: compact and defragment, or raise it)"
+        } else {
+            ""
+        };
+        match s.code() {
+            Code::InvalidArgument
+            | Code::ResourceExhausted
+            | Code::FailedPrecondition
+            | Code::OutOfRange => Error::Refused(format!("{message}{hint}")),
+            code => Error::Unavailable(format!("{code:?}: {message}")),
+        }
     }
 }
 

@@ -348,7 +348,7 @@ impl CachedStore {
             return Ok(());
         }
         let write = |all: &[Change]| match &self.follow {
-            Some(f) => f.etcd.write_batch_guarded(all, &self.guards(all)),
+            Some(f) => f.etcd.write_batch_guarded(all, &self.seen(all)),
             None => self.backing.write_batch(all),
         };
         let result = if held.is_empty() {

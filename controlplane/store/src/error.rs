@@ -21,6 +21,10 @@ pub enum Error {
     /// The store cannot be reached (etcd down or cut off): nothing was written.
     #[error("state store unavailable: {0}; writes are refused until it is back")]
     Unavailable(String),
+    /// The store refused the write itself (etcd: too large, too many operations, out of
+    /// space); nothing was written, and trying again as is will not help.
+    #[error("state store refused the write: {0}")]
+    Refused(String),
     /// A write met a concurrent change it could not retry past; nothing was written.
     #[error("write conflict: {0}")]
     Conflict(String),

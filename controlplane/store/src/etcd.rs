@@ -26,6 +26,9 @@
 //! [`crate::StateStore`] is synchronous (SQLite answers in microseconds); here each call runs
 //! on this store's own small runtime and the caller waits for it, bounded by the request
 //! timeout: a hung etcd costs a caller at most that, and then a clear [`Error::Unavailable`].
+//! A caller on a runtime worker waits inside `block_in_place`, so the runtime's other tasks
+//! (reads from memory) move on; and once a call went unanswered, the next ones fail at once
+//! but for one probe ([`EtcdStore::run`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -51,9 +54,11 @@ use pss_plumbing::clock::now_ms;
 pub const DEFAULT_PREFIX: &str = "/pss/";
 /// Attempts of a read-modify-write that keeps meeting concurrent changes.
 const MAX_ATTEMPTS: usize = 16;
-/// Operations per etcd transaction for batched pod writes (etcd's `--max-txn-ops` defaults to
-/// 128; a batch larger than this is split, each part still all-or-nothing).
-pub const MAX_BATCH_OPS: usize = 120;
+/// Operations (and, separately, compares) per etcd transaction for batched writes: pod
+/// records, heartbeats and events together. etcd's `--max-txn-ops` defaults to 128; this leaves
+/// room for the event counter, the retention trim and the leader fence. A larger batch is
+/// split, each part still all-or-nothing.
+pub const MAX_BATCH_OPS: usize = 100;
 /// Bytes per etcd transaction for batched writes (etcd's `--max-request-bytes` defaults to
 /// 1.5 MiB).
 const MAX_BATCH_BYTES: usize = 1024 * 1024;
@@ -79,6 +84,10 @@ pub struct EtcdStore {
     fence: RwLock<Option<Fence>>,
     /// The highest revision any write of this process committed at.
     written: AtomicI64,
+    /// A call went unanswered: calls fail fast but for one probe (see [`EtcdStore::run`]).
+    suspect: std::sync::atomic::AtomicBool,
+    /// A probe call is under way while suspect.
+    probe: std::sync::atomic::AtomicBool,
     /// Serialises the event counter within this process (other processes are kept out by
     /// the counter's revision guard).
     events: Mutex<()>,
@@ -134,11 +143,7 @@ impl EtcdStore {
     pub fn connect(spec: &str, prefix: &str, timeouts: Timeouts) -> Result<EtcdStore> {
         let endpoints =
             pss_etcd::parse_endpoints(spec).map_err(|e| Error::Config(e.to_string()))?;
-        if !prefix.starts_with('/') || !prefix.ends_with('/') || prefix.len() > 128 {
-            return Err(Error::Config(format!(
-                "etcd key prefix {prefix:?} must start and end with '/' (at most 128 bytes)"
-            )));
-        }
+        check_prefix(prefix)?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("etcd-store")
@@ -157,6 +162,8 @@ impl EtcdStore {
             retention: crate::SqliteStore::DEFAULT_EVENT_RETENTION,
             fence: RwLock::new(None),
             written: AtomicI64::new(0),
+            suspect: Default::default(),
+            probe: Default::default(),
             events: Mutex::new(()),
         };
         store.revision_now()?;
@@ -198,21 +205,58 @@ impl EtcdStore {
 
     /// Runs `fut` on the store's runtime and waits for it, at most the request timeout (plus a
     /// second for the connection to be tried).
+    ///
+    /// Once a call has gone unanswered, etcd is *suspect*: further calls fail at once, except
+    /// one probe at a time, until a call is answered again. So a hung etcd (paused, cut off
+    /// without a reset) holds at most the callers already waiting, not every caller in turn:
+    /// the controller's runtime threads stay free for reads from memory.
     pub fn run<T: Send + 'static>(
         &self,
         fut: impl std::future::Future<Output = pss_etcd::Result<T>> + Send + 'static,
     ) -> Result<T> {
+        let wait = self.timeouts.request + self.timeouts.connect;
+        let probing = self.suspect.load(Ordering::Acquire);
+        if probing
+            && self
+                .probe
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+        {
+            return Err(Error::Unavailable(format!(
+                "etcd ({}) did not answer within {wait:?} lately; retried once it answers",
+                self.etcd.endpoints().join(",")
+            )));
+        }
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         self.handle().spawn(async move {
             let _ = tx.send(fut.await);
         });
-        let wait = self.timeouts.request + self.timeouts.connect;
-        match rx.recv_timeout(wait) {
-            Ok(result) => result.map_err(unavailable),
-            Err(_) => Err(Error::Unavailable(format!(
-                "etcd ({}) did not answer within {wait:?}",
-                self.etcd.endpoints().join(",")
-            ))),
+        let answer = match tokio::runtime::Handle::try_current() {
+            // On a runtime worker: say so, and the runtime moves its other tasks to another
+            // thread while this one waits (reads keep being answered).
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(|| rx.recv_timeout(wait))
+            }
+            _ => rx.recv_timeout(wait),
+        };
+        if probing {
+            self.probe.store(false, Ordering::Release);
+        }
+        match answer {
+            Ok(result) => {
+                // Answered (even with an error of etcd's own): not hung.
+                if !matches!(&result, Err(pss_etcd::Error::Unavailable(_))) {
+                    self.suspect.store(false, Ordering::Release);
+                }
+                result.map_err(unavailable)
+            }
+            Err(_) => {
+                self.suspect.store(true, Ordering::Release);
+                Err(Error::Unavailable(format!(
+                    "etcd ({}) did not answer within {wait:?}",
+                    self.etcd.endpoints().join(",")
+                )))
+            }
         }
     }
 
@@ -250,7 +294,10 @@ impl EtcdStore {
         let etcd = self.etcd.clone();
         let prefix = self.key(rest);
         let (kvs, _) = self.run(async move { etcd.range_prefix(&prefix, 0, PAGE).await })?;
-        kvs.iter().map(|kv| decode(&kv.key, &kv.value)).collect()
+        Ok(kvs
+            .iter()
+            .filter_map(|kv| decode_or_skip(&kv.key, &kv.value))
+            .collect())
     }
 
     /// Reads `key` within `tx` (remembered: the commit is guarded by its revision).
@@ -360,7 +407,9 @@ impl EtcdStore {
     }
 
     /// Writes events (numbered from the shared counter, ids given are replaced) and trims to
-    /// the retention bound, with `extra` ops guarded by `compares`, in one transaction.
+    /// the retention bound, with `ops` guarded by `compares`, in one transaction. Another
+    /// controller numbering events at the same time only makes this renumber and retry;
+    /// `Ok(false)` means one of `compares` failed.
     fn commit_with_events(
         &self,
         compares: &[pb::Compare],
@@ -372,41 +421,72 @@ impl EtcdStore {
         }
         let _one = self.events.lock().unwrap_or_else(|p| p.into_inner());
         let seq_key = self.key("seq/event");
-        let seq = self.get_raw(&seq_key)?;
-        let next: u64 = match &seq.value {
-            Some(v) => decode(&seq_key, v)?,
-            None => 1,
-        };
-        let mut all = ops.to_vec();
-        let mut id = next;
-        for e in events {
-            let mut e = e.clone();
-            e.id = id;
-            if e.time_ms == 0 {
-                e.time_ms = now_ms();
+        let mut seq = self.get_raw(&seq_key)?;
+        for attempt in 0..MAX_ATTEMPTS {
+            let next: u64 = match &seq.value {
+                Some(v) => decode(&seq_key, v)?,
+                None => 1,
+            };
+            let mut all = ops.to_vec();
+            let mut id = next;
+            for e in events {
+                let mut e = e.clone();
+                e.id = id;
+                if e.time_ms == 0 {
+                    e.time_ms = now_ms();
+                }
+                all.push(put_op(self.event_key(id), serde_json::to_vec(&e)?));
+                id += 1;
             }
-            all.push(put_op(self.event_key(id), serde_json::to_vec(&e)?));
-            id += 1;
+            all.push(put_op(seq_key.clone(), serde_json::to_vec(&id)?));
+            if id > self.retention as u64 + 1 {
+                let keep_from = id - self.retention as u64;
+                all.push(range_delete_op(
+                    self.event_key(0),
+                    self.event_key(keep_from),
+                ));
+            }
+            let mut guard = compares.to_vec();
+            guard.push(cmp_mod(&seq_key, seq.mod_revision));
+            if self.commit(guard, all)? {
+                return Ok(true);
+            }
+            let now = self.get_raw(&seq_key)?;
+            if now.mod_revision == seq.mod_revision {
+                // The counter held: a compare of the caller's failed.
+                return Ok(false);
+            }
+            seq = now;
+            std::thread::sleep(Duration::from_millis(1 << attempt.min(4)));
         }
-        all.push(put_op(seq_key.clone(), serde_json::to_vec(&id)?));
-        if id > self.retention as u64 + 1 {
-            let keep_from = id - self.retention as u64;
-            all.push(range_delete_op(
-                self.event_key(0),
-                self.event_key(keep_from),
-            ));
-        }
-        let mut guard = compares.to_vec();
-        guard.push(cmp_mod(&seq_key, seq.mod_revision));
-        self.commit(guard, all)
+        Err(Error::Conflict(format!(
+            "gave up numbering events after {MAX_ATTEMPTS} attempts"
+        )))
     }
 
     fn workload_key(&self, name: &str) -> Vec<u8> {
         self.key(&format!("w/{name}"))
     }
 
-    fn revisions_key(&self, name: &str) -> Vec<u8> {
-        self.key(&format!("r/{name}"))
+    /// The prefix of a workload's revisions: `r/<workload>/<revision:020>`, one key each.
+    fn revisions_prefix(&self, name: &str) -> Vec<u8> {
+        self.key(&format!("r/{name}/"))
+    }
+
+    fn revision_key(&self, name: &str, revision: u64) -> Vec<u8> {
+        self.key(&format!("r/{name}/{revision:020}"))
+    }
+
+    /// A workload's revisions, oldest first, with their keys. Not guarded: every write of a
+    /// revision also writes the workload's key, whose revision guards the transaction.
+    fn revisions(&self, name: &str) -> Result<Vec<(Vec<u8>, RevisionRecord)>> {
+        let etcd = self.etcd.clone();
+        let prefix = self.revisions_prefix(name);
+        let (kvs, _) = self.run(async move { etcd.range_prefix(&prefix, 0, PAGE).await })?;
+        Ok(kvs
+            .into_iter()
+            .filter_map(|kv| decode_or_skip(&kv.key, &kv.value).map(|r| (kv.key, r)))
+            .collect())
     }
 
     /// Creates or updates a workload as [`StateStore::apply`] does (generation, revisions,
@@ -453,7 +533,8 @@ impl EtcdStore {
     }
 
     /// Makes `workload.pod_spec` the newest revision (a spec seen before moves to the top under
-    /// a new number) and keeps `revisionHistoryLimit` old ones; returns its number.
+    /// a new number) and keeps `revisionHistoryLimit` old ones; returns its number. Call only
+    /// in a transaction that also writes the workload (its guard covers the revisions).
     fn record_revision(
         &self,
         tx: &mut Tx,
@@ -461,28 +542,36 @@ impl EtcdStore {
         cause: &str,
         now: i64,
     ) -> Result<u64> {
-        let key = self.revisions_key(&workload.name);
-        let mut revisions: Vec<RevisionRecord> = self.tx_get(tx, key.clone())?.unwrap_or_default();
-        let newest = revisions.last().map_or(0, |r| r.revision);
+        let mut revisions = self.revisions(&workload.name)?;
+        let newest = revisions.last().map_or(0, |(_, r)| r.revision);
         let revision = if revisions
             .last()
-            .is_some_and(|r| r.pod_spec == workload.pod_spec)
+            .is_some_and(|(_, r)| r.pod_spec == workload.pod_spec)
         {
             newest
         } else {
-            revisions.retain(|r| r.pod_spec != workload.pod_spec);
-            revisions.push(RevisionRecord {
+            revisions.retain(|(key, r)| {
+                let same = r.pod_spec == workload.pod_spec;
+                if same {
+                    tx.delete(key.clone());
+                }
+                !same
+            });
+            let record = RevisionRecord {
                 revision: newest + 1,
                 pod_spec: workload.pod_spec.clone(),
                 cause: cause.to_string(),
                 created_at_ms: now,
-            });
+            };
+            tx.put(self.revision_key(&workload.name, newest + 1), &record)?;
+            revisions.push((Vec::new(), record));
             newest + 1
         };
         let keep = workload.rollout.revision_history_limit as usize + 1;
         let excess = revisions.len().saturating_sub(keep);
-        revisions.drain(..excess);
-        tx.put(key, &revisions)?;
+        for (key, _) in revisions.drain(..excess) {
+            tx.delete(key);
+        }
         Ok(revision)
     }
 
@@ -522,28 +611,26 @@ impl EtcdStore {
         })
     }
 
-    fn delete_key(&self, key: Vec<u8>, also: Vec<Vec<u8>>) -> Result<bool> {
+    /// Deletes `key`, and everything under the `also` prefix with it; false if it was absent.
+    fn delete_key(&self, key: Vec<u8>, also: Option<Vec<u8>>) -> Result<bool> {
         self.transact(|s, tx| {
             let existed = s.tx_get::<serde_json::Value>(tx, key.clone())?.is_some();
             if existed {
                 tx.delete(key.clone());
-                for k in &also {
-                    tx.delete(k.clone());
+                if let Some(prefix) = &also {
+                    tx.range_deletes
+                        .push((prefix.clone(), pss_etcd::prefix_end(prefix)));
                 }
             }
             Ok(existed)
         })
     }
 
-    /// Writes pod records, deletions, heartbeats and events; a pod whose revision is given in
-    /// `expected` is written only if etcd still holds that revision of it (0: absent), else
-    /// the batch fails with [`Error::Conflict`]. Split into transactions of at most
-    /// [`MAX_BATCH_OPS`] operations.
-    pub fn write_batch_guarded(
-        &self,
-        changes: &[Change],
-        expected: &HashMap<String, i64>,
-    ) -> Result<()> {
+    /// Writes pod records, deletions, heartbeats and events. A pod whose revision `seen` holds
+    /// is written only if etcd still holds that revision of it (0: absent), else the batch
+    /// fails with [`Error::Conflict`]; a heartbeat's node status comes from `seen` when there
+    /// (else from etcd). Split into transactions of at most [`MAX_BATCH_OPS`] operations.
+    pub fn write_batch_guarded(&self, changes: &[Change], seen: &Seen) -> Result<()> {
         let mut compares = Vec::new();
         let mut ops = Vec::new();
         let mut events = Vec::new();
@@ -552,7 +639,7 @@ impl EtcdStore {
             match change {
                 Change::PutPod(pod) => {
                     let key = self.key(&format!("p/{}", pod.id));
-                    if let Some(rev) = expected.get(&pod.id) {
+                    if let Some(rev) = seen.pods.get(&pod.id) {
                         compares.push(cmp_mod(&key, *rev));
                     }
                     let value = serde_json::to_vec(pod)?;
@@ -561,22 +648,32 @@ impl EtcdStore {
                 }
                 Change::DeletePod(id) => {
                     let key = self.key(&format!("p/{id}"));
-                    if let Some(rev) = expected.get(id) {
+                    if let Some(rev) = seen.pods.get(id) {
                         compares.push(cmp_mod(&key, *rev));
                     }
                     ops.push(delete_op(key));
                 }
-                Change::Event(e) => events.push(e.clone()),
+                Change::Event(e) => {
+                    bytes += e.message.len() + e.object.len() + e.reason.len();
+                    events.push(e.clone());
+                }
                 Change::Heartbeat {
                     node,
                     cpu_usage_percent,
                     memory_used_bytes,
                     now_ms,
                 } => {
-                    let known: Option<NodeRecord> =
-                        self.get_json(&self.key(&format!("n/{node}")))?;
-                    let Some(known) = known else { continue };
-                    if known.status != NodeStatus::Ready {
+                    let status = match seen.nodes.get(node) {
+                        Some(status) => *status,
+                        None => {
+                            match self.get_json::<NodeRecord>(&self.key(&format!("n/{node}")))? {
+                                Some(n) => n.status,
+                                // An unknown node's heartbeat changes nothing.
+                                None => continue,
+                            }
+                        }
+                    };
+                    if status != NodeStatus::Ready {
                         self.update_node(node, |n| n.status = NodeStatus::Ready)?;
                     }
                     let hb = Heartbeat {
@@ -590,7 +687,10 @@ impl EtcdStore {
                     ));
                 }
             }
-            if ops.len() + compares.len() >= MAX_BATCH_OPS || bytes >= MAX_BATCH_BYTES {
+            if compares.len() >= MAX_BATCH_OPS
+                || ops.len() + events.len() >= MAX_BATCH_OPS
+                || bytes >= MAX_BATCH_BYTES
+            {
                 self.commit_part(&mut compares, &mut ops, &mut events)?;
                 bytes = 0;
             }
@@ -621,6 +721,37 @@ impl EtcdStore {
     }
 }
 
+/// What a following cache last saw, so that a batch is guarded without reading etcd first.
+#[derive(Debug, Default)]
+pub struct Seen {
+    /// Pods' `mod_revision`s (0: absent, so a new pod must not exist yet).
+    pub pods: HashMap<String, i64>,
+    /// Nodes' statuses (a heartbeat of a node not here is checked against etcd).
+    pub nodes: HashMap<String, NodeStatus>,
+}
+
+/// Checks an etcd key prefix: starts and ends with `/`, printable ASCII, at most 128 bytes.
+pub fn check_prefix(prefix: &str) -> Result<()> {
+    let ok = prefix.len() >= 2
+        && prefix.len() <= 128
+        && prefix.starts_with('/')
+        && prefix.ends_with('/')
+        && prefix.bytes().all(|b| b.is_ascii_graphic());
+    if ok {
+        return Ok(());
+    }
+    let shown: String = prefix.chars().take(40).collect();
+    Err(Error::Config(format!(
+        "etcd key prefix {shown:?}{} must start and end with '/', be printable ASCII and at \
+         most 128 bytes",
+        if prefix.chars().count() > 40 {
+            "..."
+        } else {
+            ""
+        }
+    )))
+}
+
 /// A node's last heartbeat as kept in `hb/<node>`.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Heartbeat {
@@ -638,8 +769,23 @@ pub(crate) fn decode<T: DeserializeOwned>(key: &[u8], value: &[u8]) -> Result<T>
     })
 }
 
+/// Decodes a listed value, or logs and skips one that does not decode (written by another
+/// version, or by hand): one bad key must not stop a controller from starting or listing.
+pub(crate) fn decode_or_skip<T: DeserializeOwned>(key: &[u8], value: &[u8]) -> Option<T> {
+    match decode(key, value) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            tracing::error!(error = %e, "skipping a value that does not decode");
+            None
+        }
+    }
+}
+
 fn unavailable(e: pss_etcd::Error) -> Error {
-    Error::Unavailable(e.to_string())
+    match e {
+        pss_etcd::Error::Refused(why) => Error::Refused(why),
+        e => Error::Unavailable(e.to_string()),
+    }
 }
 
 fn not_found(kind: &'static str, name: &str) -> Error {
@@ -765,13 +911,15 @@ impl StateStore for EtcdStore {
     }
 
     fn delete_workload(&self, name: &str) -> Result<bool> {
-        self.delete_key(self.workload_key(name), vec![self.revisions_key(name)])
+        self.delete_key(self.workload_key(name), Some(self.revisions_prefix(name)))
     }
 
     fn list_revisions(&self, workload: &str) -> Result<Vec<RevisionRecord>> {
         Ok(self
-            .get_json(&self.revisions_key(workload))?
-            .unwrap_or_default())
+            .revisions(workload)?
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect())
     }
 
     fn set_pod_spec(&self, name: &str, pod_spec: &PodSpec, cause: &str) -> Result<StoredWorkload> {
@@ -818,7 +966,7 @@ impl StateStore for EtcdStore {
     }
 
     fn delete_service(&self, name: &str) -> Result<bool> {
-        self.delete_key(self.key(&format!("s/{name}")), vec![])
+        self.delete_key(self.key(&format!("s/{name}")), None)
     }
 
     fn upsert_autoscaler(&self, policy: &AutoScalePolicy) -> Result<ApplyAction> {
@@ -849,7 +997,7 @@ impl StateStore for EtcdStore {
     }
 
     fn delete_autoscaler(&self, name: &str) -> Result<bool> {
-        self.delete_key(self.key(&format!("a/{name}")), vec![])
+        self.delete_key(self.key(&format!("a/{name}")), None)
     }
 
     fn upsert_node(&self, node: &NodeRecord) -> Result<()> {
@@ -984,7 +1132,7 @@ impl StateStore for EtcdStore {
     }
 
     fn delete_pod(&self, id: &str) -> Result<bool> {
-        self.delete_key(self.key(&format!("p/{id}")), vec![])
+        self.delete_key(self.key(&format!("p/{id}")), None)
     }
 
     fn add_event(&self, event: &EventRecord) -> Result<u64> {
@@ -1008,7 +1156,7 @@ impl StateStore for EtcdStore {
     }
 
     fn write_batch(&self, changes: &[Change]) -> Result<()> {
-        self.write_batch_guarded(changes, &HashMap::new())
+        self.write_batch_guarded(changes, &Seen::default())
     }
 
     fn next_snapshot_version(&self, service: &str) -> Result<u64> {
@@ -1221,10 +1369,12 @@ impl EtcdStore {
         for w in from.list_workloads()? {
             let name = w.workload.name.clone();
             put(self.workload_key(&name), serde_json::to_vec(&w)?);
-            put(
-                self.revisions_key(&name),
-                serde_json::to_vec(&from.list_revisions(&name)?)?,
-            );
+            for r in from.list_revisions(&name)? {
+                put(
+                    self.revision_key(&name, r.revision),
+                    serde_json::to_vec(&r)?,
+                );
+            }
             summary.workloads += 1;
         }
         for s in from.list_services()? {

@@ -10,6 +10,8 @@ mod cache;
 pub mod credentials;
 mod error;
 pub mod etcd;
+#[doc(hidden)]
+pub mod fixtures;
 pub mod metrics;
 mod sqlite;
 

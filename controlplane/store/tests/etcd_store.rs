@@ -8,8 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pss_core::model::{
-    Container, EventRecord, EventType, NodeRecord, NodeStatus, Object, Placement, PodPhase,
-    PodRecord, PodSpec, Resources, Workload,
+    EventRecord, EventType, NodeRecord, NodeStatus, Object, PodPhase, PodRecord,
 };
 use pss_etcd::Timeouts;
 use pss_store::etcd::Fence;
@@ -38,6 +37,11 @@ fn free_port() -> u16 {
 }
 
 fn start_etcd() -> Etcd {
+    start_etcd_with(&["--max-txn-ops", "1024"])
+}
+
+/// An etcd member with `extra` flags (none: etcd's own defaults, as a user's etcd has them).
+fn start_etcd_with(extra: &[&str]) -> Etcd {
     assert!(
         Command::new("etcd").arg("--version").output().is_ok(),
         "etcd is not installed: scripts/test.sh installs Debian's etcd-server"
@@ -61,10 +65,9 @@ fn start_etcd() -> Etcd {
             &format!("http://127.0.0.1:{peer}"),
             "--initial-cluster",
             &format!("m0=http://127.0.0.1:{peer}"),
-            "--max-txn-ops",
-            "1024",
             "--unsafe-no-fsync",
         ])
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
@@ -100,34 +103,7 @@ fn connect(etcd: &Etcd, prefix: &str) -> Arc<EtcdStore> {
     }
 }
 
-fn workload(name: &str, replicas: u32) -> Workload {
-    Workload {
-        labels: Default::default(),
-        rollout: Default::default(),
-        name: name.to_string(),
-        replicas,
-        placement: Placement::Spread,
-        pod_spec: PodSpec {
-            restart_policy: Default::default(),
-            restarted_at_ms: 0,
-            containers: vec![Container {
-                liveness_probe: None,
-                limits: None,
-                name: "web".into(),
-                image: "localhost/pss-demo:latest".into(),
-                command: vec![],
-                args: vec![],
-                env: vec![],
-                resources: Resources {
-                    cpu_millis: 100,
-                    memory_bytes: 64 << 20,
-                },
-            }],
-            ports: vec![],
-            readiness_probe: None,
-        },
-    }
-}
+use pss_store::fixtures::workload;
 
 fn pod(id: &str, workload: &str, node: &str) -> PodRecord {
     let mut p = PodRecord::new(id.into(), workload, 42, 1_000);
@@ -325,10 +301,10 @@ fn a_following_cache_sees_the_other_writer_and_guards_pod_writes() {
     b.put_pod(&newer).unwrap();
     let mut stale = pod("web-aaaaa", "web", "n1");
     stale.restart_count = 1;
-    let mut expected = std::collections::HashMap::new();
-    expected.insert("web-aaaaa".to_string(), stale_guard);
+    let mut seen = pss_store::etcd::Seen::default();
+    seen.pods.insert("web-aaaaa".to_string(), stale_guard);
     let err = a
-        .write_batch_guarded(&[Change::PutPod(stale)], &expected)
+        .write_batch_guarded(&[Change::PutPod(stale)], &seen)
         .unwrap_err();
     assert!(matches!(err, pss_store::Error::Conflict(_)), "{err}");
     assert_eq!(a.get_pod("web-aaaaa").unwrap().unwrap().restart_count, 7);
@@ -371,4 +347,167 @@ fn an_unreachable_etcd_is_a_clear_bounded_error() {
     }
     let err = EtcdStore::connect("etcd://127.0.0.1:1", "pss", Timeouts::default()).unwrap_err();
     assert!(err.to_string().contains("prefix"), "{err}");
+}
+
+fn event(i: usize) -> EventRecord {
+    EventRecord {
+        id: 0,
+        time_ms: 0,
+        event_type: EventType::Normal,
+        reason: "Test".into(),
+        object: format!("pod/p{i}"),
+        message: "m".repeat(100),
+    }
+}
+
+#[test]
+fn etcd_defaults_big_batches_are_split_and_oversized_changes_refused_by_name() {
+    // etcd as installed: --max-txn-ops 128, --max-request-bytes 1.5 MiB.
+    let etcd = start_etcd_with(&[]);
+    let store = connect(&etcd, "/t5/");
+    store.upsert_node(&node("n1")).unwrap();
+    // A reconcile pass's batch: 500 pods and 500 events, far above 128 operations.
+    let mut changes: Vec<Change> = (0..500)
+        .map(|i| Change::PutPod(pod(&format!("web-{i:05}"), "web", "n1")))
+        .collect();
+    changes.extend((0..500).map(|i| Change::Event(event(i))));
+    store.write_batch(&changes).unwrap();
+    assert_eq!(store.list_pods(None).unwrap().len(), 500);
+    let ids: Vec<u64> = store
+        .list_events(1000)
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(ids, (1..=500).collect::<Vec<_>>());
+    // One apply needing more operations than etcd allows in a transaction is refused whole,
+    // naming the etcd flag; nothing of it is written.
+    let objects: Vec<Object> = (0..100)
+        .map(|i| Object::Workload(workload(&format!("w{i:03}"), 1)))
+        .collect();
+    let err = store.apply(&objects).unwrap_err();
+    assert!(matches!(err, pss_store::Error::Refused(_)), "{err}");
+    assert!(err.to_string().contains("--max-txn-ops"), "{err}");
+    assert!(store.list_workloads().unwrap().is_empty());
+    // A value above etcd's request size: refused, naming --max-request-bytes.
+    let mut big = workload("big", 1);
+    big.pod_spec.containers[0].args = vec!["x".repeat(16 * 1024); 100];
+    let err = store.apply(&[Object::Workload(big)]).unwrap_err();
+    assert!(err.to_string().contains("--max-request-bytes"), "{err}");
+    assert!(store.get_workload("big").unwrap().is_none());
+}
+
+#[test]
+fn two_stores_numbering_events_at_once_lose_none() {
+    let etcd = start_etcd();
+    let a = connect(&etcd, "/t6/");
+    let b = connect(&etcd, "/t6/");
+    let write = |s: Arc<EtcdStore>| {
+        std::thread::spawn(move || {
+            for i in 0..40 {
+                s.write_batch(&[Change::Event(event(i)), Change::Event(event(i))])
+                    .unwrap();
+            }
+        })
+    };
+    let (ta, tb) = (write(a.clone()), write(b.clone()));
+    ta.join().unwrap();
+    tb.join().unwrap();
+    let ids: Vec<u64> = a.list_events(1000).unwrap().iter().map(|e| e.id).collect();
+    assert_eq!(
+        ids,
+        (1..=160).collect::<Vec<_>>(),
+        "every event kept, numbered once"
+    );
+}
+
+#[test]
+fn revision_history_is_kept_per_key_and_trimmed() {
+    let etcd = start_etcd();
+    let store = connect(&etcd, "/t7/");
+    let mut w = workload("web", 1);
+    w.rollout.revision_history_limit = 2;
+    for i in 0..6 {
+        w.pod_spec.containers[0].image = format!("localhost/app:{i}");
+        store.apply(&[Object::Workload(w.clone())]).unwrap();
+    }
+    let revisions: Vec<u64> = store
+        .list_revisions("web")
+        .unwrap()
+        .iter()
+        .map(|r| r.revision)
+        .collect();
+    assert_eq!(revisions, [4, 5, 6]);
+    // Going back to a spec seen before (revision 5's) moves it to the top under a new number.
+    w.pod_spec.containers[0].image = "localhost/app:4".into();
+    store.apply(&[Object::Workload(w.clone())]).unwrap();
+    let history = store.list_revisions("web").unwrap();
+    assert_eq!(
+        history.iter().map(|r| r.revision).collect::<Vec<_>>(),
+        [4, 6, 7]
+    );
+    assert_eq!(history[2].pod_spec.containers[0].image, "localhost/app:4");
+    assert_eq!(store.get_workload("web").unwrap().unwrap().revision, 7);
+    assert!(store.delete_workload("web").unwrap());
+    assert!(store.list_revisions("web").unwrap().is_empty());
+}
+
+#[test]
+fn a_value_that_does_not_decode_is_skipped_not_fatal() {
+    let etcd = start_etcd();
+    let store = connect(&etcd, "/t8/");
+    store
+        .apply(&[Object::Workload(workload("good", 1))])
+        .unwrap();
+    // Someone writes garbage under the prefix (by hand, another version).
+    let put = |key: &str, value: &str| {
+        let client = store.etcd().clone();
+        let (key, value) = (store.key(key), value.as_bytes().to_vec());
+        store
+            .run(async move {
+                client
+                    .txn(pss_etcd::pb::TxnRequest {
+                        success: vec![pss_etcd::pb::RequestOp {
+                            request: Some(pss_etcd::pb::request_op::Request::RequestPut(
+                                pss_etcd::pb::PutRequest {
+                                    key,
+                                    value,
+                                    ..Default::default()
+                                },
+                            )),
+                        }],
+                        ..Default::default()
+                    })
+                    .await
+            })
+            .unwrap();
+    };
+    put("w/bad", "{not json");
+    // A cache still starts, without it; lists skip it.
+    let cache = CachedStore::follow(store.clone()).unwrap();
+    let names: Vec<String> = cache
+        .list_workloads()
+        .unwrap()
+        .into_iter()
+        .map(|w| w.workload.name)
+        .collect();
+    assert_eq!(names, ["good"]);
+    assert_eq!(store.list_workloads().unwrap().len(), 1);
+    // Arriving through the watch, it is skipped too, and later changes still arrive.
+    put("p/bad", "\u{0}\u{1}");
+    store
+        .apply(&[Object::Workload(workload("later", 1))])
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while cache.get_workload("later").unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the watch stopped at the bad value"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(cache.get_pod("bad").unwrap().is_none());
+    // Reading the bad key itself names it.
+    let err = store.get_workload("bad").unwrap_err().to_string();
+    assert!(err.contains("/t8/w/bad"), "{err}");
 }

@@ -434,6 +434,9 @@ impl EtcdCluster {
             .args(["--heartbeat-interval", &HEARTBEAT_MS.to_string()])
             .args(["--election-timeout", &ELECTION_MS.to_string()])
             .args(["--quota-backend-bytes", &QUOTA_BYTES.to_string()])
+            // What PSS recommends (README, High availability): a 100-object apply is one
+            // transaction, and a big manifest one request.
+            .args(["--max-txn-ops", "1024", "--max-request-bytes", "10485760"])
             .args(["--snapshot-count", "10000", "--max-wals", "2"])
             .args(["--logger", "zap", "--log-outputs", "stderr"])
             .stdin(Stdio::null())

@@ -15,12 +15,11 @@
 //! - Pod records carry the `mod_revision` memory last saw, and batched pod writes are guarded
 //!   by it: a pod another controller changed meanwhile is not overwritten.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::Duration;
 
 use super::{CachedStore, ObjectKey, State};
-use crate::etcd::{decode, merge_heartbeat, EtcdStore, Heartbeat};
+use crate::etcd::{decode, merge_heartbeat, EtcdStore, Heartbeat, Seen};
 use crate::{Change, Result, StateStore};
 use pss_core::model::{EventRecord, NodeRecord, PodRecord};
 use pss_etcd::pb;
@@ -78,7 +77,7 @@ impl CachedStore {
         let mut state = State::default();
         let retention = etcd.event_retention();
         for kv in &kvs {
-            apply_kv(&mut state, &etcd, kv, retention, false)?;
+            apply_kv(&mut state, &etcd, kv, retention, false);
         }
         state.revision = 0;
         state.feed.clear();
@@ -111,7 +110,7 @@ impl CachedStore {
                 let Some(kv) = &event.kv else { continue };
                 top = top.max(kv.mod_revision);
                 let deleted = event.r#type == pb::EventType::Delete as i32;
-                changed |= apply_kv(&mut state, &follow.etcd, kv, self.retention, deleted)?;
+                changed |= apply_kv(&mut state, &follow.etcd, kv, self.retention, deleted);
             }
         }
         follow.set_applied(top);
@@ -128,7 +127,7 @@ impl CachedStore {
         let (kvs, revision) = follow.etcd.snapshot()?;
         let mut fresh = State::default();
         for kv in &kvs {
-            apply_kv(&mut fresh, &follow.etcd, kv, self.retention, false)?;
+            apply_kv(&mut fresh, &follow.etcd, kv, self.retention, false);
         }
         {
             let mut state = self.write();
@@ -142,19 +141,26 @@ impl CachedStore {
         Ok(revision)
     }
 
-    /// The pod revisions a batch is guarded by: what memory last saw of each pod it writes (0:
-    /// absent, so a new pod must not exist yet).
-    pub(crate) fn guards(&self, changes: &[Change]) -> HashMap<String, i64> {
+    /// What a batch is guarded by: the revision memory last saw of each pod it writes (0:
+    /// absent, so a new pod must not exist yet), and the status of each node it heartbeats.
+    pub(crate) fn seen(&self, changes: &[Change]) -> Seen {
         let state = self.read();
-        changes
-            .iter()
-            .filter_map(|c| match c {
-                Change::PutPod(p) => Some(p.id.as_str()),
-                Change::DeletePod(id) => Some(id.as_str()),
-                _ => None,
-            })
-            .map(|id| (id.to_string(), state.pod_revs.get(id).copied().unwrap_or(0)))
-            .collect()
+        let mut seen = Seen::default();
+        for change in changes {
+            match change {
+                Change::PutPod(PodRecord { id, .. }) | Change::DeletePod(id) => {
+                    seen.pods
+                        .insert(id.clone(), state.pod_revs.get(id).copied().unwrap_or(0));
+                }
+                Change::Heartbeat { node, .. } => {
+                    if let Some(n) = state.nodes.get(node) {
+                        seen.nodes.insert(node.clone(), n.status);
+                    }
+                }
+                Change::Event(_) => {}
+            }
+        }
+        seen
     }
 
     /// The `mod_revision` of pod `id` as memory last saw it (`None`: unknown or not following).
@@ -237,8 +243,25 @@ async fn flush_loop(cache: Weak<CachedStore>) {
 }
 
 /// Applies one key's value (or deletion) to `state`; returns whether clients can see a change
-/// (a heartbeat alone is not one).
+/// (a heartbeat alone is not one). A value that does not decode (another version's, or one
+/// written by hand) is logged and skipped: one bad key must not stop a controller.
 fn apply_kv(
+    state: &mut State,
+    etcd: &EtcdStore,
+    kv: &pb::KeyValue,
+    retention: usize,
+    deleted: bool,
+) -> bool {
+    match try_apply_kv(state, etcd, kv, retention, deleted) {
+        Ok(changed) => changed,
+        Err(e) => {
+            tracing::error!(error = %e, "skipping a value from etcd that does not decode");
+            false
+        }
+    }
+}
+
+fn try_apply_kv(
     state: &mut State,
     etcd: &EtcdStore,
     kv: &pb::KeyValue,

@@ -5,42 +5,15 @@ use super::SqliteStore;
 use crate::Error;
 use crate::{ApplyAction, StateStore};
 use pss_core::model::{
-    AutoScalePolicy, AutoscalerStatus, Container, EventRecord, NodeRecord, NodeStatus, Object,
-    Placement, PodPhase, PodRecord, PodSpec, Resources, Service, Workload,
+    AutoScalePolicy, AutoscalerStatus, EventRecord, NodeRecord, NodeStatus, Object, Placement,
+    PodPhase, PodRecord, Service,
 };
 
 fn store() -> SqliteStore {
     SqliteStore::open_in_memory().expect("in-memory store")
 }
 
-fn workload(name: &str, replicas: u32) -> Workload {
-    Workload {
-        labels: Default::default(),
-        rollout: Default::default(),
-        name: name.to_string(),
-        replicas,
-        placement: Placement::Spread,
-        pod_spec: PodSpec {
-            restart_policy: Default::default(),
-            restarted_at_ms: 0,
-            containers: vec![Container {
-                liveness_probe: None,
-                limits: None,
-                name: "web".into(),
-                image: "localhost/pss-demo:latest".into(),
-                command: vec![],
-                args: vec![],
-                env: vec![],
-                resources: Resources {
-                    cpu_millis: 100,
-                    memory_bytes: 64 << 20,
-                },
-            }],
-            ports: vec![],
-            readiness_probe: None,
-        },
-    }
-}
+use crate::fixtures::workload;
 
 fn service(name: &str, port: u16) -> Service {
     Service {

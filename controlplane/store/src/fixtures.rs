@@ -1,0 +1,34 @@
+//! Small objects for tests and benchmarks of stores (here, in `tests/` and in `benches/`):
+//! one definition instead of a copy per test file.
+
+use pss_core::model::{Container, Placement, PodSpec, Resources, Workload};
+
+/// A one-container workload `name` with `replicas`, as the store tests use it.
+pub fn workload(name: &str, replicas: u32) -> Workload {
+    Workload {
+        labels: Default::default(),
+        rollout: Default::default(),
+        name: name.to_string(),
+        replicas,
+        placement: Placement::Spread,
+        pod_spec: PodSpec {
+            restart_policy: Default::default(),
+            restarted_at_ms: 0,
+            containers: vec![Container {
+                liveness_probe: None,
+                limits: None,
+                name: "web".into(),
+                image: "localhost/pss-demo:latest".into(),
+                command: vec![],
+                args: vec![],
+                env: vec![],
+                resources: Resources {
+                    cpu_millis: 100,
+                    memory_bytes: 64 << 20,
+                },
+            }],
+            ports: vec![],
+            readiness_probe: None,
+        },
+    }
+}
