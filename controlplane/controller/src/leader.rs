@@ -206,15 +206,31 @@ impl Leadership {
                         t.leader = leader;
                         t.number = term;
                     });
-                    // Keep our own lease alive while waiting, so that the next campaign can
-                    // use it; renew it when it was lost.
-                    let sent = Instant::now();
-                    match etcd.keep_alive(id, ttl / 3).await {
-                        Ok(left) if left > 0 => fresh = sent,
-                        Ok(_) => lease = None,
-                        Err(_) => {}
+                    // Watch the key with plain reads (a campaign is a write through etcd's
+                    // log) until it is gone; keep our own lease alive meanwhile, every third of
+                    // its TTL, so that the next campaign can use it.
+                    loop {
+                        pause(&shutdown, OBSERVE_EVERY).await;
+                        if shutdown.is_cancelled() {
+                            break;
+                        }
+                        if fresh.elapsed() >= ttl / 3 {
+                            let sent = Instant::now();
+                            match etcd.keep_alive(id, ttl / 3).await {
+                                Ok(left) if left > 0 => fresh = sent,
+                                Ok(_) => {
+                                    lease = None;
+                                    break;
+                                }
+                                Err(_) => {}
+                            }
+                        }
+                        match etcd.get(&key).await {
+                            Ok((Some(_), _)) => {}
+                            // Gone (or etcd unreachable: the campaign says which).
+                            _ => break,
+                        }
                     }
-                    pause(&shutdown, OBSERVE_EVERY).await;
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "leader election: campaign failed");
