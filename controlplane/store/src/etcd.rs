@@ -231,14 +231,7 @@ impl EtcdStore {
         self.handle().spawn(async move {
             let _ = tx.send(fut.await);
         });
-        let answer = match tokio::runtime::Handle::try_current() {
-            // On a runtime worker: say so, and the runtime moves its other tasks to another
-            // thread while this one waits (reads keep being answered).
-            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-                tokio::task::block_in_place(|| rx.recv_timeout(wait))
-            }
-            _ => rx.recv_timeout(wait),
-        };
+        let answer = blocking(|| rx.recv_timeout(wait));
         if probing {
             self.probe.store(false, Ordering::Release);
         }
@@ -767,6 +760,18 @@ pub(crate) fn decode<T: DeserializeOwned>(key: &[u8], value: &[u8]) -> Result<T>
             String::from_utf8_lossy(&key[..key.len().min(200)])
         ))
     })
+}
+
+/// Runs `f`, which waits (on etcd, on the watch): on a multi-thread runtime's worker inside
+/// `block_in_place`, so the runtime moves its other tasks (reads from memory) to another
+/// thread meanwhile; elsewhere as is.
+pub(crate) fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
 }
 
 /// Decodes a listed value, or logs and skips one that does not decode (written by another

@@ -19,7 +19,7 @@ use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::Duration;
 
 use super::{CachedStore, ObjectKey, State};
-use crate::etcd::{decode, merge_heartbeat, EtcdStore, Heartbeat, Seen};
+use crate::etcd::{blocking, decode, merge_heartbeat, EtcdStore, Heartbeat, Seen};
 use crate::{Change, Result, StateStore};
 use pss_core::model::{EventRecord, NodeRecord, PodRecord};
 use pss_etcd::pb;
@@ -43,10 +43,14 @@ impl Follow {
     pub fn wait_applied(&self) {
         let target = self.etcd.written_revision();
         let applied = self.applied.lock().unwrap_or_else(|p| p.into_inner());
-        let (applied, timeout) = self
-            .caught_up
-            .wait_timeout_while(applied, CATCH_UP, |a| *a < target)
-            .unwrap_or_else(|p| p.into_inner());
+        if *applied >= target {
+            return;
+        }
+        let (applied, timeout) = blocking(|| {
+            self.caught_up
+                .wait_timeout_while(applied, CATCH_UP, |a| *a < target)
+                .unwrap_or_else(|p| p.into_inner())
+        });
         if timeout.timed_out() {
             tracing::warn!(
                 applied = *applied,
