@@ -138,26 +138,9 @@ async fn run(store: Arc<dyn StateStore>, mut rx: mpsc::Receiver<Request>, max_ba
 mod tests {
     use super::*;
     use crate::{CachedStore, SqliteStore};
-    use pss_core::model::{NodeRecord, NodeStatus, PodRecord};
+    use pss_core::model::PodRecord;
 
-    fn node(name: &str) -> NodeRecord {
-        NodeRecord {
-            name: name.into(),
-            agent_address: "127.0.0.1:1".into(),
-            cpu_millis: 1000,
-            memory_bytes: 1 << 30,
-            status: NodeStatus::Ready,
-            cpu_usage_percent: 0.0,
-            memory_used_bytes: 0,
-            last_heartbeat_ms: 1,
-            registered_at_ms: 1,
-            conditions: Default::default(),
-            limits_unenforced: String::new(),
-            labels: Default::default(),
-            unschedulable: false,
-            draining: false,
-        }
-    }
+    use crate::fixtures::node;
 
     fn pod(id: &str, node: Option<&str>) -> PodRecord {
         let mut p = PodRecord::new(id.into(), "web", 7, 1);

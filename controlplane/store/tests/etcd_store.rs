@@ -7,9 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pss_core::model::{
-    EventRecord, EventType, NodeRecord, NodeStatus, Object, PodPhase, PodRecord,
-};
+use pss_core::model::{EventRecord, EventType, NodeStatus, Object, PodPhase, PodRecord};
 use pss_etcd::Timeouts;
 use pss_store::etcd::Fence;
 use pss_store::{ApplyAction, CachedStore, Change, EtcdStore, StateStore};
@@ -112,24 +110,7 @@ fn pod(id: &str, workload: &str, node: &str) -> PodRecord {
     p
 }
 
-fn node(name: &str) -> NodeRecord {
-    NodeRecord {
-        name: name.into(),
-        agent_address: "127.0.0.1:1".into(),
-        cpu_millis: 1000,
-        memory_bytes: 1 << 30,
-        status: NodeStatus::Ready,
-        cpu_usage_percent: 0.0,
-        memory_used_bytes: 0,
-        last_heartbeat_ms: 1,
-        registered_at_ms: 1,
-        conditions: Default::default(),
-        limits_unenforced: String::new(),
-        labels: Default::default(),
-        unschedulable: false,
-        draining: false,
-    }
-}
+use pss_store::fixtures::node;
 
 #[test]
 fn desired_state_behaves_as_on_sqlite() {

@@ -87,8 +87,9 @@ pub struct EtcdCluster {
 
 impl EtcdCluster {
     /// Starts `members` etcd members as a new cluster and waits until each reports healthy
-    /// (panics after [`HEALTH_DEADLINE`] with the members' log tails). A port taken by
-    /// someone else between choosing and binding it is retried with fresh ports.
+    /// (panics after three attempts of [`HEALTH_DEADLINE`] each, with the members' log
+    /// tails). A cluster that does not become healthy (a port taken by someone else between
+    /// choosing and binding it) is started again on fresh ports.
     pub fn start(members: usize) -> EtcdCluster {
         assert!(members > 0, "an etcd cluster needs at least one member");
         require_etcd();
@@ -136,12 +137,14 @@ impl EtcdCluster {
             match cluster.wait_until_healthy(&(0..members).collect::<Vec<_>>(), HEALTH_DEADLINE) {
                 Ok(()) => return cluster,
                 Err(report) => {
-                    let port_taken = (0..members)
-                        .any(|i| cluster.log_tail(i, 200).contains("address already in use"));
                     cluster.kill_all();
-                    if !(port_taken && attempt < 3) {
+                    // A port taken between choosing and binding it (seen in CI as a member
+                    // that runs but never serves its client port, not only as "address
+                    // already in use"): start again on fresh ports, twice at most.
+                    if attempt >= 3 {
                         panic!("etcd cluster of {members} did not become healthy:\n{report}");
                     }
+                    eprintln!("etcd cluster attempt {attempt} failed; retrying on fresh ports");
                 }
             }
         }

@@ -5,9 +5,7 @@ use std::sync::Arc;
 
 use super::{CachedStore, FeedExpired, ObjectKey, FEED_CAPACITY};
 use crate::{Change, SqliteStore, StateStore};
-use pss_core::model::{
-    parse_manifests, EventRecord, NodeRecord, NodeStatus, Object, PodPhase, PodRecord,
-};
+use pss_core::model::{parse_manifests, EventRecord, NodeStatus, Object, PodPhase, PodRecord};
 
 fn objects(replicas: u32) -> Vec<Object> {
     parse_manifests(
@@ -19,24 +17,7 @@ fn objects(replicas: u32) -> Vec<Object> {
     .unwrap()
 }
 
-fn node(name: &str) -> NodeRecord {
-    NodeRecord {
-        name: name.into(),
-        agent_address: "127.0.0.1:1".into(),
-        cpu_millis: 1000,
-        memory_bytes: 1 << 30,
-        status: NodeStatus::Ready,
-        cpu_usage_percent: 0.0,
-        memory_used_bytes: 0,
-        last_heartbeat_ms: 1,
-        registered_at_ms: 1,
-        conditions: Default::default(),
-        limits_unenforced: String::new(),
-        labels: Default::default(),
-        unschedulable: false,
-        draining: false,
-    }
-}
+use crate::fixtures::node;
 
 fn pod(id: &str, workload: &str, node: Option<&str>) -> PodRecord {
     let mut p = PodRecord::new(id.into(), workload, 7, 1);
